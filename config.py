@@ -1,0 +1,183 @@
+"""Config loading and validation: one function, `load_config(path)`, used by every script.
+
+A config names the stored keypoint `layout` of the pickles it reads (keypoints.py), the `joint_idx` it selects
+from them, the normalization `groups` (named lists of stored indices that must cover joint_idx exactly) and the
+SignBART hyperparameters of the reference (SPEC §6.1). Index lists may use ranges: `[0-22, 25]`.
+Any problem raises ConfigError naming the file and the key.
+
+    python config.py configs/*.yaml      # validate configs and print their selection
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import yaml
+
+from keypoints import READABLE_FROM, get_layout
+from runs import UserError
+
+REQUIRED = {
+    "layout": int, "joint_idx": list, "groups": dict, "num_labels": int,
+    "d_model": int, "encoder_layers": int, "decoder_layers": int,
+    "encoder_attention_heads": int, "decoder_attention_heads": int,
+    "encoder_ffn_dim": int, "decoder_ffn_dim": int, "max_position_embeddings": int,
+    "dropout": float, "activation_dropout": float, "attention_dropout": float, "classifier_dropout": float,
+}
+OPTIONAL = {
+    "batch_size": (int, 1),                  # FP32 training batch size (reference: 1)
+    "weight_decay": (float, 0.01),           # AdamW weight decay (reference: 0.01)
+    "attention_mask_value": (float, -100.0),  # additive mask for padded/future keys; finite so int8 keeps scores
+    "encoder_layerdrop": (float, 0.0),       # reference keys, accepted but unused (as in the reference)
+    "decoder_layerdrop": (float, 0.0),
+    "pe": (str, "learn"),
+    "description": (str, ""),
+}
+MAX_FRAMES = 64  # every clip is subsampled to at most this many frames; the TFLite input is fixed to it
+
+
+class ConfigError(UserError, ValueError):
+    pass
+
+
+def parse_index_list(items, where: str) -> list[int]:
+    """Expand `[0-2, 5]` (ints or "a-b" range strings) to `[0, 1, 2, 5]`."""
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ConfigError(f"{where}: {item!r} is not an index")
+        if isinstance(item, int):
+            out.append(item)
+        elif isinstance(item, str) and "-" in item:
+            lo, hi = item.split("-", 1)
+            if not (lo.strip().isdigit() and hi.strip().isdigit()) or int(lo) > int(hi):
+                raise ConfigError(f"{where}: bad range {item!r}")
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            raise ConfigError(f"{where}: {item!r} is not an index or 'a-b' range")
+    return out
+
+
+def _check_types(raw: dict, path: str) -> dict:
+    unknown = set(raw) - set(REQUIRED) - set(OPTIONAL)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {missing}")
+    cfg = {}
+    for key, value in raw.items():
+        kind = REQUIRED[key] if key in REQUIRED else OPTIONAL[key][0]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: key '{key}' must be {kind.__name__}, got {value!r}")
+        cfg[key] = value
+    for key, (_, default) in OPTIONAL.items():
+        cfg.setdefault(key, default)
+    return cfg
+
+
+def _check_values(cfg: dict, path: str) -> None:
+    for key in ("dropout", "activation_dropout", "attention_dropout", "classifier_dropout"):
+        if not 0.0 <= cfg[key] < 1.0:
+            raise ConfigError(f"{path}: key '{key}' must be in [0, 1), got {cfg[key]}")
+    for key in ("num_labels", "d_model", "encoder_ffn_dim", "decoder_ffn_dim", "batch_size",
+                "encoder_attention_heads", "decoder_attention_heads"):
+        if cfg[key] < 1:
+            raise ConfigError(f"{path}: key '{key}' must be >= 1, got {cfg[key]}")
+    for key in ("encoder_attention_heads", "decoder_attention_heads"):
+        if cfg["d_model"] % cfg[key]:
+            raise ConfigError(f"{path}: key '{key}' ({cfg[key]}) must divide d_model ({cfg['d_model']})")
+    if cfg["max_position_embeddings"] < MAX_FRAMES:
+        raise ConfigError(f"{path}: key 'max_position_embeddings' must be >= {MAX_FRAMES}")
+    if cfg["attention_mask_value"] >= 0:
+        raise ConfigError(f"{path}: key 'attention_mask_value' must be negative")
+
+
+def _check_indices(cfg: dict, path: str) -> None:
+    try:
+        size = get_layout(cfg["layout"]).size
+    except ValueError as e:
+        raise ConfigError(f"{path}: key 'layout': {e}") from None
+    joints = parse_index_list(cfg["joint_idx"], f"{path}: key 'joint_idx'")
+    bad = [i for i in joints if not 0 <= i < size]
+    if bad:
+        raise ConfigError(f"{path}: key 'joint_idx': indices {bad} out of range for layout {cfg['layout']} (0-{size - 1})")
+    if len(set(joints)) != len(joints):
+        raise ConfigError(f"{path}: key 'joint_idx': repeated indices {sorted({i for i in joints if joints.count(i) > 1})}")
+    groups, seen = {}, {}
+    for name, items in cfg["groups"].items():
+        where = f"{path}: key 'groups.{name}'"
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{where}: must be a non-empty list of indices")
+        idx = parse_index_list(items, where)
+        for i in idx:
+            if i not in joints:
+                raise ConfigError(f"{where}: index {i} is not in joint_idx")
+            if i in seen:
+                raise ConfigError(f"{where}: index {i} is already in group '{seen[i]}'")
+            seen[i] = name
+        groups[name] = sorted(idx)
+    uncovered = sorted(set(joints) - set(seen))
+    if uncovered:
+        raise ConfigError(f"{path}: key 'groups': joint_idx indices {uncovered} are in no group")
+    cfg["joint_idx"] = sorted(joints)  # the model always sees ascending stored order (as the reference)
+    cfg["groups"] = groups
+
+
+def load_config(path: str) -> dict:
+    """Read and validate a YAML config; returns a plain dict with index lists expanded and defaults filled."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    cfg = _check_types(raw, path)
+    _check_values(cfg, path)
+    _check_indices(cfg, path)
+    cfg["config_path"] = str(path)
+    return cfg
+
+
+def num_keypoints(cfg: dict) -> int:
+    return len(cfg["joint_idx"])
+
+
+def readable_layouts(cfg: dict) -> tuple:
+    """Stored layouts (keypoint counts) whose pickles this config can read."""
+    return READABLE_FROM[cfg["layout"]]
+
+
+def selected_groups(cfg: dict) -> list[np.ndarray]:
+    """Normalization groups as positions in the SELECTED (T, K, 2) array, in config order."""
+    position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
+    return [np.array([position[i] for i in idx], dtype=np.int64) for idx in cfg["groups"].values()]
+
+
+def mirror_permutation(cfg: dict) -> np.ndarray:
+    """perm[k] = position of the left/right mirror of selected point k (itself if its twin is not selected)."""
+    layout = get_layout(cfg["layout"])
+    position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
+    return np.array([position.get(layout.mirror_index(i), k) for k, i in enumerate(cfg["joint_idx"])], dtype=np.int64)
+
+
+def model_hparams(cfg: dict) -> dict:
+    """The subset of the config that defines the network (what a model card / metadata records)."""
+    keys = [k for k in REQUIRED if k not in ("layout", "joint_idx", "groups")] + ["attention_mask_value"]
+    return {k: cfg[k] for k in keys} | {"num_keypoints": num_keypoints(cfg)}
+
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        try:
+            c = load_config(p)
+        except ConfigError as e:
+            print(f"ERROR {e}")
+            continue
+        sizes = {name: len(idx) for name, idx in c["groups"].items()}
+        print(f"{p}: layout {c['layout']}, K={num_keypoints(c)}, classes={c['num_labels']}, groups {sizes}")

@@ -1,0 +1,233 @@
+"""Dataset: pickles on disk -> validated, preprocessed clips in memory -> tf.data batches.
+
+On-disk format (SPEC §1): <root>/{all,train,test}/GXX/<user>_<GXX>_<rep>.pkl, each a dict with `keypoints`
+(T, N, 2|3) and `class`, plus <root>/label2id.json and id2label.json (label2name.json optional).
+Pickles of the reference system (float64, extra keys) load as they are.
+
+Every split is read ONCE: each pickle is validated, selected, clipped and subsampled (preprocessing.py) and
+kept in memory. Per epoch, a seeded generator augments (training only) and normalizes each clip; batches are
+padded to 64 frames with the length mask of preprocessing.pad_clip, then trimmed to the longest clip in the
+batch (the model is padding invariant), so the mask is the same one evaluation and the TFLite model use.
+
+    python dataset.py --config_path configs/arabic-asl-65kpts.yaml --data_path ../shared/data/mlr511-90kpts
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import pickle
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from augmentations import augment
+from config import MAX_FRAMES, load_config, mirror_permutation, readable_layouts, selected_groups
+from preprocessing import normalize_groups, pad_clip, prepare_clip
+from runs import UserError, cli, parse_sample_name
+
+
+class DataError(UserError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------- files
+def read_json(path, what: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: {what} is not valid JSON ({e})") from None
+
+
+def read_label_maps(root) -> tuple[dict, dict]:
+    """label2id {'G01': 0, ...} and id2label {0: 'G01', ...} (int keys) from a dataset root."""
+    label2id = read_json(Path(root) / "label2id.json", "label map label2id.json")
+    id2label = {int(k): v for k, v in read_json(Path(root) / "id2label.json", "label map id2label.json").items()}
+    if sorted(label2id.values()) != list(range(len(label2id))) or any(id2label.get(i) != lab for lab, i in label2id.items()):
+        raise DataError(f"{root}: label2id.json and id2label.json disagree or ids are not 0..N-1")
+    return label2id, id2label
+
+
+def read_label_names(root) -> dict:
+    """Optional human names {'G01': 'Hi', ...}; {} when label2name.json is absent."""
+    path = Path(root) / "label2name.json"
+    return read_json(path, "label2name.json") if path.exists() else {}
+
+
+def list_split(root, split: str) -> list[Path]:
+    """Sorted pickle paths of <root>/<split>/<class>/*.pkl (class folders may be symlinks)."""
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir}: split folder not found (expected {split}/GXX/*.pkl under {root})")
+    return sorted(p for d in sorted(split_dir.iterdir()) if d.is_dir() for p in d.glob("*.pkl"))
+
+
+def load_sample(path) -> dict:
+    """Read one pickle and check its keypoints: a finite (T, N, C>=2) array with T >= 1."""
+    try:
+        with open(path, "rb") as f:
+            sample = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
+        raise DataError(f"{path}: cannot read pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(sample, dict) or "keypoints" not in sample:
+        raise DataError(f"{path}: not a sample dict with a 'keypoints' array")
+    kp = np.asarray(sample["keypoints"])
+    if kp.ndim != 3 or kp.shape[2] < 2 or not np.issubdtype(kp.dtype, np.number):
+        raise DataError(f"{path}: keypoints have shape {kp.shape} {kp.dtype}, expected numeric (T, N, 2 or 3)")
+    if kp.shape[0] == 0:
+        raise DataError(f"{path}: empty sequence (0 frames)")
+    if not np.isfinite(kp[..., :2]).all():
+        raise DataError(f"{path}: keypoints contain NaN or infinite values")
+    sample["keypoints"] = kp
+    return sample
+
+
+def check_layout(path, kp: np.ndarray, cfg: dict) -> None:
+    if kp.shape[1] not in readable_layouts(cfg):
+        raise DataError(f"{path}: {kp.shape[1]} keypoints per frame, but {cfg['config_path']} (layout {cfg['layout']}) "
+                        f"reads pickles with {' or '.join(map(str, readable_layouts(cfg)))} keypoints")
+
+
+# ----------------------------------------------------------------------------------------------- splits
+@dataclass
+class SplitData:
+    """One split in memory: clipped+subsampled clips (before augmentation/normalization) and their labels."""
+    root: Path
+    split: str
+    clips: list = field(default_factory=list)      # each (T', K, 2) float64, T' <= 64
+    labels: list = field(default_factory=list)     # int class ids
+    users: list = field(default_factory=list)
+    paths: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)    # (path, reason) when skip_bad=True
+
+    def __len__(self):
+        return len(self.clips)
+
+    def normalized(self, cfg: dict) -> list[np.ndarray]:
+        groups = selected_groups(cfg)
+        return [normalize_groups(c, groups) for c in self.clips]
+
+    def padded(self, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All clips normalized and padded: keypoints (N, 64, K, 2), masks (N, 64), labels (N,)."""
+        pairs = [pad_clip(c) for c in self.normalized(cfg)]
+        return (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
+                np.asarray(self.labels, dtype=np.int32))
+
+
+def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples: int | None = None,
+               exclude_users=(), only_users=None) -> SplitData:
+    """Read and preprocess every pickle of a split. A bad file raises DataError naming it, or with skip_bad=True
+    is counted in `skipped` (callers print the count)."""
+    label2id, _ = read_label_maps(root)
+    paths = list_split(root, split)
+    if max_samples:
+        paths = paths[:max_samples]
+    data = SplitData(Path(root), split)
+    for path in paths:
+        parsed = parse_sample_name(path.name)
+        if parsed and (parsed[0] in exclude_users or (only_users is not None and parsed[0] not in only_users)):
+            continue
+        try:
+            sample = load_sample(path)
+            check_layout(path, sample["keypoints"], cfg)
+            label = sample.get("class", parsed[1] if parsed else None)
+            if label not in label2id:
+                raise DataError(f"{path}: class {label!r} is not in {Path(root) / 'label2id.json'}")
+            if label2id[label] >= cfg["num_labels"]:
+                raise DataError(f"{path}: class {label!r} has id {label2id[label]} but the config has "
+                                f"num_labels {cfg['num_labels']}")
+        except DataError as e:
+            if not skip_bad:
+                raise
+            data.skipped.append((str(path), str(e)))
+            continue
+        data.clips.append(prepare_clip(sample["keypoints"], cfg))
+        data.labels.append(label2id[label])
+        data.users.append(str(sample.get("user", parsed[0] if parsed else "unknown")))
+        data.paths.append(str(path))
+    if not data.clips:
+        raise DataError(f"{Path(root) / split}: no usable samples" + (f" ({len(data.skipped)} skipped)" if data.skipped else ""))
+    return data
+
+
+# ----------------------------------------------------------------------------------------------- tf.data
+def _trim_to_longest(keypoints, mask, labels):
+    """Drop the all-padding tail of a batch: (B, 64, K, 2) -> (B, T_max, K, 2); mask (B, 64) -> (B, T_max)."""
+    import tensorflow as tf
+    t_max = tf.cast(tf.reduce_max(tf.reduce_sum(mask, axis=1)), tf.int32)
+    return {"keypoints": keypoints[:, :t_max], "attention_mask": mask[:, :t_max]}, labels
+
+
+def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool = False, seed: int = 42,
+                 start_epoch: int = 0, trim: bool = True):
+    """tf.data of ({'keypoints': (B,T,K,2), 'attention_mask': (B,T)}, labels (B,)).
+
+    training=True: reshuffled and augmented every epoch from a numpy Generator seeded with (seed, epoch), so a
+    run is reproducible and `start_epoch` lets a resumed run continue the same sequence."""
+    from tf_env import tf
+    k = len(cfg["joint_idx"])
+    if not training:
+        keypoints, masks, labels = data.padded(cfg)
+        ds = tf.data.Dataset.from_tensor_slices((keypoints, masks, labels)).batch(batch_size)
+    else:
+        groups, mirror, epochs = selected_groups(cfg), mirror_permutation(cfg), itertools.count(start_epoch)
+
+        def one_epoch():
+            rng = np.random.default_rng([seed, next(epochs)])
+            for i in rng.permutation(len(data)):
+                kp, mask = pad_clip(normalize_groups(augment(data.clips[i], rng, mirror), groups))
+                yield kp, mask, np.int32(data.labels[i])
+
+        spec = (tf.TensorSpec((MAX_FRAMES, k, 2), tf.float32), tf.TensorSpec((MAX_FRAMES,), tf.float32),
+                tf.TensorSpec((), tf.int32))
+        ds = tf.data.Dataset.from_generator(one_epoch, output_signature=spec).batch(batch_size)
+    if trim:
+        ds = ds.map(_trim_to_longest)
+    else:
+        ds = ds.map(lambda kp, m, y: ({"keypoints": kp, "attention_mask": m}, y))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------------------------- summary CLI
+def summarize(data: SplitData, cfg: dict, id2label: dict) -> str:
+    lengths = np.array([len(c) for c in data.clips])
+    norm = data.normalized(cfg)
+    detected = np.concatenate([~np.all(c == 0, axis=-1).reshape(-1) for c in norm])
+    values = np.concatenate([c.reshape(-1) for c in norm])
+    per_class = Counter(id2label[y] for y in data.labels)
+    lines = [
+        f"{data.root}/{data.split}: {len(data)} samples, {len(set(data.users))} signers {sorted(set(data.users))}",
+        f"  classes: {dict(sorted(per_class.items()))}",
+        f"  frames after subsampling to <= {MAX_FRAMES}: min {lengths.min()}, median {int(np.median(lengths))}, "
+        f"max {lengths.max()}",
+        f"  detected points: {detected.mean():.1%}; normalized values in [{values.min():.3f}, {values.max():.3f}]",
+    ]
+    if data.skipped:
+        lines.append(f"  skipped {len(data.skipped)} bad file(s), first: {data.skipped[0][1]}")
+    return "\n".join(lines)
+
+
+@cli
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
+    ap.add_argument("--data_path", required=True, help="dataset root holding <split>/GXX/*.pkl and label maps")
+    ap.add_argument("--split", default="all", help="split folder to read (default: all)")
+    ap.add_argument("--skip_bad", action="store_true", help="count and skip unreadable samples instead of stopping")
+    args = ap.parse_args()
+    cfg = load_config(args.config_path)
+    t0 = time.perf_counter()
+    data = load_split(args.data_path, args.split, cfg, skip_bad=args.skip_bad)
+    dt = time.perf_counter() - t0
+    print(summarize(data, cfg, read_label_maps(args.data_path)[1]))
+    print(f"  loaded in {dt:.2f} s ({len(data) / dt:.0f} samples/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Clip preprocessing in plain numpy: THE app contract (training, evaluation, predict_video and the app test vectors
+all call these functions, so they cannot drift apart).
+
+For a stored clip `raw` (T, N, >=2) of MediaPipe landmarks and a config (config.py):
+  1. keep x, y and select the config's joint_idx (ascending stored order)       -> (T, K, 2)
+  2. clip coordinates to [0, 1]
+  3. if T > 64, keep frames floor(linspace(0, T-1, 64))                          -> (T', K, 2), T' <= 64
+  4. (training only: augmentations.py)
+  5. per frame and per group: min-max into a padded square box around the group's detected points;
+     undetected points (exactly (0, 0)) are ignored and stay (0, 0)
+  6. zero-pad to 64 frames; the mask is a length prefix: mask[t] = 1 for t < T', else 0
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from config import MAX_FRAMES, selected_groups
+
+BOX_MARGIN = 0.05  # the square box is 1 + 2*0.05 = 1.1x the larger side of the group's bounding box
+
+
+def select_and_clip(raw: np.ndarray, joint_idx) -> np.ndarray:
+    """(T, N, C>=2) stored landmarks -> (T, K, 2) float64 x, y of the selected joints, clipped to [0, 1]."""
+    kp = np.asarray(raw, dtype=np.float64)[:, joint_idx, :2]
+    return np.clip(kp, 0.0, 1.0)
+
+
+def uniform_frame_indices(num_frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """Frames kept from a clip of `num_frames`: all of them, or floor(linspace(0, T-1, max_frames))."""
+    if num_frames <= max_frames:
+        return np.arange(num_frames)
+    return np.floor(np.linspace(0, num_frames - 1, max_frames)).astype(np.int64)
+
+
+def subsample(kp: np.ndarray, max_frames: int = MAX_FRAMES) -> np.ndarray:
+    return kp[uniform_frame_indices(len(kp), max_frames)]
+
+
+def normalize_groups(kp: np.ndarray, groups) -> np.ndarray:
+    """Per-frame, per-group padded-square min-max normalization (SPEC §5.4), vectorized over frames.
+
+    kp: (T, K, 2) clipped coordinates; groups: index arrays into K. Returns float32 (T, K, 2) in [0, 1].
+    """
+    kp = np.asarray(kp, dtype=np.float64)
+    out = kp.copy()
+    for idx in groups:
+        part = kp[:, idx, :]                                          # (T, n, 2)
+        valid = ~np.all(part == 0.0, axis=-1)                         # (T, n): (0, 0) means "not detected"
+        has_any = valid.any(axis=1)                                   # (T,)
+        lo = np.where(valid[..., None], part, np.inf).min(axis=1)     # (T, 2)
+        hi = np.where(valid[..., None], part, -np.inf).max(axis=1)    # (T, 2)
+        lo, hi = np.where(has_any[:, None], lo, 0.0), np.where(has_any[:, None], hi, 0.0)
+        w, h = hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]
+        dx = np.where(w > h, BOX_MARGIN * w, BOX_MARGIN * h + (h - w) / 2)
+        dy = np.where(w > h, BOX_MARGIN * w + (w - h) / 2, BOX_MARGIN * h)
+        pad = np.stack([dx, dy], axis=-1)                             # (T, 2)
+        start, end = np.clip(lo - pad, 0.0, 1.0), np.clip(hi + pad, 0.0, 1.0)
+        span = end - start
+        safe_span = np.where(span > 0, span, 1.0)
+        scaled = np.where(span[:, None, :] > 0, (part - start[:, None, :]) / safe_span[:, None, :], part)
+        out[:, idx, :] = np.where(valid[..., None], scaled, part)
+    return out.astype(np.float32)
+
+
+def prepare_clip(raw: np.ndarray, cfg: dict) -> np.ndarray:
+    """Steps 1-3: stored landmarks -> clipped, subsampled (T', K, 2) float64 (augmentation comes after this)."""
+    return subsample(select_and_clip(raw, cfg["joint_idx"]))
+
+
+def preprocess(raw: np.ndarray, cfg: dict) -> np.ndarray:
+    """Steps 1-5 without augmentation: stored landmarks -> normalized float32 (T', K, 2)."""
+    return normalize_groups(prepare_clip(raw, cfg), selected_groups(cfg))
+
+
+def length_mask(length: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """(max_frames,) float32 with ones for the first `length` frames: the ONE mask definition."""
+    return (np.arange(max_frames) < length).astype(np.float32)
+
+
+def pad_clip(clip: np.ndarray, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """(T', K, 2) -> zero-padded (max_frames, K, 2) float32 and its length mask (max_frames,) float32."""
+    t = min(len(clip), max_frames)
+    padded = np.zeros((max_frames,) + clip.shape[1:], dtype=np.float32)
+    padded[:t] = clip[:t]
+    return padded, length_mask(t, max_frames)
+
+
+def model_inputs(raw: np.ndarray, cfg: dict, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """Stored landmarks -> the exported model's inputs: keypoints (1, 64, K, 2) and attention_mask (1, 64)."""
+    keypoints, mask = pad_clip(preprocess(raw, cfg), max_frames)
+    return keypoints[None], mask[None]
