@@ -1,0 +1,111 @@
+"""Loading the on-disk format (demo, real MLR511, the reference system's own pickle) and bad-input errors."""
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from config import load_config
+from dataset import DataError, load_sample, load_split, make_dataset, read_label_maps
+from preprocessing import preprocess
+
+
+def test_demo_split_loads(demo_root, demo_cfg):
+    data = load_split(demo_root, "all", demo_cfg)
+    assert len(data) == 120 and set(data.users) == {"user01", "user02", "user03", "user04"}
+    kp, mask, labels = data.padded(demo_cfg)
+    assert kp.shape == (120, 64, 65, 2) and mask.shape == (120, 64) and kp.dtype == np.float32
+    assert sorted(set(labels)) == list(range(10))
+
+
+def test_batches_carry_a_length_prefix_mask(demo_root, tiny_cfg):
+    data = load_split(demo_root, "all", tiny_cfg, max_samples=12)
+    for training in (False, True):
+        for inputs, labels in make_dataset(data, tiny_cfg, batch_size=4, training=training, seed=1):
+            mask = inputs["attention_mask"].numpy()
+            lengths = mask.sum(1).astype(int)
+            assert inputs["keypoints"].shape[1] == mask.shape[1] == lengths.max() <= 64
+            for row, n in zip(mask, lengths):
+                assert (row[:n] == 1).all() and (row[n:] == 0).all()
+            padding = inputs["keypoints"].numpy()[mask == 0]
+            assert (padding == 0).all()
+
+
+def test_training_batches_are_seeded(demo_root, tiny_cfg):
+    data = load_split(demo_root, "all", tiny_cfg, max_samples=8)
+    first = lambda s: [x["keypoints"].numpy() for x, _ in make_dataset(data, tiny_cfg, 2, training=True, seed=s)]
+    a, b, c = first(3), first(3), first(4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_reference_pickle_loads_as_is(shared_data):
+    path = shared_data / "reference-sample" / "user12_G10_R10.pkl"
+    sample = load_sample(path)
+    assert sample["keypoints"].dtype == np.float64 and sample["keypoints"].shape == (38, 90, 3)
+    for name in ("arabic-asl-65kpts", "arabic-asl-90kpts"):
+        out = preprocess(sample["keypoints"], load_config(f"configs/{name}.yaml"))
+        assert out.shape[0] == 38 and 0 <= out.min() and out.max() <= 1
+        assert (out[:, 23:44] == 0).all(), "user12's left hand is never detected and must stay exactly 0"
+
+
+@pytest.mark.parametrize("name", ["arabic-asl-65kpts", "arabic-asl-90kpts"])
+def test_real_mlr511_normalizes_into_unit_range(shared_data, name):
+    cfg = load_config(f"configs/{name}.yaml")
+    data = load_split(shared_data / "mlr511-90kpts", "all", cfg)
+    assert len(data) == 1200 and len(set(data.users)) == 12
+    for clip, norm in zip(data.clips, data.normalized(cfg)):
+        assert 0 <= norm.min() and norm.max() <= 1
+        missing = np.all(clip == 0, axis=-1)
+        assert (norm[missing] == 0).all()
+
+
+@pytest.fixture
+def bad_root(demo_root, tmp_path):
+    root = tmp_path / "bad"
+    (root / "all" / "G01").mkdir(parents=True)
+    for name in ("label2id.json", "id2label.json"):
+        shutil.copy(demo_root / name, root / name)
+    good = load_sample(demo_root / "all" / "G01" / "user01_G01_R01.pkl")
+    return root, good
+
+
+def put(root, name, obj, raw=False):
+    path = root / "all" / "G01" / name
+    path.write_bytes(obj if raw else pickle.dumps(obj))
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda g: b"\x80\x04not a pickle", "cannot read pickle"),
+    (lambda g: {"class": "G01"}, "not a sample dict with a 'keypoints' array"),
+    (lambda g: g | {"keypoints": g["keypoints"][:, :42]}, "42 keypoints per frame, but .* reads pickles with 65 or 90"),
+    (lambda g: g | {"keypoints": np.where(np.ones_like(g["keypoints"]) > 0, np.nan, 0)}, "NaN or infinite"),
+    (lambda g: g | {"keypoints": g["keypoints"][:0]}, r"empty sequence \(0 frames\)"),
+    (lambda g: g | {"class": "G99"}, "class 'G99' is not in .*label2id.json"),
+])
+def test_bad_samples_name_the_file(bad_root, demo_cfg, make, message):
+    root, good = bad_root
+    obj = make(good)
+    path = put(root, "user01_G01_R01.pkl", obj, raw=isinstance(obj, bytes))
+    with pytest.raises(DataError, match=message) as err:
+        load_split(root, "all", demo_cfg)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_skip_bad_counts_skips(bad_root, demo_cfg):
+    root, good = bad_root
+    put(root, "user01_G01_R01.pkl", good)
+    put(root, "user01_G01_R02.pkl", b"garbage", raw=True)
+    data = load_split(root, "all", demo_cfg, skip_bad=True)
+    assert len(data) == 1 and len(data.skipped) == 1 and "user01_G01_R02.pkl" in data.skipped[0][0]
+
+
+def test_missing_label_map_and_split(tmp_path, demo_cfg):
+    with pytest.raises(DataError, match="label2id.json not found"):
+        read_label_maps(tmp_path)
+    (tmp_path / "label2id.json").write_text(json.dumps({"G01": 0}))
+    (tmp_path / "id2label.json").write_text(json.dumps({"0": "G01"}))
+    with pytest.raises(DataError, match="split folder not found"):
+        load_split(tmp_path, "train", demo_cfg)
