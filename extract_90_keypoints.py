@@ -1,0 +1,10 @@
+"""Extract 90-keypoint pickles: extract_65_keypoints.py with --layout 90 as the default (same flags).
+
+    python extract_90_keypoints.py --input_dir VIDEOS --output_dir data/arabic-asl-90kpts
+"""
+import sys
+
+from extract_65_keypoints import main
+
+if __name__ == "__main__":
+    sys.exit(main(layout_default=90))

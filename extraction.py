@@ -1,0 +1,211 @@
+"""MediaPipe Holistic -> keypoint arrays in a stored layout (keypoints.py), per video or per live frame.
+
+Shared by the dataset extractor (extract_65_keypoints.py) and by video/webcam prediction. Settings are the
+reference's (SPEC §3): legacy `mp.solutions.holistic`, model_complexity=1, video (tracking) mode, one confidence
+for detection and tracking, smoothing on, no face refinement. Unlike the reference, every video gets a FRESH
+tracker, so no tracking state leaks from one clip into the next.
+
+Array convention (SPEC §1.3), one row per stored point of the layout:
+  [x, y, c]  x, y = MediaPipe's normalised image coordinates, as returned (not clipped);
+             c = pose `visibility` for pose points, 1.0 for a detected hand/face point.
+  A part that is not detected in a frame is all zeros. Frames are never dropped: T = frames read.
+
+API
+  extract_video(path, layout, min_confidence=0.5, mirror=False) -> (T, N, 3) float32
+        a whole video file; VideoError if it cannot be opened or has no frames
+  read_frames(path)                       -> iterator of BGR frames (VideoError if it cannot be opened)
+  keypoints_from_frames(frames, layout, min_confidence=0.5, mirror=False) -> (T, N, 3) float32
+  open_holistic(min_confidence=0.5)       -> a fresh Holistic tracker (use as a context manager; one per video/stream)
+  process_frame(holistic, frame_bgr, mirror=False) -> MediaPipe results (the landmarks, e.g. for drawing)
+  frame_keypoints(results, layout)        -> (N, 3) float32 for one frame
+  draw_landmarks(frame_bgr, results)      -> the frame with the detected skeleton drawn on it (in place)
+  detected_frames(keypoints, layout, part) -> (T,) bool, frames where a part (pose/left_hand/right_hand/face) is present
+
+A webcam loop:   with open_holistic() as h:  for each frame: r = process_frame(h, frame, mirror);
+                 rows.append(frame_keypoints(r, layout)); draw_landmarks(frame, r)
+
+mirror=True flips each frame horizontally BEFORE MediaPipe (for left-handed signers: their dominant hand then
+lands in MediaPipe's other hand slot). Coordinates are those of the mirrored image.
+
+MediaPipe (and the TensorFlow it imports) is loaded on first use, so importing this module is cheap.
+
+    python extraction.py VIDEO [--layout 65] [--mirror]     # print per-part detection rates of one video
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from keypoints import PARTS, Layout, get_layout
+from runs import UserError, cli
+
+DEFAULT_MIN_CONFIDENCE = 0.5
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
+
+
+_LIBC = ctypes.CDLL(None)
+
+
+class VideoError(UserError):
+    """A video that cannot be read, or has no frames."""
+
+
+# ----------------------------------------------------------------------------------------------- MediaPipe
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null: MediaPipe/TFLite print banners and warnings from C++ for every
+    tracker (about 10 lines per video), which would bury the progress bar. Python exceptions are unaffected."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        _LIBC.fflush(None)  # C-level buffers too, or their text surfaces later, once fd 2 is restored
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _mediapipe():
+    """The mediapipe package, imported on first use (it pulls in TensorFlow: through tf_env, like every module)."""
+    if "mediapipe" not in sys.modules:
+        with native_stderr_silenced():
+            import tf_env  # noqa: F401  (sets TensorFlow's environment before mediapipe imports it)
+            import mediapipe  # noqa: F401
+    return sys.modules["mediapipe"]
+
+
+def open_holistic(min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    """A fresh Holistic tracker in video mode. model_complexity=1 is the only setting whose models ship in the
+    mediapipe 0.10.21 wheel (0 and 2 try to download them; ../shared/STACK.md rule 8)."""
+    if not 0.0 <= min_confidence <= 1.0:
+        raise UserError(f"--min_confidence must be in [0, 1], got {min_confidence}")
+    return _mediapipe().solutions.holistic.Holistic(
+        static_image_mode=False, model_complexity=1, smooth_landmarks=True, refine_face_landmarks=False,
+        min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+
+
+def process_frame(holistic, frame_bgr: np.ndarray, mirror: bool = False):
+    """Run the tracker on one OpenCV (BGR) frame; returns MediaPipe's results (pose/left_hand/right_hand/face
+    landmarks, each None when not detected)."""
+    import cv2
+    if mirror:
+        frame_bgr = cv2.flip(frame_bgr, 1)
+    return holistic.process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+
+
+def frame_keypoints(results, layout: Layout) -> np.ndarray:
+    """One frame's results -> (N, 3) float32 rows [x, y, c] in the layout's stored order; zeros for missing parts."""
+    out = np.zeros((layout.size, 3), dtype=np.float32)
+    for part in PARTS:
+        landmarks = getattr(results, f"{part}_landmarks")
+        stored = layout.part_slice(part)
+        if landmarks is None or not stored:
+            continue
+        points = landmarks.landmark
+        for i, src in zip(stored, layout.part_sources(part)):
+            p = points[src]
+            out[i] = (p.x, p.y, p.visibility if part == "pose" else 1.0)
+    return out
+
+
+def draw_landmarks(frame_bgr: np.ndarray, results) -> np.ndarray:
+    """Draw the detected pose, hands and face mesh contours onto the frame (in place) and return it."""
+    mp = _mediapipe()
+    draw, holistic = mp.solutions.drawing_utils, mp.solutions.holistic
+    draw.draw_landmarks(frame_bgr, results.face_landmarks, holistic.FACEMESH_CONTOURS,
+                        landmark_drawing_spec=None)
+    draw.draw_landmarks(frame_bgr, results.pose_landmarks, holistic.POSE_CONNECTIONS)
+    draw.draw_landmarks(frame_bgr, results.left_hand_landmarks, holistic.HAND_CONNECTIONS)
+    draw.draw_landmarks(frame_bgr, results.right_hand_landmarks, holistic.HAND_CONNECTIONS)
+    return frame_bgr
+
+
+# ----------------------------------------------------------------------------------------------- videos
+def read_frames(path):
+    """Every frame of a video file, in order, as BGR uint8 arrays (H, W, 3). The file is opened right away, so
+    a missing or unreadable file raises VideoError here, not at the first frame."""
+    import cv2
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: video file not found")
+    with native_stderr_silenced():  # FFmpeg's own complaint about a broken file; ours below names the file
+        capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VideoError(f"{path}: cannot open video (not a video file, or a codec OpenCV cannot read)")
+    return _frames_of(capture)
+
+
+def _frames_of(capture):
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def keypoints_from_frames(frames, layout: Layout, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                          mirror: bool = False) -> np.ndarray:
+    """Frames (BGR) of ONE clip -> (T, N, 3) float32, with a tracker of its own. T = 0 for no frames."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return np.zeros((0, layout.size, 3), dtype=np.float32)
+    with contextlib.ExitStack() as stack:
+        with native_stderr_silenced():  # the tracker's start-up (creation + first frame) prints native banners
+            holistic = stack.enter_context(open_holistic(min_confidence))
+            rows = [frame_keypoints(process_frame(holistic, first, mirror), layout)]
+        rows += [frame_keypoints(process_frame(holistic, frame, mirror), layout) for frame in frames]
+    return np.stack(rows)  # (T, N, 3)
+
+
+def extract_video(path, layout: Layout, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                  mirror: bool = False) -> np.ndarray:
+    """A video file -> (T, N, 3) float32 keypoints (module docstring); VideoError when nothing can be read."""
+    keypoints = keypoints_from_frames(read_frames(path), layout, min_confidence, mirror)
+    if len(keypoints) == 0:
+        raise VideoError(f"{path}: no frames could be read (empty or corrupt video)")
+    return keypoints
+
+
+def detected_frames(keypoints: np.ndarray, layout: Layout, part: str) -> np.ndarray:
+    """(T, N, C) keypoints -> (T,) bool: frames where any point of the part is non-zero (missing parts are zeros)."""
+    idx = layout.part_slice(part)
+    if not idx:
+        return np.zeros(len(keypoints), dtype=bool)
+    return np.any(keypoints[:, idx, :2] != 0, axis=(1, 2))
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Extract one video and print how often each part was detected.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("video", help="video file (.mp4/.avi/.mov)")
+    parser.add_argument("--layout", type=int, default=65, choices=(65, 90, 63), help="stored keypoint layout")
+    parser.add_argument("--min_confidence", type=float, default=DEFAULT_MIN_CONFIDENCE,
+                        help="MediaPipe detection and tracking confidence")
+    parser.add_argument("--mirror", action="store_true", help="flip frames horizontally before MediaPipe")
+    args = parser.parse_args(argv)
+    layout = get_layout(args.layout)
+    keypoints = extract_video(args.video, layout, args.min_confidence, args.mirror)  # (T, N, 3)
+    print(f"{args.video}: {len(keypoints)} frames, layout {layout.name} {keypoints.shape}")
+    for part in PARTS:
+        if layout.part_slice(part):
+            print(f"  {part:10s} detected in {detected_frames(keypoints, layout, part).mean():6.1%} of frames")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Build Leave-One-Signer-Out splits of a dataset root with links instead of copies; idempotent; leakage-checked.
+
+    python fix_loso.py --base_root data/arabic-asl-65kpts --holdouts user01,user08,user11
+    python fix_loso.py --base_root data/lsa64-63kpts --holdouts all
+    python fix_loso.py --base_root data/arabic-asl-65kpts --holdouts user01 --gestures G01-G05 --link hardlink
+
+For each holdout signer U it makes <base_root>_LOSO_U/ (SPEC §4):
+  train/GYY/<sample>.pkl   link to <base_root>/all/GYY/<sample>.pkl of every OTHER signer
+  test/GYY/<sample>.pkl    link to U's samples
+  label2id.json, id2label.json (and label2name.json when present), copied from <base_root>
+Links are relative symlinks by default: they see re-extracted pickles, and the splits keep working when the data
+folder moves as a whole. --link hardlink makes hard links instead (same file system only; re-extracting writes new
+files, so run fix_loso.py again afterwards).
+
+Re-running is idempotent: correct links are kept, missing or wrong ones (e.g. the copies of an older tool) replaced,
+and stale entries of train/ and test/ (deleted samples, signs no longer selected) removed. Signer and sign come from
+the file name (userXX_GYY_*.pkl), else from the pickle's `user` / `class` fields. Afterwards each split is read back
+from disk and checked: the held-out signer only in test, every other sample only in train, each sample of
+<base_root>/all exactly once; the summary says so, and a violation is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataset import DataError, load_sample
+from runs import (DEFAULT_HOLDOUTS, USER_RE, UserError, atomic_write_bytes, cli, loso_data_path, parse_holdouts,
+                  parse_sample_name)
+
+SPLITS = ("train", "test")
+LABEL_FILES = ("label2id.json", "id2label.json", "label2name.json")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path  # <base_root>/all/GYY/<name>.pkl
+    user: str
+    sign: str
+
+
+# ----------------------------------------------------------------------------------------------- the base dataset
+def sign_number(sign: str) -> int:
+    digits = re.sub(r"\D", "", sign)
+    return int(digits) if digits else -1
+
+
+def parse_gestures(arg: str, base_root: Path) -> list[str]:
+    """'auto' (label2id.json keys, else all/G* folders), a range 'G01-G10' (zero padding of the bounds kept),
+    or a comma list 'G01,G03'."""
+    if arg == "auto":
+        label_map = base_root / "label2id.json"
+        if label_map.is_file():
+            return sorted(json.loads(label_map.read_text()), key=lambda s: (sign_number(s), s))
+        folders = [d.name for d in (base_root / "all").glob("G*") if d.is_dir() and re.fullmatch(r"G\d+", d.name)]
+        return sorted(folders, key=sign_number)
+    bounds = re.fullmatch(r"G(\d+)-G(\d+)", arg.strip())
+    if bounds:
+        width, first, last = len(bounds.group(1)), int(bounds.group(1)), int(bounds.group(2))
+        return [f"G{i:0{width}d}" for i in range(first, last + 1)]
+    signs = [s.strip() for s in arg.split(",") if s.strip()]
+    if not signs:
+        raise UserError(f"--gestures {arg!r}: expected 'auto', a range like G01-G10 or a comma list")
+    return signs
+
+
+def identify(path: Path) -> tuple[str, str]:
+    """(user, sign) of a sample: from its file name, else from the pickle's fields."""
+    parsed = parse_sample_name(path.name)
+    if parsed:
+        return parsed
+    sample = load_sample(path)
+    user, sign = sample.get("user"), sample.get("class")
+    if not (isinstance(user, str) and USER_RE.match(user) and isinstance(sign, str)):
+        raise DataError(f"{path}: cannot tell its signer: the name is not userXX_GYY_*.pkl and the pickle has "
+                        f"user={user!r}, class={sign!r}")
+    return user, sign
+
+
+def base_samples(base_root: Path, signs: list[str]) -> list[Sample]:
+    """Every pickle of <base_root>/all/<sign>/ for the selected signs (symlinked sign folders followed)."""
+    samples = []
+    for sign in signs:
+        folder = base_root / "all" / sign
+        if folder.is_dir():
+            samples += [Sample(p, *identify(p)) for p in sorted(folder.glob("*.pkl"))]
+    if not samples:
+        raise UserError(f"{base_root}/all: no .pkl samples for gestures {signs[0]}..{signs[-1]}")
+    return samples
+
+
+# ----------------------------------------------------------------------------------------------- links
+def link_target(src: Path, dest: Path) -> str:
+    return os.path.relpath(src, dest.parent)
+
+
+def is_correct_link(dest: Path, src: Path, mode: str) -> bool:
+    if mode == "symlink":
+        return dest.is_symlink() and os.readlink(dest) == link_target(src, dest)
+    return dest.is_file() and not dest.is_symlink() and os.path.samefile(dest, src)
+
+
+def make_link(dest: Path, src: Path, mode: str) -> None:
+    """Create or replace dest atomically (a temp link renamed over it)."""
+    tmp = dest.with_name(f".{dest.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    if mode == "symlink":
+        os.symlink(link_target(src, dest), tmp)
+    else:
+        os.link(src, tmp)
+    os.replace(tmp, dest)
+
+
+def real_dir(folder: Path, counts: Counter) -> None:
+    """Make sure folder is a real directory: a symlinked one is unlinked (never emptied: it points at real data)."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        folder.unlink()
+        counts["removed"] += 1
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def sync_links(loso_root: Path, wanted: dict[Path, Path], mode: str) -> Counter:
+    """Make <loso_root>/{train,test} hold exactly `wanted` ({relative dest: source}); returns what changed."""
+    counts = Counter()
+    for split in SPLITS:
+        real_dir(loso_root / split, counts)
+        for sign_dir in sorted((loso_root / split).iterdir()):
+            if sign_dir.is_symlink() or not sign_dir.is_dir():
+                sign_dir.unlink()
+                counts["removed"] += 1
+                continue
+            for entry in sorted(sign_dir.iterdir()):
+                if entry.relative_to(loso_root) not in wanted and (entry.is_symlink() or entry.is_file()):
+                    entry.unlink()
+                    counts["removed"] += 1
+            if not any(sign_dir.iterdir()):
+                sign_dir.rmdir()
+    for rel, src in sorted(wanted.items()):
+        dest = loso_root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if is_correct_link(dest, src, mode):
+            counts["kept"] += 1
+        else:
+            counts["replaced" if dest.exists() or dest.is_symlink() else "created"] += 1
+            make_link(dest, src, mode)
+    return counts
+
+
+def copy_label_files(base_root: Path, loso_root: Path) -> list[str]:
+    copied = []
+    for name in LABEL_FILES:
+        if (base_root / name).is_file():
+            atomic_write_bytes(loso_root / name, (base_root / name).read_bytes())
+            copied.append(name)
+    return copied
+
+
+# ----------------------------------------------------------------------------------------------- leakage check
+def file_identity(path: Path) -> tuple[int, int]:
+    """The same for a file, a symlink to it and a hard link to it."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample]) -> str:
+    """Read the split back from disk; raise UserError on any leak, else return the proof as one sentence."""
+    found = {split: {} for split in SPLITS}  # split -> {file identity: user}
+    for split in SPLITS:
+        for entry in sorted((loso_root / split).glob("*/*.pkl")):
+            found[split][file_identity(entry)] = identify(entry)[0]
+    test_users = set(found["test"].values())
+    train_users = set(found["train"].values())
+    expected = {file_identity(s.path) for s in samples}
+    problems = []
+    if test_users - {holdout}:
+        problems.append(f"test holds other signers: {sorted(test_users - {holdout})}")
+    if holdout in train_users:
+        problems.append(f"train holds {holdout}")
+    if found["train"].keys() & found["test"].keys():
+        problems.append(f"{len(found['train'].keys() & found['test'].keys())} samples are in both splits")
+    if found["train"].keys() | found["test"].keys() != expected:
+        problems.append("the splits do not hold exactly the samples of all/")
+    if problems:
+        raise UserError(f"{loso_root}: LEAKAGE CHECK FAILED: " + "; ".join(problems))
+    return (f"no leakage: {holdout} only in test ({len(found['test'])} samples), the other {len(train_users)} "
+            f"signers only in train ({len(found['train'])} samples), each of the {len(expected)} samples once")
+
+
+def build_split(base_root: Path, holdout: str, samples: list[Sample], mode: str) -> str:
+    loso_root = loso_data_path(base_root, holdout)
+    wanted = {Path("test" if s.user == holdout else "train", s.sign, s.path.name): s.path for s in samples}
+    counts = sync_links(loso_root, wanted, mode)
+    copied = copy_label_files(base_root, loso_root)
+    proof = check_no_leakage(loso_root, holdout, samples)
+    missing = "" if "label2id.json" in copied else "; WARNING: no label2id.json in the base root"
+    return (f"{loso_root}: {mode}s {counts['created']} created, {counts['replaced']} replaced, "
+            f"{counts['kept']} kept, {counts['removed']} stale removed{missing}\n  {proof}")
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+@cli
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--base_root", default="data/arabic-asl-90kpts", help="dataset root holding all/GYY/*.pkl")
+    parser.add_argument("--holdouts", default=DEFAULT_HOLDOUTS,
+                        help="comma list of held-out signers, or 'all' for every signer found in all/")
+    parser.add_argument("--gestures", default="auto",
+                        help="'auto' (label2id.json, else all/G* folders), a range G01-G10, or a comma list")
+    parser.add_argument("--link", choices=("symlink", "hardlink"), default="symlink", help="how samples are linked")
+    args = parser.parse_args(argv)
+
+    base_root = Path(args.base_root.rstrip("/"))
+    if not (base_root / "all").is_dir():
+        raise UserError(f"{base_root}/all: folder not found (make the dataset with extract_65_keypoints.py first)")
+    samples = base_samples(base_root, parse_gestures(args.gestures, base_root))
+    users = sorted({s.user for s in samples})
+    holdouts = parse_holdouts(args.holdouts, base_root)
+    unknown = [u for u in holdouts if u not in users]
+    if unknown:
+        raise UserError(f"--holdouts: {', '.join(unknown)} not found in {base_root}/all (signers: {', '.join(users)})")
+    print(f"{base_root}: {len(samples)} samples of {len({s.user for s in samples})} signers, "
+          f"{len({s.sign for s in samples})} signs; holdouts: {', '.join(holdouts)}")
+    for holdout in holdouts:
+        if not any(s.user != holdout for s in samples):
+            raise UserError(f"{base_root}: {holdout} is the only signer, its split would have no training data")
+        print(build_split(base_root, holdout, samples, args.link))
+
+
+if __name__ == "__main__":
+    main()
