@@ -1,0 +1,246 @@
+"""Evaluating .tflite models on a dataset split: the loop behind evaluate_tflite_single.py, test_tflite_models.py,
+test_single_sample.py and collect_results.py.
+
+    cfg = resolve_config(tflite_path)                        # the model card's config (or --config_path, checked)
+    clips = load_eval_set(data_path, "test", cfg)            # dataset.load_split + SplitData.padded, timed
+    results = evaluate_tflite(tflite_path, clips)            # a JSON-able dict (metrics.py computes every number)
+
+Timing, per model (one interpreter thread by default):
+  invoke_ms        the interpreter's invoke() alone, per clip: median and p90 over the clips
+  end_to_end_ms    per clip, amortized: reading + preprocessing the split (divided by its clips), loading the
+                   model (divided by the evaluated clips) and the whole run() call (quantize, set, invoke, get)
+A model with no card beside it needs --config_path; a card and a --config_path that disagree are an error.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import metrics
+from config import load_config, num_keypoints
+from dataset import load_split, read_label_maps, read_label_names
+from runs import DEFAULT_SEED, UserError, require_file
+from tflite_export import card_path, read_model_card
+from tflite_runtime import TFLiteModel
+
+TOP_K = 5
+CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels")  # what must agree between a card and a config
+
+
+# ----------------------------------------------------------------------------------------------- config and labels
+def config_from_card(card: dict, tflite_path) -> dict:
+    """The preprocessing/model config recorded in a model card (tflite_export.model_card), as config.load_config
+    would return it (index lists already expanded)."""
+    missing = [k for k in ("model", "layout", "joint_idx", "groups") if k not in card]
+    if missing:
+        raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
+    hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
+    return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
+                      "groups": {name: list(idx) for name, idx in card["groups"].items()},
+                      "config_path": f"{card_path(tflite_path)} (card of {card.get('config_path', '?')})"}
+
+
+def resolve_config(tflite_path, config_path: str | None = None) -> dict:
+    """--config_path when given (checked against the model card), else the card beside the model."""
+    card = read_model_card(require_file(tflite_path, "TFLite model"))
+    if config_path:
+        cfg = load_config(config_path)
+        check_card_matches(cfg, tflite_path)
+        return cfg
+    if not card:
+        raise UserError(f"{tflite_path}: no model card ({card_path(tflite_path).name}) beside it; pass --config_path")
+    return config_from_card(card, tflite_path)
+
+
+def check_card_matches(cfg: dict, tflite_path) -> None:
+    """A model whose card records another keypoint selection, grouping or class count cannot be fed `cfg`'s clips."""
+    card = read_model_card(require_file(tflite_path, "TFLite model"))
+    if card:
+        from_card = config_from_card(card, tflite_path)
+        differ = [k for k in CARD_CONFIG_KEYS if from_card[k] != cfg[k]]
+        if differ:
+            raise UserError(f"{cfg['config_path']} disagrees with the model card of {tflite_path} on {differ}")
+
+
+def class_labels(data_path, tflite_path=None) -> tuple[list[str], dict]:
+    """(labels by class id, {label: human name}) from the dataset's label maps; the model card, when there is
+    one, must list the same labels in the same order."""
+    _, id2label = read_label_maps(data_path)
+    labels = [id2label[i] for i in sorted(id2label)]
+    card = read_model_card(tflite_path) if tflite_path else {}
+    if card.get("labels") and card["labels"] != labels:
+        raise UserError(f"{tflite_path} was trained with labels {card['labels']}, but {data_path} has {labels}")
+    names = read_label_names(data_path) or card.get("label_names", {})
+    return labels, names
+
+
+def display_names(labels: list[str], names: dict) -> list[str]:
+    """'G01 (Hi)' when a human name is known, else 'G01'."""
+    return [f"{label} ({names[label]})" if names.get(label) else label for label in labels]
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass
+class EvalSet:
+    """A split, preprocessed exactly as in training and padded for the TFLite signature."""
+    data_path: str
+    split: str
+    keypoints: np.ndarray      # (N, 64, K, 2) float32
+    masks: np.ndarray          # (N, 64) float32 length masks
+    targets: np.ndarray        # (N,) int32 class ids
+    paths: list
+    labels: list               # class labels by id
+    label_names: dict
+    seconds_per_clip: float    # reading + preprocessing, per clip of the split
+
+    def __len__(self):
+        return len(self.targets)
+
+
+def load_eval_set(data_path, split: str, cfg: dict, max_samples: int | None = None, seed: int = DEFAULT_SEED,
+                  tflite_path=None) -> EvalSet:
+    """Read `<data_path>/<split>`; with max_samples, keep a seeded random subset of that many clips."""
+    start = time.perf_counter()
+    data = load_split(data_path, split, cfg)
+    keypoints, masks, targets = data.padded(cfg)      # (N, 64, K, 2), (N, 64), (N,)
+    seconds_per_clip = (time.perf_counter() - start) / len(data)
+    keep = np.arange(len(data))
+    if max_samples and max_samples < len(data):
+        keep = np.sort(np.random.default_rng(seed).choice(len(data), max_samples, replace=False))
+    labels, names = class_labels(data_path, tflite_path)
+    return EvalSet(str(data_path), split, keypoints[keep], masks[keep], targets[keep],
+                   [data.paths[i] for i in keep], labels, names, seconds_per_clip)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def model_file_info(tflite_path) -> dict:
+    """Path, size and modification time: enough to tell whether a stored result still belongs to the file."""
+    stat = Path(tflite_path).stat()
+    return {"path": str(tflite_path), "size_bytes": stat.st_size, "size_mb": stat.st_size / 2**20,
+            "mtime_ns": stat.st_mtime_ns}
+
+
+def run_model(model: TFLiteModel, clips: EvalSet, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits (N, C), invoke seconds (N,) and whole-run() seconds (N,), one clip at a time."""
+    logits, invoke, wall = [], [], []
+    for i in tqdm(range(len(clips)), desc=desc, leave=False, disable=len(clips) < 50):
+        start = time.perf_counter()
+        out, seconds = model.run(clips.keypoints[i:i + 1], clips.masks[i:i + 1])
+        wall.append(time.perf_counter() - start)
+        logits.append(out)
+        invoke.append(seconds)
+    return np.concatenate(logits), np.array(invoke), np.array(wall)
+
+
+def check_input_size(model: TFLiteModel, clips: EvalSet) -> None:
+    expected, got = int(model.keypoints_input["shape"][2]), clips.keypoints.shape[2]
+    if expected != got:
+        raise UserError(f"{model.source} takes {expected} keypoints per frame, but the config selects {got}")
+
+
+def evaluate_tflite(tflite_path, clips: EvalSet, num_threads: int = 1) -> dict:
+    """Every metric of one model on one EvalSet, as a JSON-able dict (see the module docstring for timings)."""
+    start = time.perf_counter()
+    model = TFLiteModel(tflite_path, num_threads=num_threads)
+    load_seconds = time.perf_counter() - start
+    check_input_size(model, clips)
+    logits, invoke, wall = run_model(model, clips, Path(tflite_path).name)
+    predictions = logits.argmax(axis=1)
+    num_classes = logits.shape[1]
+    if num_classes != len(clips.labels):
+        raise UserError(f"{tflite_path} outputs {num_classes} classes, but {clips.data_path} has {len(clips.labels)}")
+    cm = metrics.confusion_matrix(clips.targets, predictions, num_classes)
+    per_class = metrics.per_class_accuracy(cm)
+    card = read_model_card(tflite_path)
+    return {
+        "model": model_file_info(tflite_path),
+        "mode": card.get("mode", "unknown"),
+        "integer_io": model.integer_io,
+        "inputs": model.io_description("inputs"),
+        "data_path": clips.data_path, "split": clips.split, "samples": len(clips), "num_classes": num_classes,
+        "top1": metrics.topk_accuracy(logits, clips.targets, 1),
+        "top5": metrics.topk_accuracy(logits, clips.targets, TOP_K),
+        "loss": metrics.mean_cross_entropy(logits, clips.targets),
+        "labels": clips.labels, "label_names": clips.label_names,
+        "per_class_accuracy": {lab: (None if np.isnan(a) else float(a)) for lab, a in zip(clips.labels, per_class)},
+        "confusion_matrix": cm.tolist(),
+        "num_threads": num_threads,
+        "invoke_ms": metrics.latency_summary(invoke),
+        "end_to_end_ms": 1000.0 * (clips.seconds_per_clip + load_seconds / len(clips) + float(wall.mean())),
+        "predictions": predictions.tolist(), "targets": clips.targets.tolist(), "paths": clips.paths,
+        "evaluated": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def format_results(results: dict) -> str:
+    """Human-readable summary of one evaluate_tflite result (used by evaluate_tflite_single.py)."""
+    names = display_names(results["labels"], results["label_names"])
+    cm = np.asarray(results["confusion_matrix"])
+    lines = [
+        f"model     {results['model']['path']} ({results['mode']}, {results['model']['size_mb']:.3f} MB"
+        f"{', integer I/O' if results['integer_io'] else ''})",
+        f"data      {results['data_path']}/{results['split']}: {results['samples']} clips",
+        f"top-1     {results['top1']:.2%}   top-{TOP_K} {results['top5']:.2%}   loss {results['loss']:.4f}",
+        f"invoke    median {results['invoke_ms']['median_ms']:.2f} ms, p90 {results['invoke_ms']['p90_ms']:.2f} ms "
+        f"per clip ({results['num_threads']} thread)",
+        f"end2end   {results['end_to_end_ms']:.2f} ms per clip (read + preprocess + load model + run)",
+        "per-class accuracy:",
+    ]
+    for name, row, acc in zip(names, cm, results["per_class_accuracy"].values()):
+        lines.append(f"  {name:<28} {'n/a' if acc is None else f'{acc:7.2%}'}  ({row.sum()} clips)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- comparison tables
+SUMMARY_METRICS = {  # row key -> (column title, format): the numbers every comparison table shows per model
+    "top1_pct": ("Top-1 (%)", "{:.2f}"),
+    "top5_pct": (f"Top-{TOP_K} (%)", "{:.2f}"),
+    "agreement_pct": ("Agree FP32 (%)", "{:.2f}"),
+    "size_mb": ("Size (MB)", "{:.3f}"),
+    "invoke_median_ms": ("Invoke median (ms)", "{:.3f}"),
+    "invoke_p90_ms": ("Invoke p90 (ms)", "{:.3f}"),
+    "end_to_end_ms": ("End-to-end (ms)", "{:.3f}"),
+    "loss": ("Loss", "{:.4f}"),
+}
+
+
+def summary_row(results: dict, reference: dict | None = None) -> dict:
+    """SUMMARY_METRICS of one evaluate_tflite result; agreement with `reference` (the FP32 result on the same clips)."""
+    same_clips = reference is not None and reference["paths"] == results["paths"]
+    return {
+        "top1_pct": 100 * results["top1"], "top5_pct": 100 * results["top5"],
+        "agreement_pct": 100 * metrics.agreement(results["predictions"], reference["predictions"]) if same_clips else None,
+        "size_mb": results["model"]["size_mb"],
+        "invoke_median_ms": results["invoke_ms"]["median_ms"], "invoke_p90_ms": results["invoke_ms"]["p90_ms"],
+        "end_to_end_ms": results["end_to_end_ms"], "loss": results["loss"],
+    }
+
+
+def format_cell(value, fmt: str = "{}") -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return fmt.format(value)
+
+
+def text_table(header: list[str], rows: list[list]) -> str:
+    """Left-aligned first column, right-aligned others; cells are strings."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
+
+
+def csv_text(rows: list[dict], fieldnames: list[str] | None = None) -> str:
+    """Rows as CSV text (csv module quoting); None and NaN become empty cells."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fieldnames or list(rows[0]), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None or (isinstance(v, float) and np.isnan(v)) else v for k, v in row.items()})
+    return out.getvalue()
