@@ -1,0 +1,86 @@
+"""SignBART as a tf_keras Functional model (SPEC §6): `build_model(cfg)`, `load_model(path)`, `parameter_breakdown`.
+
+Inputs:  keypoints (B, T, K, 2) float32 (group-normalized, zero-padded) and attention_mask (B, T) float32, the
+         LENGTH mask of preprocessing.length_mask (a prefix of ones). T is dynamic unless `max_frames` is given.
+Output:  logits (B, num_labels).
+
+Graph (top-level layer names in brackets):
+  keypoints -> x plane [x_coords] -> Dense [proj_x1] -> encoder (encoder.py) -------------------------+
+  keypoints -> y plane [y_coords] -> Dense [proj_y1] -> causal decoder with cross-attention (decoder.py) -> last valid
+  frame [last_valid_token] -> Dropout [classifier_dropout] -> Dense [classifier] -> logits
+  attention_mask -> [encoder_padding_bias] (encoder self-attention and decoder cross-attention)
+                 -> [decoder_causal_bias]  (decoder self-attention)
+
+The model is padding invariant: a clip gives the same logits (to float rounding) at its own length and zero-padded
+to 64 frames with the length mask, which is how evaluation and the TFLite export feed it.
+
+    python model_functional.py --config_path configs/arabic-asl-65kpts.yaml     # summary + parameter counts
+"""
+from __future__ import annotations
+
+import argparse
+
+from attention import AttentionBias
+from config import load_config, num_keypoints
+from decoder import decode
+from encoder import encode
+from layers import CoordinatePlane, LastValidToken
+from runs import cli
+from tf_env import keras
+
+MODEL_NAME = "signbart_functional"
+PARAMETER_GROUPS = {  # report section -> top-level layer name prefixes (SPEC §6.3 breakdown)
+    "projection": ("proj_x1", "proj_y1"),
+    "encoder": ("encoder_",),
+    "decoder": ("decoder_",),
+    "classification_head": ("classifier",),
+}
+
+
+def build_model(cfg: dict, max_frames: int | None = None, batch_size: int | None = None) -> keras.Model:
+    """The SignBART Functional model for a validated config (config.load_config)."""
+    k, d = num_keypoints(cfg), cfg["d_model"]
+    keypoints = keras.Input((max_frames, k, 2), batch_size=batch_size, name="keypoints")
+    mask = keras.Input((max_frames,), batch_size=batch_size, name="attention_mask")
+
+    x_embed = keras.layers.Dense(d, name="proj_x1")(CoordinatePlane(0, name="x_coords")(keypoints))   # (B, T, d)
+    y_embed = keras.layers.Dense(d, name="proj_y1")(CoordinatePlane(1, name="y_coords")(keypoints))   # (B, T, d)
+    padding_bias = AttentionBias(cfg["attention_mask_value"], name="encoder_padding_bias")(mask)     # (B,1,1,T)
+    causal_bias = AttentionBias(cfg["attention_mask_value"], causal=True, name="decoder_causal_bias")(mask)  # (B,1,T,T)
+
+    encoder_out = encode(x_embed, padding_bias, cfg)                                      # (B, T, d)
+    decoder_out = decode(y_embed, encoder_out, causal_bias, padding_bias, cfg)            # (B, T, d)
+    last = LastValidToken(name="last_valid_token")([decoder_out, mask])                    # (B, d)
+    last = keras.layers.Dropout(cfg["classifier_dropout"], name="classifier_dropout")(last)
+    logits = keras.layers.Dense(cfg["num_labels"], name="classifier")(last)              # (B, C)
+    return keras.Model({"keypoints": keypoints, "attention_mask": mask}, logits, name=MODEL_NAME)
+
+
+def load_model(path) -> keras.Model:
+    """Load a saved model (.h5) without its optimizer; the custom layers are registered on import."""
+    return keras.models.load_model(str(path), compile=False)
+
+
+def parameter_breakdown(model: keras.Model) -> dict:
+    """{'projection': n, 'encoder': n, 'decoder': n, 'classification_head': n, 'total': n}."""
+    counts = {group: 0 for group in PARAMETER_GROUPS}
+    for layer in model.layers:
+        for group, prefixes in PARAMETER_GROUPS.items():
+            if layer.name.startswith(prefixes):
+                counts[group] += layer.count_params()
+    return counts | {"total": model.count_params()}
+
+
+@cli
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
+    args = ap.parse_args()
+    model = build_model(load_config(args.config_path))
+    model.summary(line_length=110)
+    for group, count in parameter_breakdown(model).items():
+        print(f"{group:>20}: {count:,}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""TFLite export: THE home of the app signature, the converter modes, the Keras-vs-TFLite parity check and the
+model card. Every script that writes a .tflite calls `export_tflite`; every reader learns the names from here or
+from the card.
+
+Signature (batch 1, fixed T = config.MAX_FRAMES = 64, builtin ops only):
+  inputs   keypoints       float32 [1, 64, K, 2]   group-normalized, zero-padded (preprocessing.model_inputs)
+           attention_mask  float32 [1, 64]         length mask (preprocessing.length_mask)
+  output   logits          float32 [1, C]
+(integer-I/O modes keep the names and shapes and change the dtypes; the card records the quantization.)
+
+Beside `<model>.tflite` it writes `<model>.json` (the model card: I/O with names, shapes, dtypes and quantization,
+T, config, layout, joint_idx, groups, labels, training info, parity, ops) and `labels.txt` (one label per class id).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tensorflow.lite.tools import flatbuffer_utils
+
+from config import MAX_FRAMES, model_hparams, num_keypoints
+from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from tf_env import keras, tf
+
+INPUT_NAMES = ("keypoints", "attention_mask")  # in this order
+OUTPUT_NAME = "logits"
+SEQUENCE_LENGTH = MAX_FRAMES
+PARITY_TOLERANCE = {"fp32": 1e-4}  # max |Keras logit - TFLite logit| accepted per mode
+CARD_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------- conversion
+def configure_fp32(converter, representative_data=None) -> None:
+    """No optimization: float32 weights and activations."""
+
+
+CONVERTER_MODES = {"fp32": configure_fp32}  # mode -> function(converter, representative_data) setting its options
+
+
+def serving_function(model: keras.Model, k: int):
+    """The app signature as a concrete function: (keypoints [1,64,K,2], attention_mask [1,64]) -> {logits}."""
+    @tf.function(input_signature=[tf.TensorSpec([1, SEQUENCE_LENGTH, k, 2], tf.float32, name=INPUT_NAMES[0]),
+                                  tf.TensorSpec([1, SEQUENCE_LENGTH], tf.float32, name=INPUT_NAMES[1])])
+    def serve(keypoints, attention_mask):
+        logits = model({"keypoints": keypoints, "attention_mask": attention_mask}, training=False)
+        return {OUTPUT_NAME: logits}
+    return serve.get_concrete_function()
+
+
+def name_signature(tflite_model: bytes) -> bytes:
+    """Give the graph's I/O tensors the signature names and put the inputs in signature order.
+
+    The converter names tensors `serving_default_<arg>:0` / `StatefulPartitionedCall:0` and sorts inputs
+    alphabetically (mask first); the app and tflite_runtime look them up as `keypoints`, `attention_mask`, `logits`.
+    """
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
+    graph, signature = model.subgraphs[0], model.signatureDefs[0]
+    inputs = {m.name.decode(): m for m in signature.inputs}
+    outputs = {m.name.decode(): m for m in signature.outputs}
+    if set(inputs) != set(INPUT_NAMES) or set(outputs) != {OUTPUT_NAME}:
+        raise ValueError(f"unexpected TFLite signature: inputs {sorted(inputs)}, outputs {sorted(outputs)}")
+    for name, tensor_map in {**inputs, **outputs}.items():
+        graph.tensors[tensor_map.tensorIndex].name = name.encode()
+    signature.inputs = [inputs[name] for name in INPUT_NAMES]
+    graph.inputs = np.array([inputs[name].tensorIndex for name in INPUT_NAMES], dtype=np.int32)
+    graph.outputs = np.array([outputs[OUTPUT_NAME].tensorIndex], dtype=np.int32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def op_names(tflite_model: bytes) -> list[str]:
+    """Sorted distinct operator names of a converted model (all TFLite builtins for our exports)."""
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
+    return sorted({flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+                   for graph in model.subgraphs for op in graph.operators})
+
+
+def convert(model: keras.Model, cfg: dict, mode: str = "fp32", representative_data=None) -> bytes:
+    """Keras model -> .tflite bytes with the app signature, builtin ops only. `mode` is a key of CONVERTER_MODES."""
+    if mode not in CONVERTER_MODES:
+        raise UserError(f"unknown TFLite mode {mode!r}; choose one of {sorted(CONVERTER_MODES)}")
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_function(model, num_keypoints(cfg))], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    CONVERTER_MODES[mode](converter, representative_data)
+    return name_signature(converter.convert())
+
+
+# ----------------------------------------------------------------------------------------------- parity
+def check_parity(model: keras.Model, tflite: "TFLiteModel", keypoints: np.ndarray, masks: np.ndarray,
+                 tolerance: float) -> dict:
+    """Run Keras and TFLite on the same padded clips (N, 64, K, 2) / (N, 64); compare the logits."""
+    keras_logits = model.predict({"keypoints": keypoints, "attention_mask": masks}, batch_size=32, verbose=0)
+    tflite_logits, _ = tflite.predict(keypoints, masks)
+    diff = float(np.abs(keras_logits - tflite_logits).max())
+    same = int((keras_logits.argmax(-1) == tflite_logits.argmax(-1)).sum())
+    return {"clips": len(keypoints), "max_abs_logit_diff": diff, "tolerance": tolerance,
+            "argmax_identical": same, "passed": bool(diff <= tolerance and same == len(keypoints))}
+
+
+# ----------------------------------------------------------------------------------------------- model card
+def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2label: dict,
+               label_names: dict | None = None, training: dict | None = None, parity: dict | None = None) -> dict:
+    """Everything a consumer (evaluation, the app) needs to feed the model and read its output."""
+    return {
+        "card_version": CARD_VERSION,
+        "mode": mode,
+        "inputs": tflite.io_description("inputs"),
+        "outputs": tflite.io_description("outputs"),
+        "sequence_length": SEQUENCE_LENGTH,
+        "mask": "float 0/1 length mask: 1 for the first min(frames, 64) positions",
+        "config_path": cfg["config_path"],
+        "layout": cfg["layout"],
+        "num_keypoints": num_keypoints(cfg),
+        "joint_idx": cfg["joint_idx"],
+        "groups": cfg["groups"],
+        "model": model_hparams(cfg),
+        "labels": [id2label[i] for i in sorted(id2label)],
+        "label_names": label_names or {},
+        "ops": ops,
+        "training": training or {},
+        "parity": parity or {},
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def card_path(tflite_path) -> Path:
+    return Path(tflite_path).with_suffix(".json")
+
+
+def read_model_card(tflite_path) -> dict:
+    """The card written beside a .tflite ({} when there is none, e.g. a foreign model)."""
+    path = card_path(tflite_path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def export_tflite(model: keras.Model, cfg: dict, path, id2label: dict, mode: str = "fp32",
+                  parity_data: tuple | None = None, representative_data=None, label_names: dict | None = None,
+                  training: dict | None = None, log=print) -> dict:
+    """Convert, write `path` (+ card and labels.txt), check parity on `parity_data` = (keypoints, masks) of real
+    padded clips, and print the result. Returns the card."""
+    from tflite_runtime import TFLiteModel  # imported here: tflite_runtime reads INPUT_NAMES from this module
+    tflite_bytes = convert(model, cfg, mode, representative_data)
+    atomic_write_bytes(path, tflite_bytes)
+    tflite = TFLiteModel(tflite_bytes)
+    parity = None
+    if parity_data is not None and mode in PARITY_TOLERANCE:
+        parity = check_parity(model, tflite, *parity_data, tolerance=PARITY_TOLERANCE[mode])
+        log(f"TFLite {mode} parity on {parity['clips']} real clips: max |dlogit| = {parity['max_abs_logit_diff']:.2e} "
+            f"(tolerance {parity['tolerance']:.0e}), argmax identical {parity['argmax_identical']}/{parity['clips']}"
+            + ("" if parity["passed"] else "  <-- PARITY CHECK FAILED"))
+    card = model_card(tflite, op_names(tflite_bytes), cfg, mode, id2label, label_names, training, parity)
+    atomic_write_json(card_path(path), card)
+    atomic_write_text(Path(path).parent / "labels.txt", "".join(f"{label}\n" for label in card["labels"]))
+    log(f"wrote {path} ({len(tflite_bytes) / 2**20:.2f} MB, {mode}) + {card_path(path).name} + labels.txt")
+    return card

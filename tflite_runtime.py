@@ -1,0 +1,114 @@
+"""Running a .tflite model: THE one place that touches the TFLite interpreter (ai-edge-litert, ../shared/STACK.md rule 6).
+
+    model = TFLiteModel("final_model_fp32.tflite")         # num_threads=1 by default (stable timings)
+    logits = model(keypoints, mask)                         # (1, 64, K, 2), (1, 64) float32 -> (1, C) float32
+    logits, seconds = model.predict(keypoints, masks)       # N clips, one invoke each; seconds = invoke() alone
+
+Inputs are found by their signature NAMES (tflite_export.INPUT_NAMES); a foreign model whose tensors are named
+otherwise falls back to rank (4-D = keypoints, 2-D = mask), as the reference did. Models with integer I/O get
+their float inputs quantized and their outputs dequantized here, so callers always pass and receive float32.
+A model with a dynamic T is resized to the clips' length.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from runs import UserError
+from tflite_export import INPUT_NAMES
+
+
+def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """float -> the tensor's dtype using its (scale, zero_point); float tensors pass through."""
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    """The tensor's dtype -> float32 using its (scale, zero_point)."""
+    if np.issubdtype(detail["dtype"], np.floating):
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def find_inputs(details: list[dict], source: str) -> tuple[dict, dict]:
+    """(keypoints detail, mask detail): by signature name, else by rank (4-D keypoints, 2-D mask)."""
+    by_name = {d["name"]: d for d in details}
+    if all(name in by_name for name in INPUT_NAMES):
+        return tuple(by_name[name] for name in INPUT_NAMES)
+    by_rank = {len(d["shape"]): d for d in details}
+    if len(details) != 2 or set(by_rank) != {4, 2}:
+        shapes = [(d["name"], d["shape"].tolist()) for d in details]
+        raise UserError(f"{source}: expected inputs {list(INPUT_NAMES)} (or one 4-D and one 2-D input), got {shapes}")
+    return by_rank[4], by_rank[2]
+
+
+class TFLiteModel:
+    """A loaded .tflite classifier with the app signature (see tflite_export)."""
+
+    def __init__(self, model, num_threads: int = 1):
+        """model: a .tflite path or the model's bytes."""
+        if isinstance(model, (bytes, bytearray)):
+            self.source = "<in-memory model>"
+            self.interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+        else:
+            self.source = str(model)
+            if not Path(model).is_file():
+                raise UserError(f"TFLite model not found: {model}")
+            try:
+                self.interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+            except ValueError as e:
+                raise UserError(f"{model}: not a loadable TFLite model ({e})") from None
+        self.interpreter.allocate_tensors()
+        self.keypoints_input, self.mask_input = find_inputs(self.interpreter.get_input_details(), self.source)
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def integer_io(self) -> bool:
+        return not np.issubdtype(self.keypoints_input["dtype"], np.floating)
+
+    def _fit_length(self, length: int) -> None:
+        """Resize a dynamic-T model to `length` frames (a fixed-T model must be fed its own T)."""
+        if self.keypoints_input["shape"][1] == length:
+            return
+        if self.keypoints_input["shape_signature"][1] != -1:
+            raise UserError(f"{self.source}: the model takes {self.keypoints_input['shape'][1]} frames, got {length}")
+        k = self.keypoints_input["shape"][2]
+        self.interpreter.resize_tensor_input(self.keypoints_input["index"], [1, length, k, 2])
+        self.interpreter.resize_tensor_input(self.mask_input["index"], [1, length])
+        self.interpreter.allocate_tensors()
+        self.keypoints_input, self.mask_input = find_inputs(self.interpreter.get_input_details(), self.source)
+        self.output = self.interpreter.get_output_details()[0]
+
+    def run(self, keypoints: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+        """One clip: keypoints (1, T, K, 2), mask (1, T) float -> (logits (1, C) float32, seconds in invoke())."""
+        self._fit_length(keypoints.shape[1])
+        self.interpreter.set_tensor(self.keypoints_input["index"], quantize(keypoints, self.keypoints_input))
+        self.interpreter.set_tensor(self.mask_input["index"], quantize(mask, self.mask_input))
+        start = time.perf_counter()
+        self.interpreter.invoke()
+        seconds = time.perf_counter() - start
+        return dequantize(self.interpreter.get_tensor(self.output["index"]), self.output), seconds
+
+    def __call__(self, keypoints: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.run(keypoints, mask)[0]
+
+    def predict(self, keypoints: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N clips (N, T, K, 2), (N, T) -> logits (N, C) float32 and invoke seconds (N,), one invoke per clip."""
+        results = [self.run(keypoints[i:i + 1], masks[i:i + 1]) for i in range(len(keypoints))]
+        return np.concatenate([r[0] for r in results]), np.array([r[1] for r in results])
+
+    def io_description(self, which: str) -> list[dict]:
+        """Names, shapes, dtypes and quantization of the 'inputs' (in signature order) or 'outputs'."""
+        details = [self.keypoints_input, self.mask_input] if which == "inputs" else [self.output]
+        return [{"name": d["name"], "shape": d["shape"].tolist(), "dtype": np.dtype(d["dtype"]).name,
+                 "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
+                for d in details]
