@@ -13,21 +13,14 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation import evaluate_tflite, format_results, load_eval_set, resolve_config
-from runs import DEFAULT_SEED, atomic_write_json, cli
+from evaluation import add_evaluation_args, evaluate_tflite, format_results, load_eval_set, resolve_config
+from runs import atomic_write_json, cli
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tflite_path", required=True, help="the .tflite model")
-    ap.add_argument("--data_path", required=True, help="dataset root holding <split>/GXX/*.pkl and the label maps")
-    ap.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
-    ap.add_argument("--config_path", default="",
-                    help="YAML config (default: the model card beside the .tflite; when both exist they must agree)")
-    ap.add_argument("--max_samples", type=int, default=None,
-                    help="evaluate a seeded random subset of this many clips (default: all)")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the --max_samples subset (default: {DEFAULT_SEED})")
-    ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
+    add_evaluation_args(ap)
     ap.add_argument("--output", default="", help="write the full result as JSON to this file (default: none)")
     return ap.parse_args(argv)
 

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 import metrics
-from config import load_config, num_keypoints
+from config import load_config
 from dataset import load_split, read_label_maps, read_label_names
 from runs import DEFAULT_SEED, UserError, require_file
 from tflite_export import card_path, read_model_card
@@ -31,6 +31,20 @@ from tflite_runtime import TFLiteModel
 
 TOP_K = 5
 CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels")  # what must agree between a card and a config
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def add_evaluation_args(ap, config_default: str = "the model card beside the .tflite") -> None:
+    """Flags shared by the evaluation scripts: what to read, how much of it, and how to run the interpreter."""
+    ap.add_argument("--data_path", required=True, help="dataset root holding <split>/GXX/*.pkl and the label maps")
+    ap.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
+    ap.add_argument("--config_path", default="",
+                    help=f"YAML config (default: {config_default}; a card and a config must agree)")
+    ap.add_argument("--max_samples", type=int, default=None,
+                    help="evaluate a seeded random subset of this many clips (default: all)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                    help=f"seed of the --max_samples subset (default: {DEFAULT_SEED})")
+    ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
 
 
 # ----------------------------------------------------------------------------------------------- config and labels
@@ -213,9 +227,10 @@ SUMMARY_METRICS = {  # row key -> (column title, format): the numbers every comp
 def summary_row(results: dict, reference: dict | None = None) -> dict:
     """SUMMARY_METRICS of one evaluate_tflite result; agreement with `reference` (the FP32 result on the same clips)."""
     same_clips = reference is not None and reference["paths"] == results["paths"]
+    agreement = metrics.agreement(results["predictions"], reference["predictions"]) if same_clips else None
     return {
         "top1_pct": 100 * results["top1"], "top5_pct": 100 * results["top5"],
-        "agreement_pct": 100 * metrics.agreement(results["predictions"], reference["predictions"]) if same_clips else None,
+        "agreement_pct": None if agreement is None else 100 * agreement,
         "size_mb": results["model"]["size_mb"],
         "invoke_median_ms": results["invoke_ms"]["median_ms"], "invoke_p90_ms": results["invoke_ms"]["p90_ms"],
         "end_to_end_ms": results["end_to_end_ms"], "loss": results["loss"],

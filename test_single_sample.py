@@ -21,7 +21,8 @@ import numpy as np
 
 from config import selected_groups
 from dataset import check_layout, list_split, load_sample
-from evaluation import TOP_K, display_names, evaluate_tflite, format_results, load_eval_set, resolve_config, class_labels
+from evaluation import (TOP_K, class_labels, display_names, evaluate_tflite, format_results, load_eval_set,
+                        resolve_config)
 from keypoints import PARTS, get_layout
 from metrics import softmax
 from preprocessing import model_inputs, prepare_clip
@@ -106,8 +107,8 @@ def inspect_sample(args, cfg: dict, labels: list[str], names: dict) -> dict:
     shown = display_names(labels, names)
     predicted = labels[ranked[0]]
     print(f"\nsample {path}: {raw.shape[0]} frames stored, {int(mask.sum())} after subsampling; true label {label}")
-    print(f"predicted {shown[ranked[0]]} ({probs[ranked[0]]:.1%})"
-          + ("" if label is None else ("  CORRECT" if predicted == label else "  WRONG")) + f"; invoke {seconds * 1e3:.2f} ms")
+    verdict = "" if label is None else ("  CORRECT" if predicted == label else "  WRONG")
+    print(f"predicted {shown[ranked[0]]} ({probs[ranked[0]]:.1%}){verdict}; invoke {seconds * 1e3:.2f} ms")
     for rank, c in enumerate(ranked, 1):
         print(f"  {rank}. {shown[c]:<28} {probs[c]:7.2%}   logit {logits[0, c]: .3f}")
     print("detections (after clipping and subsampling):")

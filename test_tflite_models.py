@@ -15,25 +15,19 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation import (SUMMARY_METRICS, check_card_matches, csv_text, evaluate_tflite, format_cell, load_eval_set,
-                        resolve_config, summary_row, text_table)
-from runs import DEFAULT_SEED, UserError, atomic_write_text, cli, require_file
+from evaluation import (SUMMARY_METRICS, add_evaluation_args, check_card_matches, csv_text, evaluate_tflite,
+                        format_cell, load_eval_set, resolve_config, summary_row, text_table)
+from runs import UserError, atomic_write_text, cli, require_file
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data_path", required=True, help="dataset root holding <split>/GXX/*.pkl and the label maps")
     ap.add_argument("--fp32_tflite", required=True, help="the FP32 model (the reference for agreement)")
     ap.add_argument("--ptq_tflite", default="", help="the PTQ model (default: none)")
     ap.add_argument("--qat_tflite", default="", help="the QAT model (default: none)")
     ap.add_argument("--tflite", action="append", default=[], metavar="TAG=PATH",
                     help="any further model, repeatable, e.g. PTQ-int8=.../model_int8.tflite")
-    ap.add_argument("--config_path", default="", help="YAML config (default: the FP32 model's card)")
-    ap.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
-    ap.add_argument("--max_samples", type=int, default=None,
-                    help="evaluate a seeded random subset of this many clips (default: all)")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the --max_samples subset (default: {DEFAULT_SEED})")
-    ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
+    add_evaluation_args(ap, config_default="the FP32 model's card")
     ap.add_argument("--output_csv", default="", help="also write the table as CSV to this file (default: none)")
     return ap.parse_args(argv)
 

@@ -115,7 +115,8 @@ def test_aggregate_over_seeds_and_holdouts():
     assert rows["ALL"]["acc"] == 87 and rows["ALL"]["acc_std"] == pytest.approx(statistics.stdev([85, 89]))
     assert rows["ALL"]["n"] == 2 and rows["ALL"]["std_over"].startswith("seeds")
     single = {r["holdout"]: r for r in metrics.aggregate(records[:2], ("model",), ("acc",))}
-    assert single["ALL"]["acc_std"] == pytest.approx(statistics.stdev([90, 80])) and single["ALL"]["std_over"] == "holdouts"
+    assert single["ALL"]["acc_std"] == pytest.approx(statistics.stdev([90, 80]))
+    assert single["ALL"]["std_over"] == "holdouts"
 
 
 def test_flops_count_covers_the_analytic_matmuls(tiny_cfg):
@@ -166,9 +167,9 @@ def test_integer_io_model_evaluates_correctly(trained_fold, tmp_path):
 def test_compare_models_table_and_csv(trained_fold, tmp_path, capsys):
     import test_tflite_models
     out = tmp_path / "compare.csv"
-    rows = test_tflite_models.main(["--data_path", str(trained_fold.data_path), "--fp32_tflite", str(trained_fold.tflite),
-                                    "--tflite", f"INT8-IO={int8_io_model(trained_fold)}", "--config_path",
-                                    str(trained_fold.config_path), "--output_csv", str(out)])
+    rows = test_tflite_models.main(["--data_path", str(trained_fold.data_path), "--fp32_tflite",
+                                    str(trained_fold.tflite), "--tflite", f"INT8-IO={int8_io_model(trained_fold)}",
+                                    "--config_path", str(trained_fold.config_path), "--output_csv", str(out)])
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["FP32", "INT8-IO"] == [r["model"] for r in rows]

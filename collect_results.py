@@ -1,0 +1,314 @@
+"""Collect the results of a LOSO experiment: FP32 vs PTQ vs QAT per held-out signer, over one or several seeds.
+
+Only the holdouts that were actually trained are collected: experiments `[<prefix>_]<dataset>_LOSO_<user>` found
+under checkpoints/ or training_metadata/ (--holdouts narrows them; a requested holdout that was not trained is
+reported). Per holdout the models are, by exact path (a missing one is reported, never replaced by another file):
+  FP32       checkpoints/<exp>/final_model_fp32.tflite
+  PTQ        <ptq_base_dir>/<user>/model_dynamic_int8.tflite     (default exports/ptq[_<prefix>])
+  QAT        <qat_base_dir>/<user>/qat_dynamic_int8.tflite       (default exports/qat[_<prefix>])
+  PTQ-<m>, QAT-<m>   any other .tflite in those folders (the other quantization modes)
+  Keras FP32 (training)   the test top-1/top-5 that main_functional measured on final_model.h5 (metadata)
+With --run_evaluation each model is evaluated on the holdout's test split (evaluation.py) and the result is stored
+as results/evaluations/<exp>/<model>.json; without it, stored results are reused when they still match the file.
+
+Writes to results/[<prefix>/] (prefix = --exp_prefix_base or --exp_prefix): the text report
+experiment_results_<time>_<evaluated|stored>.txt (also printed), summary_table.csv, per_class_accuracy.csv,
+model_info.csv, confusion_matrices/*.png (per holdout x model, and ALL = summed over holdouts and seeds).
+Every CSV row is a mean with its std (ddof 1) and n: per holdout over seeds, and ALL = over holdouts (one seed)
+or over the seeds' means across holdouts (several seeds). Dataset, classes and recipe come from the run metadata.
+
+    python collect_results.py --run_evaluation --base_data_path data/arabic-asl-65kpts
+    python collect_results.py --run_evaluation --base_data_path data/arabic-asl-65kpts \\
+        --seed_list 42,511 --exp_prefix_base arabic_asl_65kpts_pose_hands \\
+        --ptq_base_dir "outputs/arabic_asl/loso/exports/ptq_arabic_asl_65kpts_pose_hands_seed{seed}" \\
+        --qat_base_dir "outputs/arabic_asl/loso/exports/qat_arabic_asl_65kpts_pose_hands_seed{seed}"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import metrics
+from config import model_hparams
+from evaluation import (SUMMARY_METRICS, check_card_matches, csv_text, display_names, evaluate_tflite, load_eval_set,
+                        model_file_info, resolve_config, summary_row)
+from model_functional import build_model, parameter_breakdown
+from plots import plot_confusion_matrix
+from results_report import model_info_rows, write_report
+from runs import UserError, atomic_write_json, atomic_write_text, cli, loso_data_path, loso_experiment_name, run_paths
+
+FP32_FILE, PTQ_FILE, QAT_FILE = "final_model_fp32.tflite", "model_dynamic_int8.tflite", "qat_dynamic_int8.tflite"
+KERAS_TAG = "Keras FP32 (training)"
+CANONICAL_TAGS = ("FP32", "PTQ", "QAT")
+
+
+@dataclass
+class Run:
+    """One trained LOSO experiment (seed x holdout) and what was found and measured for it."""
+    seed: str | None
+    holdout: str
+    experiment: str
+    checkpoint_dir: Path
+    metadata: dict
+    models: dict = field(default_factory=dict)        # tag -> .tflite path
+    missing: list = field(default_factory=list)       # human-readable notes on absent artefacts
+    evaluations: dict = field(default_factory=dict)   # tag -> evaluation.evaluate_tflite result
+
+
+# ----------------------------------------------------------------------------------------------- discovery
+def seed_plans(args, paths) -> list[tuple]:
+    """[(seed or None, experiment prefix, ptq base dir, qat base dir)] for --seed_list (or the single run)."""
+    seeds = [s.strip() for s in args.seed_list.split(",") if s.strip()]
+    templated = [f for f in ("exp_prefix", "ptq_base_dir", "qat_base_dir") if "{seed}" in getattr(args, f)]
+    if not seeds and templated:
+        raise UserError(f"--{templated[0]} contains {{seed}} but no --seed_list is given")
+    if seeds and not (args.exp_prefix_base or "{seed}" in args.exp_prefix):
+        raise UserError("--seed_list needs --exp_prefix_base (runs <base>_seed<seed>) or {seed} in --exp_prefix")
+    plans = []
+    for seed in seeds or [None]:
+        prefix = f"{args.exp_prefix_base}_seed{seed}" if seed and args.exp_prefix_base else \
+            args.exp_prefix.format(seed=seed)
+        ptq = Path(args.ptq_base_dir.format(seed=seed)) if args.ptq_base_dir else paths.export_dir("ptq", prefix)
+        qat = Path(args.qat_base_dir.format(seed=seed)) if args.qat_base_dir else paths.export_dir("qat", prefix)
+        plans.append((seed, prefix, ptq, qat))
+    return plans
+
+
+def trained_holdouts(paths, dataset: str, prefix: str) -> list[str]:
+    """Holdouts with a checkpoint folder or a metadata record of exactly `[<prefix>_]<dataset>_LOSO_<user>`."""
+    before, after = loso_experiment_name(dataset, "\0", prefix).split("\0")
+    pattern = re.compile(rf"^{re.escape(before)}(user\d+){re.escape(after)}$")
+    ckpt_root, meta_root = paths.base / "checkpoints", paths.metadata_dir()
+    names = [d.name for d in ckpt_root.iterdir() if d.is_dir()] if ckpt_root.is_dir() else []
+    names += [f.name[:-len("_latest.json")] for f in meta_root.glob("*_latest.json")] if meta_root.is_dir() else []
+    return sorted({m.group(1) for m in map(pattern.match, names) if m})
+
+
+def export_tag(kind: str, path: Path) -> str:
+    """'PTQ' for model_dynamic_int8.tflite, 'PTQ-int8' for model_int8.tflite, 'QAT-float16' for qat_float16..."""
+    stem = path.stem
+    mode = stem.split("_", 1)[1] if stem.startswith(("model_", "qat_")) and "_" in stem else stem
+    return kind if mode == "dynamic_int8" else f"{kind}-{mode}"
+
+
+def find_models(run: Run, ptq_dir: Path, qat_dir: Path) -> None:
+    """Fill run.models with the exact expected files (and other exports in the PTQ/QAT folders); note the absent."""
+    expected = {"FP32": run.checkpoint_dir / FP32_FILE, "PTQ": ptq_dir / PTQ_FILE, "QAT": qat_dir / QAT_FILE}
+    for tag, path in expected.items():
+        if path.is_file():
+            run.models[tag] = path
+        else:
+            run.missing.append(f"{tag}: {path} not found")
+    for kind, folder in (("PTQ", ptq_dir), ("QAT", qat_dir)):
+        for path in sorted(folder.glob("*.tflite")) if folder.is_dir() else []:
+            run.models.setdefault(export_tag(kind, path), path)
+    if not run.metadata:
+        run.missing.append(f"training metadata: training_metadata/{run.experiment}_latest.json not found")
+
+
+def discover_runs(args, paths) -> list[Run]:
+    runs = []
+    wanted = [u.strip() for u in args.holdouts.split(",") if u.strip()]
+    for seed, prefix, ptq_base, qat_base in seed_plans(args, paths):
+        trained = trained_holdouts(paths, args.dataset_name, prefix)
+        for user in wanted:
+            if user not in trained:
+                print(f"note: holdout {user} (prefix {prefix!r}) was not trained: no "
+                      f"{loso_experiment_name(args.dataset_name, user, prefix)} under {paths.base}")
+        for user in [u for u in trained if not wanted or u in wanted]:
+            exp = loso_experiment_name(args.dataset_name, user, prefix)
+            meta_file = paths.metadata_dir() / f"{exp}_latest.json"
+            run = Run(seed, user, exp, paths.checkpoint_dir(exp),
+                      json.loads(meta_file.read_text()) if meta_file.is_file() else {})
+            find_models(run, ptq_base / user, qat_base / user)
+            runs.append(run)
+    if not runs:
+        raise UserError(f"no trained LOSO experiment of dataset {args.dataset_name!r} under {paths.base} "
+                        f"(prefixes {[p[1] for p in seed_plans(args, paths)]})")
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def run_config(run: Run, config_path: str) -> dict:
+    """--config_path (checked against every model card) or the card of the run's first model."""
+    if not run.models:
+        raise UserError(f"{run.experiment}: no .tflite model found ({'; '.join(run.missing)})")
+    cfg = resolve_config(next(iter(run.models.values())), config_path)
+    for path in run.models.values():
+        check_card_matches(cfg, path)
+    return cfg
+
+
+def stored_result(cache: Path, path: Path, data_path: str, split: str) -> dict | None:
+    """A stored evaluation, if it belongs to this very file (size, mtime) and split."""
+    if not cache.is_file():
+        return None
+    result, now = json.loads(cache.read_text()), model_file_info(path)
+    same_file = all(result["model"].get(k) == now[k] for k in ("path", "size_bytes", "mtime_ns"))
+    return result if same_file and result["data_path"] == data_path and result["split"] == split else None
+
+
+def evaluate_run(run: Run, cfg: dict, args, cache_root: Path) -> None:
+    data_path = str(loso_data_path(args.base_data_path, run.holdout)) if args.base_data_path else \
+        run.metadata.get("data_path")
+    if not data_path:
+        run.missing.append("test data: no --base_data_path and no data_path in the training metadata")
+        return
+    clips = None
+    for tag, path in run.models.items():
+        cache = cache_root / run.experiment / f"{re.sub(r'[^A-Za-z0-9.-]+', '_', tag)}.json"
+        result = None if args.run_evaluation else stored_result(cache, path, data_path, args.split)
+        if result is None and args.run_evaluation:
+            clips = clips or load_eval_set(data_path, args.split, cfg, args.max_samples, tflite_path=path)
+            result = evaluate_tflite(path, clips, args.num_threads)
+            atomic_write_json(cache, result)
+        if result is None:
+            run.missing.append(f"{tag}: not evaluated yet (run with --run_evaluation)")
+        else:
+            run.evaluations[tag] = result
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def model_order(tag: str) -> tuple:
+    return (0,) if tag == KERAS_TAG else (1, CANONICAL_TAGS.index(tag)) if tag in CANONICAL_TAGS else (2, tag)
+
+
+def summary_records(runs: list[Run]) -> list[dict]:
+    """One record per (seed, holdout, model) with evaluation.SUMMARY_METRICS (+ the Keras test numbers)."""
+    records = []
+    for run in runs:
+        test = run.metadata.get("test")
+        if test:
+            records.append({"seed": run.seed, "holdout": run.holdout, "model": KERAS_TAG, "samples": test["samples"],
+                            "top1_pct": 100 * test["accuracy"], "top5_pct": 100 * test["top5_accuracy"],
+                            "loss": test["loss"]})
+        fp32 = run.evaluations.get("FP32")
+        for tag, result in run.evaluations.items():
+            records.append({"seed": run.seed, "holdout": run.holdout, "model": tag, "samples": result["samples"]}
+                           | summary_row(result, fp32))
+    return sorted(records, key=lambda r: (model_order(r["model"]), r["holdout"], str(r["seed"])))
+
+
+def per_class_records(runs: list[Run]) -> list[dict]:
+    records = []
+    for run in runs:
+        for tag, result in run.evaluations.items():
+            for label, acc in result["per_class_accuracy"].items():
+                records.append({"seed": run.seed, "holdout": run.holdout, "model": tag, "class": label,
+                                "name": result["label_names"].get(label, ""),
+                                "accuracy_pct": None if acc is None else 100 * acc})
+    return sorted(records, key=lambda r: (model_order(r["model"]), r["holdout"]))
+
+
+def plot_confusions(runs: list[Run], folder: Path) -> list[Path]:
+    """Per run x model, and ALL per model (counts summed over holdouts and seeds)."""
+    written, totals = [], {}
+    for run in runs:
+        for tag, result in run.evaluations.items():
+            cm, names = np.asarray(result["confusion_matrix"]), display_names(result["labels"], result["label_names"])
+            seed = f"_seed{run.seed}" if run.seed else ""
+            title = f"Confusion matrix - test signer {run.holdout} ({tag}{', seed ' + run.seed if run.seed else ''})"
+            written.append(plot_confusion_matrix(cm, names, title, folder / f"confusion_matrix_{run.holdout}_"
+                                                                             f"{file_tag(tag)}{seed}.png"))
+            total = totals.setdefault(tag, [np.zeros_like(cm), names, set()])
+            total[0] += cm
+            total[2].add(run.holdout)
+    for tag, (cm, names, holdouts) in totals.items():
+        title = f"Confusion matrix - all test signers: {', '.join(sorted(holdouts))} ({tag})"
+        written.append(plot_confusion_matrix(cm, names, title, folder / f"confusion_matrix_ALL_{file_tag(tag)}.png"))
+    return written
+
+
+def file_tag(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", tag).strip("_")
+
+
+def model_summary(runs: list[Run], cfgs: list[dict]) -> dict:
+    """Parameters and FLOPs (computed once: every run must share the network hyperparameters) and file sizes."""
+    distinct = {json.dumps(model_hparams(c), sort_keys=True) for c in cfgs}
+    if len(distinct) > 1:
+        raise UserError(f"the runs use {len(distinct)} different network configs; collect them separately "
+                        f"(--exp_prefix / --holdouts)")
+    cfg = cfgs[0]
+    sizes = {}
+    for run in runs:
+        for tag, path in [("Keras .h5", run.checkpoint_dir / "final_model.h5"), *run.models.items()]:
+            if Path(path).is_file():
+                sizes.setdefault(tag, []).append(Path(path).stat().st_size / 2**20)
+    return {"parameters": parameter_breakdown(build_model(cfg)), "flops": metrics.count_flops(cfg),
+            "hparams": model_hparams(cfg), "sizes_mb": sizes}
+
+
+# ----------------------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run_evaluation", action="store_true",
+                    help="evaluate every model now (default: reuse stored evaluations that match the files)")
+    ap.add_argument("--config_path", default="", help="YAML config (default: each run's model card)")
+    ap.add_argument("--base_data_path", default="",
+                    help="dataset root; test data = <root>_LOSO_<user>/<split> (default: the run metadata's data_path)")
+    ap.add_argument("--dataset_name", default="arabic_asl", help="output folder name (default: arabic_asl)")
+    ap.add_argument("--run_type", default="loso", choices=("loso",), help="only LOSO runs have held-out signers")
+    ap.add_argument("--output_root", default="", help="output root (default: $SIGNBART_OUTPUT_ROOT or outputs)")
+    ap.add_argument("--exp_prefix", default="", help="experiment prefix of the runs (may contain {seed})")
+    ap.add_argument("--exp_prefix_base", default="", help="with --seed_list: runs are <base>_seed<seed>")
+    ap.add_argument("--seed_list", default="", help="comma list of seeds for a multi-seed summary (default: none)")
+    ap.add_argument("--ptq_base_dir", default="", help="PTQ export folder holding <user>/ (may contain {seed}; "
+                                                       "default: exports/ptq[_<prefix>])")
+    ap.add_argument("--qat_base_dir", default="", help="QAT export folder holding <user>/ (may contain {seed}; "
+                                                       "default: exports/qat[_<prefix>])")
+    ap.add_argument("--holdouts", default="", help="comma list: collect only these trained holdouts (default: all)")
+    ap.add_argument("--split", default="test", help="split evaluated (default: test)")
+    ap.add_argument("--max_samples", type=int, default=None, help="evaluate a seeded subset of N clips (default: all)")
+    ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
+    ap.add_argument("-o", "--output", default="", help="text report path (default: results/experiment_results_*.txt)")
+    ap.add_argument("--no-console", dest="no_console", action="store_true", help="do not print the report")
+    ap.add_argument("--no-csv", dest="no_csv", action="store_true", help="do not write the CSV tables")
+    return ap.parse_args(argv)
+
+
+@cli
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    paths = run_paths(args.dataset_name, args.run_type, args.output_root or None)
+    prefix = args.exp_prefix_base or args.exp_prefix.replace("{seed}", "seeds")
+    results_dir = paths.results_dir() / prefix if prefix else paths.results_dir()
+    runs = discover_runs(args, paths)
+    cfgs = []
+    for run in runs:
+        if not run.models:
+            run.missing.append("no .tflite model: nothing to evaluate")
+            continue
+        cfgs.append(run_config(run, args.config_path))
+        evaluate_run(run, cfgs[-1], args, paths.results_dir() / "evaluations")
+    if not cfgs:
+        raise UserError("none of the trained runs has a .tflite model: " + "; ".join(runs[0].missing))
+    model = model_summary(runs, cfgs)
+    tables = {"summary_table": metrics.aggregate(summary_records(runs), ("model",),
+                                                 ("samples", *SUMMARY_METRICS)),
+              "per_class_accuracy": metrics.aggregate(per_class_records(runs), ("model", "class", "name"),
+                                                        ("accuracy_pct",)),
+              "model_info": model_info_rows(model)}
+    written = plot_confusions(runs, results_dir / "confusion_matrices")
+    if not args.no_csv:
+        for name, rows in tables.items():
+            if rows:
+                written.append(atomic_write_text(results_dir / f"{name}.csv", csv_text(rows)))
+    mode = "evaluated" if args.run_evaluation else "stored"
+    report_path = Path(args.output) if args.output else \
+        results_dir / f"experiment_results_{time.strftime('%Y%m%d_%H%M%S')}_{mode}.txt"
+    report = write_report(report_path, runs, tables, model, args, written)
+    if not args.no_console:
+        print(report)
+    print(f"wrote {report_path}, {len(written)} other files under {results_dir}")
+    return {"runs": runs, "tables": tables, "model": model, "report": report_path, "written": written}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The text report and the model_info table of collect_results.py.
+
+Everything in the prose comes from the runs: dataset name, classes, recipe and data from the training metadata
+(training_metadata/<exp>_latest.json written by main_functional.py), the network from the model config, numbers
+from the aggregated tables (metrics.aggregate: mean ± sample std, with n and what the std runs over).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+import metrics
+from evaluation import SUMMARY_METRICS, TOP_K, text_table
+from runs import atomic_write_text
+
+RECIPE_KEYS = {  # training metadata key -> label in the report
+    "epochs": "epochs", "learning_rate": "learning rate (AdamW)", "batch_size": "batch size", "seed": "seed",
+    "no_validation": "no validation", "val_users": "validation signers", "train_samples": "training clips",
+    "config_path": "config", "tensorflow_version": "TensorFlow", "git_commit": "git commit",
+}
+REPORT_METRICS = ("top1_pct", "top5_pct", "agreement_pct", "size_mb", "invoke_median_ms", "end_to_end_ms")
+
+
+# ----------------------------------------------------------------------------------------------- model_info.csv
+def model_info_rows(model: dict) -> list[dict]:
+    """Rows metric, value, std, n, unit: parameters, FLOPs (plain numbers) and the mean file size of each model."""
+    rows = [{"metric": f"Parameters ({group})", "value": count, "std": None, "n": 1, "unit": "params"}
+            for group, count in model["parameters"].items()]
+    rows += [{"metric": "FLOPs per clip (forward pass)", "value": model["flops"], "std": None, "n": 1,
+              "unit": "FLOPs"},
+             {"metric": "FLOPs per clip (forward pass)", "value": round(model["flops"] / 1e6, 3), "std": None,
+              "n": 1, "unit": "MFLOPs"}]
+    for tag, sizes in model["sizes_mb"].items():
+        mean, std, n = metrics.mean_std(sizes)
+        rows.append({"metric": f"File size ({tag})", "value": round(mean, 4), "std": std if n > 1 else None,
+                     "n": n, "unit": "MB"})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def mean_pm_std(row: dict, key: str, fmt: str) -> str:
+    value, std = row.get(key), row.get(f"{key}_std")
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return fmt.format(value) + ("" if std is None or np.isnan(std) else " ± " + fmt.format(std))
+
+
+def distinct(runs, key: str) -> str:
+    values = []
+    for run in runs:
+        value = run.metadata.get(key)
+        if value is not None and value not in values:
+            values.append(value)
+    return " / ".join(map(str, values)) if values else "(not recorded)"
+
+
+def class_list(runs) -> list[str]:
+    for run in runs:
+        for result in run.evaluations.values():
+            names = result["label_names"]
+            return [f"{label} ({names[label]})" if names.get(label) else label for label in result["labels"]]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------- sections
+def header(runs, args) -> list[str]:
+    dataset = distinct(runs, "dataset_name") if any(r.metadata for r in runs) else args.dataset_name
+    seeds = sorted({r.seed for r in runs if r.seed}, key=str)
+    holdouts = sorted({r.holdout for r in runs})
+    return [
+        "=" * 100,
+        f"{dataset.upper()} - SIGN RECOGNITION RESULTS",
+        f"Leave-one-signer-out, {len(holdouts)} trained test signer(s): {', '.join(holdouts)}"
+        + (f"; seeds {', '.join(seeds)}" if seeds else ""),
+        f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}; "
+        + ("models evaluated now" if args.run_evaluation else "stored evaluations (collect_results --run_evaluation "
+                                                                "re-evaluates)")
+        + f"; split '{args.split}'" + (f", subset of {args.max_samples} clips" if args.max_samples else ""),
+        "=" * 100,
+    ]
+
+
+def runs_section(runs) -> list[str]:
+    rows = [[r.seed or "-", r.holdout, r.experiment, ", ".join(r.models) or "none",
+             str(r.metadata.get("test", {}).get("samples", "-"))] for r in runs]
+    lines = ["", "1. RUNS COLLECTED", text_table(["Seed", "Holdout", "Experiment", "Models found", "Test clips"], rows)]
+    missing = [f"  {r.experiment}: {note}" for r in runs for note in r.missing]
+    lines += ["Missing or not evaluated:", *missing] if missing else ["Nothing missing."]
+    return lines
+
+
+def recipe_section(runs) -> list[str]:
+    classes = class_list(runs)
+    lines = ["", "2. DATA AND TRAINING RECIPE (from the training metadata)",
+             f"  data (test = held-out signer): {distinct(runs, 'data_path')}",
+             f"  classes: {len(classes)}" + (f" - {', '.join(classes)}" if classes else "")]
+    train_users = {r.holdout: r.metadata.get("train_users") for r in runs if r.metadata.get("train_users")}
+    if train_users:
+        lines.append("  training signers: " + "; ".join(f"{h} held out -> {len(u)} signers" for h, u in
+                                                         sorted(train_users.items())))
+    lines += [f"  {label}: {distinct(runs, key)}" for key, label in RECIPE_KEYS.items()]
+    return lines
+
+
+def network_section(model: dict) -> list[str]:
+    h = model["hparams"]
+    lines = ["", "3. NETWORK, SIZE AND COST",
+             f"  SignBART: {h['num_keypoints']} keypoints (x -> encoder, y -> decoder), d_model {h['d_model']}, "
+             f"{h['encoder_layers']}+{h['decoder_layers']} layers, {h['encoder_attention_heads']} heads, "
+             f"FFN {h['encoder_ffn_dim']}, {h['num_labels']} classes, input [1, 64, {h['num_keypoints']}, 2] + mask",
+             "  parameters: " + ", ".join(f"{k} {v:,}" for k, v in model["parameters"].items()),
+             f"  FLOPs per clip: {model['flops']:,} ({model['flops'] / 1e6:.2f} MFLOPs)",
+             f"    method: {metrics.FLOPS_METHOD}",
+             "  file sizes (MB, mean over runs): " + ", ".join(
+                 f"{tag} {np.mean(sizes):.3f}" for tag, sizes in model["sizes_mb"].items())]
+    return lines
+
+
+def results_sections(summary: list[dict]) -> list[str]:
+    columns = [SUMMARY_METRICS[k] for k in REPORT_METRICS]
+    cells = lambda row: [mean_pm_std(row, k, SUMMARY_METRICS[k][1]) for k in REPORT_METRICS]  # noqa: E731
+    per_holdout = [[r["model"], r["holdout"], str(r["n"]), *cells(r)] for r in summary
+                   if r["holdout"] != metrics.ALL_HOLDOUTS]
+    overall = [[r["model"], str(r["n"]), r["std_over"], *cells(r)] for r in summary
+               if r["holdout"] == metrics.ALL_HOLDOUTS]
+    return ["", f"4. RESULTS PER TEST SIGNER (mean ± std over seeds; n = seeds)",
+            f"  top-{TOP_K}, agreement = share of clips with the FP32 TFLite prediction; invoke = interpreter "
+            "alone, 1 thread, median per clip; end-to-end adds reading, preprocessing and model load",
+            text_table(["Model", "Holdout", "n", *(t for t, _ in columns)], per_holdout),
+            "", f"5. SUMMARY OVER TEST SIGNERS (mean ± sample std, ddof {metrics.STD_DDOF})",
+            text_table(["Model", "n", "std over", *(t for t, _ in columns)], overall)]
+
+
+def per_class_section(per_class: list[dict]) -> list[str]:
+    lines = ["", "6. PER-CLASS ACCURACY (%, mean over seeds; ALL = mean over test signers)"]
+    for model in dict.fromkeys(r["model"] for r in per_class):
+        rows = [r for r in per_class if r["model"] == model]
+        holdouts = list(dict.fromkeys(r["holdout"] for r in rows))
+        table = {}
+        for r in rows:
+            name = f"{r['class']} ({r['name']})" if r["name"] else r["class"]
+            table.setdefault(name, {})[r["holdout"]] = mean_pm_std(r, "accuracy_pct", "{:.1f}")
+        lines += [f"  {model}", text_table(["Class", *holdouts],
+                                           [[c, *(v.get(h, "-") for h in holdouts)] for c, v in table.items()])]
+    return lines
+
+
+def write_report(path: Path, runs, tables: dict, model: dict, args, written: list) -> str:
+    """Assemble, write atomically and return the report text."""
+    lines = header(runs, args) + runs_section(runs) + recipe_section(runs) + network_section(model)
+    lines += results_sections(tables["summary_table"]) + per_class_section(tables["per_class_accuracy"])
+    lines += ["", "7. FILES", *(f"  {p}" for p in written), f"  {path}", ""]
+    text = "\n".join(lines)
+    atomic_write_text(path, text)
+    return text
