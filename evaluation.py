@@ -88,10 +88,14 @@ def class_labels(data_path, tflite_path=None) -> tuple[list[str], dict]:
     _, id2label = read_label_maps(data_path)
     labels = [id2label[i] for i in sorted(id2label)]
     card = read_model_card(tflite_path) if tflite_path else {}
-    if card.get("labels") and card["labels"] != labels:
-        raise UserError(f"{tflite_path} was trained with labels {card['labels']}, but {data_path} has {labels}")
+    check_card_labels(card, labels, tflite_path, data_path)
     names = read_label_names(data_path) or card.get("label_names", {})
     return labels, names
+
+
+def check_card_labels(card: dict, labels: list[str], tflite_path, data_path) -> None:
+    if card.get("labels") and card["labels"] != labels:
+        raise UserError(f"{tflite_path} was trained with labels {card['labels']}, but {data_path} has {labels}")
 
 
 def display_names(labels: list[str], names: dict) -> list[str]:
@@ -169,9 +173,10 @@ def evaluate_tflite(tflite_path, clips: EvalSet, num_threads: int = 1) -> dict:
     num_classes = logits.shape[1]
     if num_classes != len(clips.labels):
         raise UserError(f"{tflite_path} outputs {num_classes} classes, but {clips.data_path} has {len(clips.labels)}")
+    card = read_model_card(tflite_path)
+    check_card_labels(card, clips.labels, tflite_path, clips.data_path)
     cm = metrics.confusion_matrix(clips.targets, predictions, num_classes)
     per_class = metrics.per_class_accuracy(cm)
-    card = read_model_card(tflite_path)
     return {
         "model": model_file_info(tflite_path),
         "mode": card.get("mode", "unknown"),

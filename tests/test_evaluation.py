@@ -47,28 +47,14 @@ def independent_predictions(tflite_path, data_path, cfg, split="test"):
 
 @functools.lru_cache(maxsize=None)
 def quantized_model(h5: str, config_path: str, data_path: str, mode: str) -> Path:
-    """The trained model converted to `mode` ('dynamic' or 'int8_io'), in a temporary folder, once per session.
-
-    Uses tflite_export's converter mode when it exists; otherwise (before the quantization modes landed) a plain
-    TFLite converter call with the same signature, here in the test only."""
+    """The trained model converted with a tflite_export mode ('dynamic', 'int8_io', ...) into a temporary folder,
+    once per session; integer modes are calibrated on 32 training clips. No model card: callers pass the config."""
     import tflite_export
     from config import load_config
     from model_functional import load_model
-    from tf_env import tf
-    cfg, model = load_config(config_path), load_model(h5)
+    cfg = load_config(config_path)
     keypoints, masks, _ = load_split(data_path, "train", cfg, max_samples=32).padded(cfg)
-    if mode in tflite_export.CONVERTER_MODES:
-        tflite_bytes = tflite_export.convert(model, cfg, mode, representative_data=(keypoints, masks))
-    else:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [tflite_export.serving_function(model, len(cfg["joint_idx"]))], model)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "int8_io":
-            converter.representative_dataset = lambda: ({"keypoints": keypoints[i:i + 1],
-                                                         "attention_mask": masks[i:i + 1]} for i in range(len(masks)))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = converter.inference_output_type = tf.int8
-        tflite_bytes = tflite_export.name_signature(converter.convert())
+    tflite_bytes = tflite_export.convert(load_model(h5), cfg, mode, representative_data=(keypoints, masks))
     path = Path(tempfile.mkdtemp(prefix=f"signbart_{mode}_")) / f"model_{mode}.tflite"
     path.write_bytes(tflite_bytes)
     return path
