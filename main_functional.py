@@ -1,0 +1,347 @@
+"""Core FP32 training of SignBART (SPEC §7.1): one experiment = one model trained on one dataset folder.
+train_loso_functional.py and train_full_dataset.py call `train()` in-process; this file is also a CLI.
+
+A run, in order:
+  1. read the training split once (dataset.load_split). A LOSO run first checks, from file names alone, that the
+     held-out signer has no file in it. Validation is optional and carved from the TRAINING signers
+     (--val_users or --val_fraction); the default is the reference pipelines' fixed epoch budget (--no_validation).
+  2. build the model (model_functional.py); AdamW(lr, config weight_decay), sparse cross-entropy from logits,
+     top-1/top-5 accuracy, ReduceLROnPlateau(factor 0.1, patience 5, min 1e-7) on the training loss (the
+     validation loss when validating).
+  3. fit for --epochs; every epoch is re-augmented from a generator seeded with (seed, epoch), and a checkpoint is
+     written after each epoch, so --resume continues an interrupted run on the same data sequence.
+  4. the final weights (last epoch, or best validation epoch when validating) are saved as final_model.h5; that
+     FILE is reloaded, exported to final_model_fp32.tflite (parity-checked against Keras on real clips) and
+     evaluated. Only now is the test split read, once, for the report.
+
+Outputs (runs.run_paths, SPEC §7.4) under <output_root>/<dataset>/<loso|full>/: checkpoints/<exp>/{final_model.h5,
+final_model_fp32.tflite, final_model_fp32.json, labels.txt, metadata.json, resume/}, logs/run_logs/<exp>.log,
+logs/training_csv/<exp>_training.csv, logs/tensorboard/<exp>/, out-imgs/<exp>/training_curves.png and
+training_metadata/<exp>_<timestamp>.json + <exp>_latest.json.
+
+    python main_functional.py --task train --experiment_name arabic_asl_LOSO_user01 --no_validation \\
+        --config_path configs/arabic-asl-65kpts.yaml --data_path data/arabic-asl-65kpts_LOSO_user01
+    python main_functional.py --task eval --experiment_name arabic_asl_LOSO_user01 \\
+        --config_path configs/arabic-asl-65kpts.yaml --data_path data/arabic-asl-65kpts_LOSO_user01
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from config import load_config, model_hparams, num_keypoints
+from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
+from model_functional import build_model, load_model, parameter_breakdown
+from runs import (DEFAULT_SEED, UserError, atomic_save, atomic_write_json, cli, discover_users, git_commit,
+                  require_file, run_paths, set_seed, setup_logging)
+from tf_env import keras, tf
+from tflite_export import export_tflite
+from training_callbacks import EpochLogger, ResumeCheckpoint, plot_training_curves
+
+MIN_LR = 1e-7
+EVAL_BATCH = 32
+MAX_PARITY_CLIPS = 256
+LOSO_NAME = re.compile(r"^(?P<dataset>.+)_LOSO_(?P<user>user\d+)$")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout and shows every flag's default."""
+
+
+@dataclass
+class TrainSettings:
+    experiment_name: str
+    config_path: str
+    data_path: str
+    dataset_name: str
+    run_type: str                        # "loso" or "full"
+    train_split: str = "train"
+    test_split: str | None = "test"      # None: nothing held out (full-dataset training)
+    holdout_user: str | None = None      # LOSO: must have no file in the training split
+    epochs: int = 80
+    lr: float = 2e-4
+    batch_size: int | None = None        # None: the config's batch_size (reference: 1)
+    seed: int = DEFAULT_SEED
+    val_users: tuple = ()
+    val_fraction: float = 0.0
+    scheduler_factor: float = 0.1
+    scheduler_patience: int = 5
+    pretrained_path: str = ""
+    resume: bool = False
+    output_root: str | None = None
+
+    @property
+    def validating(self) -> bool:
+        return bool(self.val_users) or self.val_fraction > 0
+
+
+# ----------------------------------------------------------------------------------------------- data
+def subset(data: SplitData, indices, split: str) -> SplitData:
+    pick = lambda values: [values[i] for i in indices]  # noqa: E731
+    return dataclasses.replace(data, split=split, clips=pick(data.clips), labels=pick(data.labels),
+                               users=pick(data.users), paths=pick(data.paths), skipped=[])
+
+
+def carve_validation(data: SplitData, s: TrainSettings) -> tuple[SplitData, SplitData | None]:
+    """(fit, validation) from the training split: whole signers (--val_users) or a class-stratified fraction."""
+    if s.val_users:
+        unknown = sorted(set(s.val_users) - set(data.users))
+        if unknown:
+            raise UserError(f"--val_users {unknown} not among the training signers {sorted(set(data.users))}")
+        val = [i for i, user in enumerate(data.users) if user in s.val_users]
+    elif s.val_fraction > 0:
+        rng, labels = np.random.default_rng(s.seed), np.asarray(data.labels)
+        val = []
+        for label in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == label))
+            val += members[:max(1, round(s.val_fraction * len(members)))].tolist()
+    else:
+        return data, None
+    chosen = set(val)
+    fit = [i for i in range(len(data)) if i not in chosen]
+    if not fit:
+        raise UserError("validation would take every training sample; lower --val_fraction or --val_users")
+    return subset(data, fit, data.split), subset(data, sorted(val), "validation")
+
+
+def load_training_data(s: TrainSettings, cfg: dict) -> SplitData:
+    if s.holdout_user and s.holdout_user in discover_users(s.data_path, s.train_split):  # names only, nothing opened
+        raise UserError(f"{Path(s.data_path) / s.train_split}: contains files of the held-out signer "
+                        f"{s.holdout_user}; rebuild the LOSO split")
+    return load_split(s.data_path, s.train_split, cfg)
+
+
+# ----------------------------------------------------------------------------------------------- model
+def compile_model(model: keras.Model, cfg: dict, lr: float) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                 keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, cfg["num_labels"]), name="top5_accuracy")])
+    return model
+
+
+def evaluate(model: keras.Model, data: SplitData, cfg: dict) -> dict:
+    """{'loss', 'accuracy', 'top5_accuracy', 'samples'} on length-masked, unaugmented clips."""
+    results = model.evaluate(make_dataset(data, cfg, EVAL_BATCH), verbose=0, return_dict=True)
+    return {k: float(v) for k, v in results.items()} | {"samples": len(data)}
+
+
+def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    keypoints, masks, _ = subset(data, range(min(len(data), MAX_PARITY_CLIPS)), data.split).padded(cfg)
+    return keypoints, masks
+
+
+# ----------------------------------------------------------------------------------------------- training
+def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
+    exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
+    monitor = "val_loss" if s.validating else "loss"
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
+                                                patience=s.scheduler_patience, min_lr=MIN_LR)
+    best = (keras.callbacks.ModelCheckpoint(str(ckpt_dir / "best_model.weights.h5"), monitor="val_loss",
+                                            save_best_only=True, save_weights_only=True) if s.validating else None)
+    paths.training_csv(exp).parent.mkdir(parents=True, exist_ok=True)
+    epoch_logger = EpochLogger(logger, s.epochs)
+    resume = ResumeCheckpoint(ckpt_dir / "resume", model, model.optimizer, plateau, best)
+    callbacks = [plateau, *([best] if best else []), epoch_logger,
+                 keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
+                 keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,
+                                             profile_batch=0),
+                 resume]  # last: it restores the plateau/best state after Keras resets it in on_train_begin
+    return callbacks, resume, epoch_logger
+
+
+def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths, logger) -> dict:
+    """Train (or resume) up to s.epochs; returns the epoch bookkeeping for the metadata record."""
+    callbacks, resume, epoch_logger = make_callbacks(s, paths, model, logger)
+    model.optimizer.build(model.trainable_variables)  # slots exist before a restore
+    initial_epoch = resume.restore() if s.resume else 0
+    if s.resume:
+        logger.info(f"resuming after epoch {initial_epoch} from {resume.directory}")
+    batch_size = s.batch_size or cfg["batch_size"]
+    train_ds = make_dataset(fit_data, cfg, batch_size, training=True, seed=s.seed, start_epoch=initial_epoch)
+    val_ds = make_dataset(val_data, cfg, EVAL_BATCH) if val_data is not None else None
+    if initial_epoch < s.epochs:
+        model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=0)
+    seconds = epoch_logger.seconds
+    return {"initial_epoch": initial_epoch, "epochs_this_session": len(seconds),
+            "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+            "first_epoch_seconds": seconds[0] if seconds else None}
+
+
+def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, logger, training_info: dict) -> dict:
+    """Save final_model.h5, reload it, export + parity-check the TFLite, then read and evaluate the test split."""
+    ckpt_dir = paths.checkpoint_dir(s.experiment_name)
+    if s.validating:
+        model.load_weights(str(require_file(ckpt_dir / "best_model.weights.h5", "best validation checkpoint")))
+        logger.info("final weights = best validation epoch")
+    with warnings.catch_warnings():  # Keras calls .h5 "legacy"; it is the artefact format of the reference
+        warnings.simplefilter("ignore", UserWarning)
+        final_h5 = atomic_save(ckpt_dir / "final_model.h5", lambda p: model.save(p, include_optimizer=False))
+    model = compile_model(load_model(final_h5), cfg, s.lr)  # everything below uses exactly the saved file
+    test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
+    _, id2label = read_label_maps(s.data_path)
+    card = export_tflite(model, cfg, ckpt_dir / "final_model_fp32.tflite", id2label, mode="fp32",
+                         parity_data=parity_clips(fit_data if test_data is None else test_data, cfg), training=training_info,
+                         label_names=read_label_names(s.data_path), log=logger.info)
+    results = {"final_model": str(final_h5), "tflite": str(ckpt_dir / "final_model_fp32.tflite"),
+               "tflite_parity": card["parity"], "train": evaluate(model, fit_data, cfg)}
+    if test_data is not None:
+        results["test"] = evaluate(model, test_data, cfg)
+        results["test_users"] = sorted(set(test_data.users))
+        logger.info(f"test ({results['test']['samples']} clips, {results['test_users']}): "
+                    f"top-1 {results['test']['accuracy']:.4f}, top-5 {results['test']['top5_accuracy']:.4f}")
+    return results
+
+
+def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict) -> None:
+    """checkpoints/<exp>/metadata.json and training_metadata/<exp>_<timestamp>.json + <exp>_latest.json."""
+    exp = s.experiment_name
+    atomic_write_json(paths.checkpoint_dir(exp) / "metadata.json", {
+        "experiment_name": exp, "config_path": s.config_path, "data_path": s.data_path,
+        "num_keypoints": num_keypoints(cfg), "timestamp": record["timestamp"], "success": record["success"]})
+    meta_dir = paths.metadata_dir()
+    atomic_write_json(meta_dir / f"{exp}_{record['timestamp']}.json", record)
+    atomic_write_json(meta_dir / f"{exp}_latest.json", record)
+
+
+def train(s: TrainSettings) -> dict:
+    """Run one experiment end to end; returns the metadata record (also written to training_metadata/)."""
+    cfg = load_config(s.config_path)
+    paths = run_paths(s.dataset_name, s.run_type, s.output_root)
+    logger = setup_logging(paths.run_log(s.experiment_name), name=f"signbart.{s.experiment_name}")
+    start = time.time()
+    record = {"experiment_name": s.experiment_name, "dataset_name": s.dataset_name, "run_type": s.run_type,
+              "holdout_user": s.holdout_user, "settings": dataclasses.asdict(s), "config_path": s.config_path,
+              "data_path": s.data_path, "epochs": s.epochs, "learning_rate": s.lr, "seed": s.seed,
+              "batch_size": s.batch_size or cfg["batch_size"], "no_validation": not s.validating,
+              "framework": "tensorflow", "tensorflow_version": tf.__version__, "git_commit": git_commit(),
+              "model_config": model_hparams(cfg), "log_file": str(paths.run_log(s.experiment_name)),
+              "checkpoint_dir": str(paths.checkpoint_dir(s.experiment_name)),
+              "start_time": time.strftime("%Y-%m-%d %H:%M:%S"), "success": False}
+    try:
+        keras.backend.clear_session()
+        set_seed(s.seed)
+        fit_data, val_data = carve_validation(load_training_data(s, cfg), s)
+        record |= {"train_users": sorted(set(fit_data.users)), "train_samples": len(fit_data),
+                   "val_users": sorted(set(val_data.users)) if val_data else [],
+                   "val_samples": len(val_data) if val_data else 0}
+        logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
+                    + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
+        model = build_model(cfg)
+        if s.pretrained_path:
+            model.load_weights(str(require_file(s.pretrained_path, "--pretrained_path weights")))
+        compile_model(model, cfg, s.lr)
+        record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
+        logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, lr {s.lr}, "
+                    f"batch {record['batch_size']}, seed {s.seed}")
+        record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
+        training_info = {k: record[k] for k in ("experiment_name", "data_path", "epochs", "learning_rate", "seed",
+                                                "batch_size", "train_users", "holdout_user", "git_commit")}
+        record |= finalize(model, s, cfg, fit_data, paths, logger, training_info)
+        plot_training_curves(paths.training_csv(s.experiment_name), paths.curves_png(s.experiment_name),
+                             s.experiment_name)
+        record["success"] = True
+    finally:
+        record |= {"end_time": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_seconds": round(time.time() - start, 1),
+                   "timestamp": time.strftime("%Y%m%d_%H%M%S")}
+        write_metadata(s, cfg, paths, record)
+    return record
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def add_training_args(ap: argparse.ArgumentParser) -> None:
+    """Flags shared by main_functional.py, train_loso_functional.py and train_full_dataset.py."""
+    ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
+    ap.add_argument("--epochs", type=int, default=80, help="training epochs")
+    ap.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
+    ap.add_argument("--batch_size", type=int, default=None, help="batch size (None: the config's batch_size, 1)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
+    ap.add_argument("--no_validation", action="store_true",
+                    help="fixed epoch budget, no validation (the default unless --val_users/--val_fraction)")
+    ap.add_argument("--val_users", default="", help="comma list of TRAINING signers held out for validation")
+    ap.add_argument("--val_fraction", type=float, default=0.0,
+                    help="fraction of the training clips (per class) held out for validation")
+    ap.add_argument("--scheduler_factor", type=float, default=0.1, help="ReduceLROnPlateau factor")
+    ap.add_argument("--scheduler_patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs)")
+    ap.add_argument("--pretrained_path", default="", help="weights (.h5) to start from")
+    ap.add_argument("--resume", action="store_true", help="continue from the experiment's last epoch checkpoint")
+    ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
+    ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
+
+
+def settings_from_args(args, **fixed) -> TrainSettings:
+    """TrainSettings from add_training_args flags; `fixed` supplies the run-specific fields."""
+    val_users = tuple(u.strip() for u in args.val_users.split(",") if u.strip())
+    if args.no_validation and (val_users or args.val_fraction):
+        raise UserError("--no_validation contradicts --val_users/--val_fraction")
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         seed=args.seed, val_users=val_users, val_fraction=args.val_fraction,
+                         scheduler_factor=args.scheduler_factor, scheduler_patience=args.scheduler_patience,
+                         pretrained_path=args.pretrained_path, resume=args.resume,
+                         output_root=args.output_root or None, **fixed)
+
+
+def infer_run(experiment_name: str, dataset_name: str, run_type: str) -> tuple[str, str, str | None]:
+    """(dataset, run_type, holdout user) from the flags, else from '<ds>_LOSO_<user>' / '<ds>_full' (SPEC §7.4)."""
+    loso = LOSO_NAME.match(experiment_name)
+    if loso:
+        return dataset_name or loso["dataset"], run_type or "loso", loso["user"]
+    if experiment_name.endswith("_full"):
+        return dataset_name or experiment_name[:-len("_full")], run_type or "full", None
+    if not (dataset_name and run_type):
+        raise UserError(f"cannot infer dataset/run type from --experiment_name {experiment_name!r}; "
+                        "pass --dataset_name and --run_type")
+    return dataset_name, run_type, None
+
+
+def evaluate_checkpoint(s: TrainSettings, checkpoint: str) -> dict:
+    """--task eval: the experiment's final_model.h5 (or the given file/folder) on the test split."""
+    cfg = load_config(s.config_path)
+    path = Path(checkpoint) if checkpoint else run_paths(s.dataset_name, s.run_type, s.output_root).checkpoint_dir(
+        s.experiment_name)
+    path = require_file(path / "final_model.h5" if path.is_dir() else path, "checkpoint")
+    model = compile_model(load_model(path), cfg, s.lr)
+    results = evaluate(model, load_split(s.data_path, s.test_split, cfg), cfg)
+    print(f"{path} on {Path(s.data_path) / s.test_split}: {results['samples']} clips, "
+          f"top-1 {results['accuracy']:.4f}, top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}")
+    return results
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--experiment_name", required=True, help="e.g. arabic_asl_LOSO_user01 or arabic_asl_full")
+    ap.add_argument("--data_path", required=True, help="dataset folder with train/ (and test/) or all/")
+    ap.add_argument("--task", choices=("train", "eval"), default="train", help="train, or evaluate a checkpoint")
+    ap.add_argument("--run_type", default="", help="loso or full ('': inferred from the experiment name)")
+    ap.add_argument("--train_split", default="train", help="split folder to train on")
+    ap.add_argument("--test_split", default="test", help="split evaluated after training ('' for none)")
+    ap.add_argument("--resume_checkpoints", default="",
+                    help="--task eval: final_model.h5 or its folder ('': the experiment's checkpoint folder)")
+    add_training_args(ap)
+    args = ap.parse_args(argv)
+    dataset, run_type, holdout = infer_run(args.experiment_name, args.dataset_name, args.run_type)
+    s = settings_from_args(args, experiment_name=args.experiment_name, data_path=args.data_path,
+                           dataset_name=dataset, run_type=run_type, holdout_user=holdout,
+                           train_split=args.train_split, test_split=args.test_split or None)
+    if args.task == "eval":
+        evaluate_checkpoint(s, args.resume_checkpoints)
+        return
+    record = train(s)
+    print(f"done: {record['checkpoint_dir']} ({record['duration_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""FP32 training: the LOSO CLI writes the whole output tree, runs are deterministic given the seed, the held-out
+signer is never read before training ends, validation comes from training signers, and --resume continues."""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import dataset
+import fix_loso
+import main_functional
+import train_full_dataset
+import train_loso_functional
+from main_functional import TrainSettings, carve_validation, train
+from runs import UserError, loso_data_path, run_paths
+
+HOLDOUT = "user01"
+EXP = f"demo_LOSO_{HOLDOUT}"
+
+
+@pytest.fixture(scope="module")
+def loso_base(demo_root):
+    fix_loso.main(["--base_root", str(demo_root), "--holdouts", HOLDOUT])
+    return demo_root
+
+
+@pytest.fixture(scope="module")
+def cli_run(loso_base, tiny_config_path, tmp_path_factory):
+    """A 2-epoch LOSO run through train_loso_functional's CLI, recording every pickle read and when fit() ended."""
+    events = []
+    real_load_sample, real_fit = dataset.load_sample, main_functional.fit
+
+    def spy_load_sample(path):
+        events.append(("read", str(path)))
+        return real_load_sample(path)
+
+    def spy_fit(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        events.append(("fit done", ""))
+        return result
+
+    out = tmp_path_factory.mktemp("outputs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dataset, "load_sample", spy_load_sample)
+        mp.setattr(main_functional, "fit", spy_fit)
+        code = train_loso_functional.main([
+            "--config_path", str(tiny_config_path), "--base_data_path", str(loso_base), "--holdout_only", HOLDOUT,
+            "--epochs", "2", "--batch_size", "8", "--no_validation", "--dataset_name", "demo",
+            "--output_root", str(out)])
+    assert code == 0
+    paths = run_paths("demo", "loso", str(out))
+    return paths, events, json.loads((paths.metadata_dir() / f"{EXP}_latest.json").read_text())
+
+
+def history(paths, exp=EXP):
+    with open(paths.training_csv(exp)) as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_epoch_run_writes_the_full_output_tree(cli_run):
+    paths, _, record = cli_run
+    ckpt = paths.checkpoint_dir(EXP)
+    for name in ("final_model.h5", "final_model_fp32.tflite", "final_model_fp32.json", "labels.txt", "metadata.json",
+                 "resume/state.json"):
+        assert (ckpt / name).is_file(), name
+    assert paths.run_log(EXP).is_file() and "epoch 2/2" in paths.run_log(EXP).read_text()
+    assert [row["epoch"] for row in history(paths)] == ["0", "1"]
+    assert any(paths.tensorboard_dir(EXP).rglob("events.out.tfevents.*"))
+    assert paths.curves_png(EXP).stat().st_size > 10_000
+    assert len(list(paths.metadata_dir().glob(f"{EXP}_2*.json"))) == 1
+
+
+def test_metadata_records_the_run(cli_run, tiny_cfg):
+    paths, _, record = cli_run
+    from model_functional import build_model
+    assert record["success"] and record["seed"] == 42 and record["epochs"] == 2 and record["batch_size"] == 8
+    assert record["model_parameters"] == build_model(tiny_cfg).count_params()
+    assert record["holdout_user"] == HOLDOUT and HOLDOUT not in record["train_users"]
+    assert record["test_users"] == [HOLDOUT] and record["test"]["samples"] == 30
+    assert 0 <= record["test"]["accuracy"] <= record["test"]["top5_accuracy"] <= 1
+    assert record["tflite_parity"]["passed"] and record["seconds_per_epoch"] > 0
+    assert record["git_commit"] and record["duration_seconds"] > 0
+
+
+def test_held_out_signer_is_never_read_before_training_ends(cli_run):
+    _, events, _ = cli_run
+    end = events.index(("fit done", ""))
+    held_out = [i for i, (kind, path) in enumerate(events) if f"{HOLDOUT}_" in path.rsplit("/", 1)[-1]]
+    assert held_out, "the test split is evaluated after training"
+    assert min(held_out) > end
+    assert len(held_out) == 30, "the test split is read once"
+
+
+def test_same_seed_gives_the_same_metrics(cli_run, loso_base, tiny_config_path, tmp_path):
+    paths, _, record = cli_run
+    again = train(TrainSettings(experiment_name=EXP, config_path=str(tiny_config_path),
+                                data_path=str(loso_data_path(loso_base, HOLDOUT)), dataset_name="demo",
+                                run_type="loso", holdout_user=HOLDOUT, epochs=2, batch_size=8, seed=42,
+                                output_root=str(tmp_path)))
+    assert history(run_paths("demo", "loso", str(tmp_path))) == history(paths)
+    assert again["test"] == record["test"]
+
+
+def test_resume_continues_from_the_last_epoch(loso_base, tiny_config_path, tmp_path):
+    settings = TrainSettings(experiment_name=EXP, config_path=str(tiny_config_path),
+                             data_path=str(loso_data_path(loso_base, HOLDOUT)), dataset_name="demo", run_type="loso",
+                             holdout_user=HOLDOUT, epochs=1, batch_size=8, output_root=str(tmp_path))
+    first = train(settings)
+    settings.epochs, settings.resume = 2, True
+    resumed = train(settings)
+    paths = run_paths("demo", "loso", str(tmp_path))
+    assert first["epochs_this_session"] == 1 and resumed["initial_epoch"] == 1
+    assert resumed["epochs_this_session"] == 1
+    assert [row["epoch"] for row in history(paths)] == ["0", "1"]
+    assert "resuming after epoch 1" in paths.run_log(EXP).read_text()
+    state = json.loads((paths.checkpoint_dir(EXP) / "resume" / "state.json").read_text())
+    assert state["epoch"] == 2
+
+
+def test_resume_without_a_checkpoint_names_the_path(loso_base, tiny_config_path, tmp_path):
+    settings = TrainSettings(experiment_name=EXP, config_path=str(tiny_config_path),
+                             data_path=str(loso_data_path(loso_base, HOLDOUT)), dataset_name="demo", run_type="loso",
+                             holdout_user=HOLDOUT, epochs=1, resume=True, output_root=str(tmp_path))
+    with pytest.raises(UserError, match="no checkpoint to resume from in .*resume"):
+        train(settings)
+
+
+def test_training_split_containing_the_held_out_signer_is_rejected(loso_base, tiny_config_path, tmp_path):
+    settings = TrainSettings(experiment_name="demo_LOSO_user02", config_path=str(tiny_config_path),
+                             data_path=str(loso_data_path(loso_base, HOLDOUT)), dataset_name="demo", run_type="loso",
+                             holdout_user="user02", epochs=1, output_root=str(tmp_path))
+    with pytest.raises(UserError, match="contains files of the held-out signer user02"):
+        train(settings)
+
+
+def fake_split(users_per_clip, labels):
+    return dataset.SplitData(root=None, split="train", clips=[np.zeros((3, 2, 2))] * len(labels), labels=labels,
+                             users=users_per_clip, paths=[f"{u}_{i}.pkl" for i, u in enumerate(users_per_clip)])
+
+
+def test_validation_is_carved_from_training_signers():
+    data = fake_split(["user02"] * 4 + ["user03"] * 4 + ["user04"] * 4, [0, 1, 2, 3] * 3)
+    settings = TrainSettings(experiment_name="x", config_path="", data_path="", dataset_name="d", run_type="loso",
+                             val_users=("user03",))
+    fit, val = carve_validation(data, settings)
+    assert set(val.users) == {"user03"} and "user03" not in fit.users and len(fit) + len(val) == 12
+    settings.val_users, settings.val_fraction = (), 0.25
+    fit, val = carve_validation(data, settings)
+    assert sorted(val.labels) == [0, 1, 2, 3] and len(fit) == 8 and not set(val.paths) & set(fit.paths)
+    settings.val_users = ("user09",)
+    with pytest.raises(UserError, match="not among the training signers"):
+        carve_validation(data, settings)
+
+
+def test_full_dataset_training_uses_all_and_evaluates_nothing(demo_root, tiny_config_path, tmp_path):
+    train_full_dataset.main(["--config_path", str(tiny_config_path), "--base_data_path", str(demo_root),
+                             "--epochs", "1", "--batch_size", "16", "--dataset_name", "demo",
+                             "--output_root", str(tmp_path)])
+    paths = run_paths("demo", "full", str(tmp_path))
+    record = json.loads((paths.metadata_dir() / "demo_full_latest.json").read_text())
+    assert record["success"] and record["train_samples"] == 120 and "test" not in record
+    assert record["train_users"] == ["user01", "user02", "user03", "user04"]
+    assert (paths.checkpoint_dir("demo_full") / "final_model_fp32.tflite").is_file()

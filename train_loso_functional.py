@@ -1,0 +1,70 @@
+"""Leave-one-signer-out training (SPEC §7.2): one FP32 SignBART per held-out signer.
+
+For each holdout user, trains on <base_data_path>_LOSO_<user>/train (the held-out signer's files are never read
+while training) and, after training, evaluates once on <base_data_path>_LOSO_<user>/test. Experiment name:
+[<exp_prefix>_]<dataset_name>_LOSO_<user>; outputs go to <output_root>/<dataset_name>/loso/ (see main_functional.py).
+
+The folds run in this process, one after the other (`main_functional.train`, which clears the Keras session and
+re-seeds for every fold): no TensorFlow re-import per fold, and one failing fold is reported without stopping the
+others (exit code 1 if any failed).
+
+    python train_loso_functional.py --config_path configs/arabic-asl-65kpts.yaml \\
+        --base_data_path data/arabic-asl-65kpts --holdout_only user01 --epochs 80 --lr 2e-4 --no_validation \\
+        --dataset_name arabic_asl --output_root outputs
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from main_functional import HelpFormatter, add_training_args, settings_from_args, train
+from runs import DEFAULT_HOLDOUTS, UserError, cli, loso_data_path, loso_experiment_name, parse_holdouts, setup_logging
+
+
+def train_fold(args, user: str, logger) -> dict | None:
+    """Train one holdout; returns its metadata record, or None when it failed (the error is logged)."""
+    data_path = loso_data_path(args.base_data_path, user)
+    experiment = loso_experiment_name(args.dataset_name, user, args.exp_prefix)
+    try:
+        if not data_path.is_dir():
+            raise UserError(f"LOSO split for {user} not found: {data_path} (build it with fix_loso.py)")
+        settings = settings_from_args(args, experiment_name=experiment, data_path=str(data_path),
+                                      dataset_name=args.dataset_name, run_type="loso", holdout_user=user)
+        return train(settings)
+    except UserError as e:
+        logger.error(f"{experiment}: {e}")
+    except Exception:  # a bug in one fold must not cost the other folds
+        logger.exception(f"{experiment}: training failed")
+    return None
+
+
+def summary_line(user: str, record: dict | None) -> str:
+    if record is None:
+        return f"{user}: FAILED"
+    test = record.get("test", {})
+    return (f"{user}: test top-1 {test.get('accuracy', float('nan')):.4f}, top-5 {test.get('top5_accuracy', float('nan')):.4f}"
+            f" ({test.get('samples', 0)} clips), {record['seconds_per_epoch'] or 0:.1f} s/epoch, {record['checkpoint_dir']}")
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--base_data_path", required=True, help="dataset root; folds are read from <base>_LOSO_<user>/")
+    ap.add_argument("--holdouts", default=DEFAULT_HOLDOUTS, help="comma list of holdout users, or 'all' "
+                    "(every signer found in <base>/all)")
+    ap.add_argument("--holdout_only", default="", help="train this one holdout user only (overrides --holdouts)")
+    ap.add_argument("--exp_prefix", default="", help="experiment name prefix: <prefix>_<dataset>_LOSO_<user>")
+    add_training_args(ap)
+    ap.set_defaults(dataset_name="arabic_asl")
+    args = ap.parse_args(argv)
+    users = parse_holdouts(args.holdouts, args.base_data_path, args.holdout_only)
+    logger = setup_logging(name="signbart.loso")
+    logger.info(f"LOSO training for {len(users)} holdout(s): {', '.join(users)}")
+    records = {user: train_fold(args, user, logger) for user in users}
+    for user, record in records.items():
+        logger.info(summary_line(user, record))
+    return 1 if any(r is None for r in records.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

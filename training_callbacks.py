@@ -1,0 +1,110 @@
+"""Keras callbacks and the curve plot of FP32 training (used by main_functional.py).
+
+  EpochLogger        one line per epoch (metrics, lr, seconds) into the run log, which therefore holds the
+                     whole history (the reference's .log never did); also collects wall seconds per epoch
+  ResumeCheckpoint   after every epoch: model + optimizer (tf.train.Checkpoint) and the callback state
+                     (epoch, ReduceLROnPlateau and best-model bookkeeping) under checkpoints/<exp>/resume/;
+                     `restore()` brings a run back to where it stopped (--resume)
+  plot_training_curves  training_curves.png from the epoch CSV (so a resumed run plots its whole history)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from runs import UserError, atomic_save, atomic_write_json
+from tf_env import keras, tf
+
+
+class EpochLogger(keras.callbacks.Callback):
+    def __init__(self, logger, total_epochs: int):
+        super().__init__()
+        self.logger, self.total_epochs = logger, total_epochs
+        self.seconds: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()  # wall time between epoch ends: the previous epoch's checkpointing counts too
+        self.seconds.append(now - self._last)
+        self._last = now
+        lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "lr")
+        self.logger.info(f"epoch {epoch + 1}/{self.total_epochs} {metrics} lr={lr:.2e} ({self.seconds[-1]:.1f} s)")
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Epoch-level checkpoint for --resume. Put it AFTER the callbacks it tracks: Keras resets
+    ReduceLROnPlateau in on_train_begin, and this callback puts the saved state back right after."""
+
+    def __init__(self, directory, model, optimizer, plateau=None, best_checkpoint=None):
+        super().__init__()
+        self.directory = Path(directory)
+        self.plateau, self.best_checkpoint = plateau, best_checkpoint
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=1)
+        self.state_path = self.directory / "state.json"
+        self.pending: dict | None = None  # state restored by restore(), applied in on_train_begin
+
+    def restore(self) -> int:
+        """Load the last checkpoint; returns the number of completed epochs. Missing -> UserError naming the path."""
+        if not self.state_path.is_file() or self.manager.latest_checkpoint is None:
+            raise UserError(f"--resume: no checkpoint to resume from in {self.directory}")
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        self.pending = json.loads(self.state_path.read_text())
+        return int(self.pending["epoch"])
+
+    def on_train_begin(self, logs=None):
+        if not self.pending:
+            return
+        if self.plateau is not None:
+            self.plateau.wait, self.plateau.cooldown_counter = self.pending["plateau_wait"], self.pending["plateau_cooldown"]
+            self.plateau.best = self.pending["plateau_best"]
+        if self.best_checkpoint is not None:
+            self.best_checkpoint.best = self.pending["best_checkpoint_best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=epoch + 1)
+        state = {"epoch": epoch + 1}
+        if self.plateau is not None:
+            state |= {"plateau_wait": self.plateau.wait, "plateau_cooldown": self.plateau.cooldown_counter,
+                      "plateau_best": float(self.plateau.best)}
+        if self.best_checkpoint is not None:
+            state["best_checkpoint_best"] = float(self.best_checkpoint.best)
+        atomic_write_json(self.state_path, state)  # written after the checkpoint: state never points ahead of it
+
+
+def read_history(csv_path) -> dict[str, list[float]]:
+    """Columns of a Keras CSVLogger file as float lists ({} when the file is missing). CSVLogger writes val_*
+    columns filled with 'NA' when there is no validation; those columns are dropped."""
+    if not Path(csv_path).is_file():
+        return {}
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [key for key in (rows[0] if rows else {}) if all(r[key] != "NA" for r in rows)]
+    return {key: [float(r[key]) for r in rows] for key in columns}
+
+
+def plot_training_curves(csv_path, png_path, title: str) -> Path:
+    """Loss and accuracy per epoch (train dashed/solid, validation if present), styled like the reference."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    history = read_history(csv_path)
+    epochs = [int(e) + 1 for e in history.get("epoch", [])]
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=100)
+    styles = {"loss": ("--", "#D64436", "Train loss"), "accuracy": ("-", "#00B09B", "Train accuracy"),
+              "val_loss": ("--", "#FF6B6B", "Val loss"), "val_accuracy": ("-", "#E0A938", "Val accuracy")}
+    for key, (line, colour, label) in styles.items():
+        if key in history:
+            ax.plot(epochs, history[key], line, color=colour, label=label)
+    ax.set_xlabel("Epoch")
+    ax.set_title(f"Training Curves - {title}")
+    ax.legend(loc="upper center", ncol=4)
+    ax.grid(alpha=0.3)
+    atomic_save(png_path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return Path(png_path)
