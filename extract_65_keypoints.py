@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from extraction import DEFAULT_MIN_CONFIDENCE, VIDEO_SUFFIXES, detected_frames, extract_video
 from keypoints import Layout, get_layout
-from runs import UserError, atomic_write_json, atomic_write_pickle, cli
+from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,12 @@ def find_videos(input_dir: Path) -> list[Video]:
     if not videos:
         raise UserError(f"--input_dir {input_dir}: no videos found (expected <user>/<GYY>/<rep>"
                         f"{'|'.join(VIDEO_SUFFIXES)}, e.g. user01/G01/R01.mp4)")
+    seen = {}
+    for v in videos:  # R01.mp4 and R01.avi of one signer and sign would write the same pickle
+        clash = seen.setdefault(v.pickle_path(Path()), v)
+        if clash is not v:
+            raise UserError(f"--input_dir {input_dir}: {clash.relative} and {v.relative} would both be saved as "
+                            f"{v.pickle_path(Path()).name}; keep one of them")
     return videos
 
 
@@ -300,6 +306,10 @@ def main(argv=None, layout_default: int = 65) -> int:
     input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
     videos = find_videos(input_dir)
     flip = parse_flip_users(args.flip_users, {v.user for v in videos})
+    odd_names = sorted({v.user for v in videos if not USER_RE.match(v.user)})
+    if odd_names:
+        print(f"note: signer folders not named userNN: {', '.join(odd_names)} (fix_loso.py and --holdouts all "
+              f"find signers by userNN_GYY_*.pkl file names)")
     write_label_maps(output_dir, videos)
     if remove_interrupted_writes(output_dir):
         print("removed temp files of an interrupted earlier run")

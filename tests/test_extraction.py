@@ -3,6 +3,7 @@ the real MLR511 keypoints in ../shared/data (MediaPipe 0.10.21 on CPU is determi
 import contextlib
 import io
 import pickle
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -115,6 +116,13 @@ def test_find_videos_reads_user_sign_tree(tmp_path):
     assert videos[1].pickle_path(Path("out")) == Path("out/all/G01/user01_G01_R02.pkl")
 
 
+def test_two_videos_for_one_pickle_are_refused(tmp_path):
+    for rel in ("user01/G01/R01.mp4", "user01/G01/R01.avi"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    with pytest.raises(extractor.UserError, match="R01.avi and user01/G01/R01.mp4 would both be saved"):
+        extractor.find_videos(tmp_path)
+
 def test_empty_input_folder_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "videos" / "user01").mkdir(parents=True)
     with pytest.raises(SystemExit) as exit_info:
@@ -150,7 +158,7 @@ def test_pickles_have_the_documented_format(uninterrupted):
     assert (uninterrupted / "id2label.json").exists()
 
 
-def test_broken_video_is_reported_and_not_saved(synthetic_videos, tmp_path):
+def test_broken_video_is_reported_and_not_saved(tmp_path):
     videos = tmp_path / "videos"
     write_video(videos / "user01" / "G01" / "R01.avi")
     (videos / "user01" / "G01" / "R02.mp4").parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +249,6 @@ def test_parity_with_shared_keypoints(shared_data, real_extraction):
 
 
 def test_flip_users_moves_the_signing_hand_to_the_other_slot(real_videos, real_extraction, tmp_path):
-    import shutil
     plain_root, plain_report = real_extraction
     assert "user01     videos    1" in plain_report and "WARNING" not in plain_report
     out = tmp_path / "flipped"
@@ -259,3 +266,4 @@ def test_flip_users_moves_the_signing_hand_to_the_other_slot(real_videos, real_e
     user01_row = next(line for line in report.splitlines() if line.strip().startswith("user01*"))
     assert user01_row.endswith("dominant: left")
     assert "WARNING: signers disagree on the dominant hand slot" in report and "left: user01; right: user08" in report
+
