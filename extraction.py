@@ -20,6 +20,8 @@ API
   frame_keypoints(results, layout)        -> (N, 3) float32 for one frame
   draw_landmarks(frame_bgr, results)      -> the frame with the detected skeleton drawn on it (in place)
   detected_frames(keypoints, layout, part) -> (T,) bool, frames where a part (pose/left_hand/right_hand/face) is present
+  native_stderr_silenced()                -> context manager hiding MediaPipe's C++ start-up banners (wrap the
+                                             tracker's creation and first frame in it, as keypoints_from_frames does)
 
 A webcam loop:   with open_holistic() as h:  for each frame: r = process_frame(h, frame, mirror);
                  rows.append(frame_keypoints(r, layout)); draw_landmarks(frame, r)
@@ -47,9 +49,7 @@ from runs import UserError, cli
 
 DEFAULT_MIN_CONFIDENCE = 0.5
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
-
-
-_LIBC = ctypes.CDLL(None)
+_LIBC = ctypes.CDLL(None)  # the C library of this process, to flush C-level stdio buffers
 
 
 class VideoError(UserError):

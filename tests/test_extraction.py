@@ -211,6 +211,18 @@ def test_mirror_equals_flipping_the_frames_first(synthetic_videos):
     np.testing.assert_allclose(mirrored[:, nose, 0], 1 - plain[:, nose, 0], atol=0.03)  # x -> 1 - x
 
 
+def test_frame_api_for_live_use(synthetic_videos):
+    """What a webcam loop does: one tracker, frame by frame, keypoints plus a drawn skeleton."""
+    frames = list(extraction.read_frames(synthetic_videos / "user02" / "G01" / "R01.avi"))
+    layout = get_layout(65)
+    with extraction.open_holistic() as holistic:
+        results = [extraction.process_frame(holistic, f) for f in frames]
+    rows = np.stack([extraction.frame_keypoints(r, layout) for r in results])
+    np.testing.assert_array_equal(rows, extraction.keypoints_from_frames(frames, layout))
+    drawn = extraction.draw_landmarks(frames[0].copy(), results[0])
+    assert (drawn != frames[0]).any()
+
+
 # ----------------------------------------------------------------------------------------------- real MLR511
 @pytest.fixture(scope="module")
 def real_videos(shared_data, tmp_path_factory) -> Path:
