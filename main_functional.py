@@ -135,9 +135,9 @@ def evaluate(model: keras.Model, data: SplitData, cfg: dict) -> dict:
     return {k: float(v) for k, v in results.items()} | {"samples": len(data)}
 
 
-def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    keypoints, masks, _ = subset(data, range(min(len(data), MAX_PARITY_CLIPS)), data.split).padded(cfg)
-    return keypoints, masks
+def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Up to MAX_PARITY_CLIPS real clips, padded: keypoints (N, 64, K, 2), masks (N, 64), labels (N,)."""
+    return subset(data, range(min(len(data), MAX_PARITY_CLIPS)), data.split).padded(cfg)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -190,8 +190,9 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, log
     model = compile_model(load_model(final_h5), cfg, s.lr)  # everything below uses exactly the saved file
     test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
     _, id2label = read_label_maps(s.data_path)
+    keypoints, masks, labels = parity_clips(fit_data if test_data is None else test_data, cfg)
     card = export_tflite(model, cfg, ckpt_dir / "final_model_fp32.tflite", id2label, mode="fp32",
-                         parity_data=parity_clips(fit_data if test_data is None else test_data, cfg), training=training_info,
+                         parity_data=(keypoints, masks), parity_labels=labels, training=training_info,
                          label_names=read_label_names(s.data_path), log=logger.info)
     results = {"final_model": str(final_h5), "tflite": str(ckpt_dir / "final_model_fp32.tflite"),
                "tflite_parity": card["parity"], "train": evaluate(model, fit_data, cfg)}
