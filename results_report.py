@@ -134,16 +134,24 @@ def results_sections(summary: list[dict]) -> list[str]:
 
 
 def per_class_section(per_class: list[dict]) -> list[str]:
-    lines = ["", "6. PER-CLASS ACCURACY (%, mean over seeds; ALL = mean over test signers)"]
-    for model in dict.fromkeys(r["model"] for r in per_class):
-        rows = [r for r in per_class if r["model"] == model]
-        holdouts = list(dict.fromkeys(r["holdout"] for r in rows))
-        table = {}
+    """Class x model over all test signers, then class x test signer for each model when there are several."""
+    label = lambda r: f"{r['class']} ({r['name']})" if r["name"] else r["class"]  # noqa: E731
+    models = list(dict.fromkeys(r["model"] for r in per_class))
+    holdouts = list(dict.fromkeys(r["holdout"] for r in per_class if r["holdout"] != metrics.ALL_HOLDOUTS))
+
+    def grid(rows, column_key, columns):
+        cells = {}
         for r in rows:
-            name = f"{r['class']} ({r['name']})" if r["name"] else r["class"]
-            table.setdefault(name, {})[r["holdout"]] = mean_pm_std(r, "accuracy_pct", "{:.1f}")
-        lines += [f"  {model}", text_table(["Class", *holdouts],
-                                           [[c, *(v.get(h, "-") for h in holdouts)] for c, v in table.items()])]
+            cells.setdefault(label(r), {})[r[column_key]] = mean_pm_std(r, "accuracy_pct", "{:.1f}")
+        return text_table(["Class", *columns], [[c, *(v.get(col, "-") for col in columns)] for c, v in cells.items()])
+
+    lines = ["", "6. PER-CLASS ACCURACY (%)", "  mean over test signers (± std as in section 5)",
+             grid([r for r in per_class if r["holdout"] == metrics.ALL_HOLDOUTS], "model", models)]
+    if len(holdouts) > 1:
+        for model in models:
+            lines += [f"  {model} per test signer (mean over seeds)",
+                      grid([r for r in per_class if r["model"] == model and r["holdout"] != metrics.ALL_HOLDOUTS],
+                           "holdout", holdouts)]
     return lines
 
 
