@@ -14,6 +14,7 @@ API
   extract_video(path, layout, min_confidence=0.5, mirror=False) -> (T, N, 3) float32
         a whole video file; VideoError if it cannot be opened or has no frames
   read_frames(path)                       -> iterator of BGR frames (VideoError if it cannot be opened)
+  read_camera(index)                      -> (iterator of BGR frames, frames per second) of a webcam, until closed
   keypoints_from_frames(frames, layout, min_confidence=0.5, mirror=False) -> (T, N, 3) float32
   open_holistic(min_confidence=0.5)       -> a fresh Holistic tracker (use as a context manager; one per video/stream)
   process_frame(holistic, frame_bgr, mirror=False) -> MediaPipe results (the landmarks, e.g. for drawing)
@@ -143,6 +144,15 @@ def read_frames(path):
     if not capture.isOpened():
         raise VideoError(f"{path}: cannot open video (not a video file, or a codec OpenCV cannot read)")
     return _frames_of(capture)
+
+
+def read_camera(index: int):
+    """A webcam's frames (BGR) as they arrive, and the rate it reports (30 when it reports none)."""
+    import cv2
+    capture = cv2.VideoCapture(int(index))
+    if not capture.isOpened():
+        raise VideoError(f"webcam {index}: cannot open it (no camera with that index?)")
+    return _frames_of(capture), capture.get(cv2.CAP_PROP_FPS) or 30.0
 
 
 def _frames_of(capture):

@@ -36,6 +36,26 @@ def subsample(kp: np.ndarray, max_frames: int = MAX_FRAMES) -> np.ndarray:
     return kp[uniform_frame_indices(len(kp), max_frames)]
 
 
+def group_box(part: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The normalization box of one group in every frame (SPEC §5.4).
+
+    part: (T, n, 2) clipped coordinates of the group's points. Returns valid (T, n) bool (a point exactly at (0, 0)
+    was not detected), start (T, 2) and span (T, 2): the padded square box around the detected points, clamped to
+    [0, 1]. A frame without any detected point gets start 0 and span 0.
+    """
+    valid = ~np.all(part == 0.0, axis=-1)                             # (T, n)
+    has_any = valid.any(axis=1)                                       # (T,)
+    lo = np.where(valid[..., None], part, np.inf).min(axis=1)         # (T, 2)
+    hi = np.where(valid[..., None], part, -np.inf).max(axis=1)        # (T, 2)
+    lo, hi = np.where(has_any[:, None], lo, 0.0), np.where(has_any[:, None], hi, 0.0)
+    w, h = hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]
+    dx = np.where(w > h, BOX_MARGIN * w, BOX_MARGIN * h + (h - w) / 2)
+    dy = np.where(w > h, BOX_MARGIN * w + (w - h) / 2, BOX_MARGIN * h)
+    pad = np.stack([dx, dy], axis=-1)                                 # (T, 2)
+    start, end = np.clip(lo - pad, 0.0, 1.0), np.clip(hi + pad, 0.0, 1.0)
+    return valid, start, end - start
+
+
 def normalize_groups(kp: np.ndarray, groups) -> np.ndarray:
     """Per-frame, per-group padded-square min-max normalization (SPEC §5.4), vectorized over frames.
 
@@ -45,17 +65,7 @@ def normalize_groups(kp: np.ndarray, groups) -> np.ndarray:
     out = kp.copy()
     for idx in groups:
         part = kp[:, idx, :]                                          # (T, n, 2)
-        valid = ~np.all(part == 0.0, axis=-1)                         # (T, n): (0, 0) means "not detected"
-        has_any = valid.any(axis=1)                                   # (T,)
-        lo = np.where(valid[..., None], part, np.inf).min(axis=1)     # (T, 2)
-        hi = np.where(valid[..., None], part, -np.inf).max(axis=1)    # (T, 2)
-        lo, hi = np.where(has_any[:, None], lo, 0.0), np.where(has_any[:, None], hi, 0.0)
-        w, h = hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]
-        dx = np.where(w > h, BOX_MARGIN * w, BOX_MARGIN * h + (h - w) / 2)
-        dy = np.where(w > h, BOX_MARGIN * w + (w - h) / 2, BOX_MARGIN * h)
-        pad = np.stack([dx, dy], axis=-1)                             # (T, 2)
-        start, end = np.clip(lo - pad, 0.0, 1.0), np.clip(hi + pad, 0.0, 1.0)
-        span = end - start
+        valid, start, span = group_box(part)
         safe_span = np.where(span > 0, span, 1.0)
         scaled = np.where(span[:, None, :] > 0, (part - start[:, None, :]) / safe_span[:, None, :], part)
         out[:, idx, :] = np.where(valid[..., None], scaled, part)

@@ -9,7 +9,10 @@ Signature (batch 1, fixed T = config.MAX_FRAMES = 64, builtin ops only):
 (integer-I/O modes keep the names and shapes and change the dtypes; the card records the quantization.)
 
 Beside `<model>.tflite` it writes `<model>.json` (the model card: I/O with names, shapes, dtypes and quantization,
-T, config, layout, joint_idx, groups, labels, training info, parity, ops) and `labels.txt` (one label per class id).
+T, config, layout, joint_idx, groups, labels, training info, parity, ops, plus what an app needs to feed the model:
+the MediaPipe landmark at every input position, the normalization groups and rule, frame sampling, mirroring, the
+class table id -> label -> name and the measured accuracy; docs/preprocessing_spec.md is the long form) and
+`labels.txt` (one label per class id).
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from pathlib import Path
 import numpy as np
 from tensorflow.lite.tools import flatbuffer_utils
 
-from config import MAX_FRAMES, model_hparams, num_keypoints
+from config import MAX_FRAMES, model_hparams, num_keypoints, selected_groups
+from keypoints import get_layout
+from preprocessing import BOX_MARGIN
 from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, tf
 
@@ -30,7 +35,8 @@ SEQUENCE_LENGTH = MAX_FRAMES
 PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| accepted per mode
 PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes: share
 #   of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
-CARD_VERSION = 1
+CARD_VERSION = 2  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy
+PREPROCESSING_SPEC = "docs/preprocessing_spec.md"
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -162,27 +168,78 @@ def check_parity(model: keras.Model, tflite: "TFLiteModel", keypoints: np.ndarra
 
 
 # ----------------------------------------------------------------------------------------------- model card
+def input_keypoints(cfg: dict) -> list[dict]:
+    """What sits at each keypoint position of the input: the stored index and its MediaPipe part and landmark."""
+    layout = get_layout(cfg["layout"])
+    return [{"input_index": k, "stored_index": i, "part": layout.points[i][0], "mediapipe_index": layout.points[i][1],
+             "name": layout.point_name(i)} for k, i in enumerate(cfg["joint_idx"])]
+
+
+def normalization_rule(cfg: dict) -> dict:
+    """The per-frame group normalization of preprocessing.normalize_groups, with groups as INPUT positions."""
+    return {
+        "groups": {name: idx.tolist() for name, idx in zip(cfg["groups"], selected_groups(cfg))},
+        "box_margin": BOX_MARGIN,
+        "rule": ("clip x, y to [0, 1]; then per frame and per group: ignore points at exactly (0, 0) (not detected); "
+                 "box = min/max of the detected points, w = xmax - xmin, h = ymax - ymin; if w > h: "
+                 f"dx = {BOX_MARGIN}*w, dy = {BOX_MARGIN}*w + (w - h)/2, else dx = {BOX_MARGIN}*h + (h - w)/2, "
+                 f"dy = {BOX_MARGIN}*h; start = clamp(min - (dx, dy), 0, 1), end = clamp(max + (dx, dy), 0, 1); "
+                 "each detected point -> (p - start) / (end - start) per axis where end > start (else unchanged); "
+                 "undetected points stay (0, 0)"),
+        "spec": PREPROCESSING_SPEC,
+    }
+
+
+FRAME_SAMPLING = {
+    "max_frames": SEQUENCE_LENGTH,
+    "rule": (f"one row of keypoints per video frame, no frame dropped; a clip of T > {SEQUENCE_LENGTH} frames keeps "
+             f"frames floor(linspace(0, T - 1, {SEQUENCE_LENGTH})); then zero-pad to {SEQUENCE_LENGTH} frames; "
+             f"attention_mask[t] = 1 for t < min(T, {SEQUENCE_LENGTH}), else 0"),
+}
+MIRRORING = ("frames go to MediaPipe as the camera records them (no horizontal flip, no selfie-preview mirror); "
+             "MediaPipe's left_hand/right_hand slots are used as returned. Signers whose training pickles say "
+             "flipped=true were mirrored before MediaPipe (extract_65_keypoints.py --flip_users; see training.data_path)")
+
+
+def measured_accuracy(parity: dict | None) -> dict:
+    """Top-1 of this very file on the parity clips (held-out signers when the run had a test split), if labelled."""
+    if not parity or "tflite_top1" not in parity:
+        return {}
+    return {"top1": parity["tflite_top1"], "keras_top1": parity["keras_top1"], "clips": parity["clips"],
+            "measured_on": "the parity clips of this export (see training: holdout_user / parity_split)"}
+
+
 def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2label: dict,
                label_names: dict | None = None, training: dict | None = None, parity: dict | None = None) -> dict:
     """Everything a consumer (evaluation, the app) needs to feed the model and read its output."""
+    label_names = label_names or {}
     return {
         "card_version": CARD_VERSION,
         "mode": mode,
         "inputs": tflite.io_description("inputs"),
         "outputs": tflite.io_description("outputs"),
+        "output_rule": "logits -> softmax -> argmax = class id -> classes[id]",
         "sequence_length": SEQUENCE_LENGTH,
         "mask": "float 0/1 length mask: 1 for the first min(frames, 64) positions",
         "config_path": cfg["config_path"],
         "layout": cfg["layout"],
+        "layout_structure": get_layout(cfg["layout"]).describe(),
         "num_keypoints": num_keypoints(cfg),
         "joint_idx": cfg["joint_idx"],
         "groups": cfg["groups"],
+        "input_keypoints": input_keypoints(cfg),
+        "normalization": normalization_rule(cfg),
+        "frame_sampling": FRAME_SAMPLING,
+        "mirroring": MIRRORING,
         "model": model_hparams(cfg),
         "labels": [id2label[i] for i in sorted(id2label)],
-        "label_names": label_names or {},
+        "label_names": label_names,
+        "classes": [{"id": i, "label": id2label[i], "name": label_names.get(id2label[i], "")} for i in sorted(id2label)],
         "ops": ops,
         "training": training or {},
         "parity": parity or {},
+        "accuracy": measured_accuracy(parity),
+        "preprocessing_spec": PREPROCESSING_SPEC,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
