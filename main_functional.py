@@ -267,6 +267,15 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
     ap.add_argument("--batch_size", type=int, default=None, help="batch size (None: the config's batch_size, 1)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
+    add_validation_args(ap)
+    ap.add_argument("--pretrained_path", default="", help="weights (.h5) to start from")
+    ap.add_argument("--resume", action="store_true", help="continue from the experiment's last epoch checkpoint")
+    ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
+    ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
+
+
+def add_validation_args(ap: argparse.ArgumentParser) -> None:
+    """Validation (carved from the training signers) and LR-schedule flags; read back by validation_from_args."""
     ap.add_argument("--no_validation", action="store_true",
                     help="fixed epoch budget, no validation (the default unless --val_users/--val_fraction)")
     ap.add_argument("--val_users", default="", help="comma list of TRAINING signers held out for validation")
@@ -274,21 +283,23 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
                     help="fraction of the training clips (per class) held out for validation")
     ap.add_argument("--scheduler_factor", type=float, default=0.1, help="ReduceLROnPlateau factor")
     ap.add_argument("--scheduler_patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs)")
-    ap.add_argument("--pretrained_path", default="", help="weights (.h5) to start from")
-    ap.add_argument("--resume", action="store_true", help="continue from the experiment's last epoch checkpoint")
-    ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
-    ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
 
 
-def settings_from_args(args, **fixed) -> TrainSettings:
-    """TrainSettings from add_training_args flags; `fixed` supplies the run-specific fields."""
+def validation_from_args(args) -> tuple[tuple, float]:
+    """(val_users, val_fraction) from add_validation_args flags, checked."""
     val_users = tuple(u.strip() for u in args.val_users.split(",") if u.strip())
     if args.no_validation and (val_users or args.val_fraction):
         raise UserError("--no_validation contradicts --val_users/--val_fraction")
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    return val_users, args.val_fraction
+
+
+def settings_from_args(args, **fixed) -> TrainSettings:
+    """TrainSettings from add_training_args flags; `fixed` supplies the run-specific fields."""
+    val_users, val_fraction = validation_from_args(args)
     return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         seed=args.seed, val_users=val_users, val_fraction=args.val_fraction,
+                         seed=args.seed, val_users=val_users, val_fraction=val_fraction,
                          scheduler_factor=args.scheduler_factor, scheduler_patience=args.scheduler_patience,
                          pretrained_path=args.pretrained_path, resume=args.resume,
                          output_root=args.output_root or None, **fixed)
@@ -309,6 +320,8 @@ def infer_run(experiment_name: str, dataset_name: str, run_type: str) -> tuple[s
 
 def evaluate_checkpoint(s: TrainSettings, checkpoint: str) -> dict:
     """--task eval: the experiment's final_model.h5 (or the given file/folder) on the test split."""
+    if not s.test_split:
+        raise UserError("--task eval needs a --test_split to evaluate")
     cfg = load_config(s.config_path)
     path = Path(checkpoint) if checkpoint else run_paths(s.dataset_name, s.run_type, s.output_root).checkpoint_dir(
         s.experiment_name)

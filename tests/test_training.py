@@ -91,6 +91,14 @@ def test_held_out_signer_is_never_read_before_training_ends(cli_run):
     assert len(held_out) == 30, "the test split is read once"
 
 
+def test_eval_task_reproduces_the_test_metrics(cli_run, loso_base, tiny_config_path, capsys):
+    paths, _, record = cli_run
+    main_functional.main(["--task", "eval", "--experiment_name", EXP, "--config_path", str(tiny_config_path),
+                          "--data_path", str(loso_data_path(loso_base, HOLDOUT)), "--dataset_name", "demo",
+                          "--output_root", str(paths.root)])
+    assert f"top-1 {record['test']['accuracy']:.4f}, top-5 {record['test']['top5_accuracy']:.4f}" in capsys.readouterr().out
+
+
 def test_same_seed_gives_the_same_metrics(cli_run, loso_base, tiny_config_path, tmp_path):
     paths, _, record = cli_run
     again = train(TrainSettings(experiment_name=EXP, config_path=str(tiny_config_path),
