@@ -163,6 +163,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are meant to be shared (app builds, CI)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
