@@ -120,9 +120,11 @@ def load_training_data(s: TrainSettings, cfg: dict) -> SplitData:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def compile_model(model: keras.Model, cfg: dict, lr: float) -> keras.Model:
+def compile_model(model: keras.Model, cfg: dict, lr: float,
+                  optimizer: keras.optimizers.Optimizer | None = None) -> keras.Model:
+    """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay) unless given."""
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
+        optimizer=optimizer or keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                  keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, cfg["num_labels"]), name="top5_accuracy")])
