@@ -99,6 +99,8 @@ def export_tag(kind: str, path: Path) -> str:
 
 def find_models(run: Run, ptq_dir: Path, qat_dir: Path) -> None:
     """Fill run.models with the exact expected files (and other exports in the PTQ/QAT folders); note the absent."""
+    if not (run.checkpoint_dir / "final_model.h5").is_file():
+        run.missing.append(f"training not finished: no final_model.h5 in {run.checkpoint_dir}")
     expected = {"FP32": run.checkpoint_dir / FP32_FILE, "PTQ": ptq_dir / PTQ_FILE, "QAT": qat_dir / QAT_FILE}
     for tag, path in expected.items():
         if path.is_file():
@@ -283,7 +285,6 @@ def main(argv=None) -> dict:
     cfgs = []
     for run in runs:
         if not run.models:
-            run.missing.append("no .tflite model: nothing to evaluate")
             continue
         cfgs.append(run_config(run, args.config_path))
         evaluate_run(run, cfgs[-1], args, paths.results_dir() / "evaluations")
