@@ -39,8 +39,9 @@ from tflite_runtime import TFLiteModel
 
 FORMAT_VERSION = 1
 NORMALIZED_TOLERANCE = 1e-5  # float32 ports of the float64 reference land within ~1e-7
-LOGIT_TOLERANCE = PARITY_TOLERANCE | {"dynamic": 5e-2}  # absolute, float modes (the Keras-vs-TFLite export bounds)
-INTEGER_RANGE_SHARE = 0.1  # integer modes: a share of the logits' range (int8 kernels differ by a few output steps)
+LOGIT_TOLERANCE = PARITY_TOLERANCE  # absolute, for the float modes (fp32, float16): the export's Keras-vs-TFLite bounds
+QUANTIZED_RANGE_SHARE = 0.1  # other modes: a share of the logits' range (quantization error grows with the range;
+#                              two CPU kernel sets running the same int8 model differ by ~2 % of it)
 
 
 # ----------------------------------------------------------------------------------------------- tolerances
@@ -48,13 +49,13 @@ def logit_tolerance(mode: str, logits: np.ndarray) -> float:
     """Max |logit - expected| accepted for an export mode: absolute for float modes, else a share of the range."""
     if mode in LOGIT_TOLERANCE:
         return LOGIT_TOLERANCE[mode]
-    return INTEGER_RANGE_SHARE * float(np.ptp(logits))
+    return QUANTIZED_RANGE_SHARE * float(np.ptp(logits))
 
 
 def tolerance_rule(mode: str) -> str:
     if mode in LOGIT_TOLERANCE:
         return f"|logit - expected| <= {LOGIT_TOLERANCE[mode]:g} for every class, and the same top-1"
-    return (f"|logit - expected| <= {INTEGER_RANGE_SHARE:g} x (max - min expected logit) for every class, and the "
+    return (f"|logit - expected| <= {QUANTIZED_RANGE_SHARE:g} x (max - min expected logit) for every class, and the "
             f"same top-1 when the expected top-1 margin exceeds twice that")
 
 
@@ -154,34 +155,55 @@ def write_vectors(models: list[str], sample: str = "", output_dir: str = "", con
 
 
 # ----------------------------------------------------------------------------------------------- worked example
-def worked_example(sample_path, cfg: dict, frame: int | None = None, group: str = "right_hand",
-                   points: tuple = (0, 8)) -> str:
-    """One frame of one group through every step, as printed numbers (docs/preprocessing_spec.md)."""
-    raw = layout_keypoints(load_sample(require_file(sample_path, "sample"))["keypoints"], cfg)
-    steps = preprocessing_steps(raw, cfg)
+EXAMPLE_POINTS = {"pose": (0, 15), "right_hand": (0, 8)}  # group -> positions within it (nose, left wrist; wrist, index tip)
+
+
+def first_complete_frame(selected: np.ndarray, idx: np.ndarray) -> int | None:
+    """The first frame in which every point of a group is detected (None if there is none)."""
+    complete = np.all(np.any(selected[:, idx] != 0, axis=-1), axis=1)    # (T,)
+    return int(np.argmax(complete)) if complete.any() else None
+
+
+def group_example(steps: dict, raw: np.ndarray, cfg: dict, group: str, points: tuple) -> list[str]:
+    """One frame of one group: the box and a few points through clip -> normalize (frames are all kept here)."""
     idx = selected_groups(cfg)[list(cfg["groups"]).index(group)]
     selected = steps["selected_clipped"]
-    if frame is None:  # the first frame where the whole group is detected
-        frame = int(np.argmax(np.all(selected[:, idx] != 0, axis=(1, 2))))
+    frame = first_complete_frame(selected, idx)
+    if frame is None or len(raw) > len(steps["frame_indices"]):
+        return [f"group {group}: no frame with every point detected" if frame is None else
+                f"group {group}: clip is subsampled; pick a clip of <= 64 frames for the worked example"]
     part = selected[frame:frame + 1, idx]                                 # (1, n, 2)
-    valid, start, span = group_box(part)
-    detected = part[0][valid[0]]
-    lines = [f"sample {Path(sample_path).name}: T = {len(raw)} frames, layout {cfg['layout']}, "
-             f"K = {len(cfg['joint_idx'])}; frames kept: {len(steps['frame_indices'])} "
-             f"(first {steps['frame_indices'][:4].tolist()}, last {steps['frame_indices'][-1]}); "
-             f"mask sum {int(steps['attention_mask'].sum())}",
-             f"frame {frame}, group {group} (input positions {idx[0]}-{idx[-1]}): {int(valid.sum())} of {len(idx)} "
-             f"points detected",
-             f"  min x, y = {detected.min(axis=0).round(6).tolist()}   max x, y = {detected.max(axis=0).round(6).tolist()}",
-             f"  box start = {start[0].round(6).tolist()}   end = {(start + span)[0].round(6).tolist()}   "
-             f"span = {span[0].round(6).tolist()}"]
+    _, start, span = group_box(part)
     layout = get_layout(cfg["layout"])
-    for p in points:
-        k = int(idx[p])
-        lines.append(f"  input {k} ({layout.point_name(cfg['joint_idx'][k])}): raw {raw[frame, cfg['joint_idx'][k]].tolist()}"
-                     f" -> clipped {selected[frame, k].round(6).tolist()} -> normalized "
-                     f"{steps['normalized'][list(steps['frame_indices']).index(frame), k].tolist()}"
-                     if frame in steps["frame_indices"] else f"  frame {frame} is not kept")
+    lines = [f"frame {frame}, group {group} (input positions {idx[0]}-{idx[-1]}), all {len(idx)} points detected",
+             f"  min x, y = {part[0].min(axis=0).round(6).tolist()}   max x, y = {part[0].max(axis=0).round(6).tolist()}",
+             f"  box start = {start[0].round(6).tolist()}   end = {(start + span)[0].round(6).tolist()}"]
+    for k in (int(idx[p]) for p in points):
+        stored = cfg["joint_idx"][k]
+        lines.append(f"  input {k} ({layout.point_name(stored)}): raw {raw[frame, stored].tolist()} -> clipped "
+                     f"{selected[frame, k].round(6).tolist()} -> normalized {steps['normalized'][frame, k].tolist()}")
+    return lines
+
+
+def worked_example(sample_path, cfg: dict, vector: dict | None = None) -> str:
+    """The clip's numbers at every step, as printed for docs/preprocessing_spec.md (with a vector: the output too)."""
+    raw = layout_keypoints(load_sample(require_file(sample_path, "sample"))["keypoints"], cfg)
+    steps = preprocessing_steps(raw, cfg)
+    detected = {name: int(np.any(steps["selected_clipped"][:, idx] != 0, axis=(1, 2)).sum())
+                for name, idx in zip(cfg["groups"], selected_groups(cfg))}
+    lines = [f"sample {Path(sample_path).name}: T = {len(raw)} frames, layout {cfg['layout']}, K = "
+             f"{len(cfg['joint_idx'])}; frames kept {len(steps['frame_indices'])}; mask sum "
+             f"{int(steps['attention_mask'].sum())}; frames with a detection per group {detected}"]
+    for group, points in EXAMPLE_POINTS.items():
+        if group in cfg["groups"]:
+            lines += group_example(steps, raw, cfg, group, points)
+    if vector:
+        out = vector["expected_output"]
+        lines += [f"{vector['model']['file']} ({vector['model']['mode']}): logits "
+                  f"{np.round(out['logits'][0], 4).tolist()}",
+                  f"  softmax {np.round(out['probabilities'][0], 4).tolist()}",
+                  f"  top-1 id {out['top1']['id']} -> {out['top1']['label']} ({out['top1']['name']}), margin "
+                  f"{out['top1_margin']:.4f}"]
     return "\n".join(lines)
 
 
@@ -200,7 +222,8 @@ def main(argv=None) -> list[Path]:
     written = write_vectors(args.models, args.sample, args.output_dir, args.config_path)
     if args.explain:
         sample = args.sample or default_sample(args.models[0])
-        print(worked_example(sample, resolve_config(args.models[0], args.config_path)))
+        vector = json.loads(written[0].read_text())
+        print(worked_example(sample, resolve_config(args.models[0], args.config_path), vector))
     return written
 
 

@@ -18,6 +18,7 @@ from model_functional import load_model
 from preprocessing import model_inputs
 from ptq_export import PTQ_FILES, run_ptq
 from tflite_runtime import TFLiteModel
+from video_recognition import Recognizer, tracked_frames
 
 VIDEO = "mlr511-videos/user01/G09/R01.mp4"          # 32 frames, the shortest of the shared videos
 PICKLE = "mlr511-90kpts/all/G09/user01_G09_R01.pkl"  # the same video as stored keypoints
@@ -147,7 +148,7 @@ def test_a_float32_port_of_the_spec_meets_the_vector_tolerance(vectors, exports)
 def video_rows(trained_fold, shared_data) -> np.ndarray:
     """predict_video's extraction of the real video: (T, 65, 3) keypoints, one row per frame."""
     layout = get_layout(trained_fold.cfg["layout"])
-    return np.stack([f.row for f in predict_video.tracked_frames(read_frames(shared_data / VIDEO), layout, 0.5, False)])
+    return np.stack([f.row for f in tracked_frames(read_frames(shared_data / VIDEO), layout, 0.5, False)])
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_video_extraction_is_the_stored_clip(video_rows, shared_data):
 
 @pytest.mark.parametrize("mode", list(PTQ_FILES))
 def test_keras_pipeline_and_predict_video_path_agree(exports, video_rows, keras_logits, mode):
-    prediction = predict_video.Recognizer(exports[mode]).classify(video_rows)
+    prediction = Recognizer(exports[mode]).classify(video_rows)
     assert prediction.top1 == int(keras_logits.argmax())
     assert np.abs(prediction.logits - keras_logits).max() <= make_test_vectors.logit_tolerance(mode, keras_logits)
 
@@ -177,6 +178,6 @@ def test_keras_pipeline_and_predict_video_path_agree(exports, video_rows, keras_
 def test_predict_video_cli_gives_the_same_logits(trained_fold, shared_data, video_rows):
     """The whole CLI (its own MediaPipe run) on the training run's FP32 export."""
     result = predict_video.main(["--model", str(trained_fold.tflite), str(shared_data / VIDEO)])
-    expected = predict_video.Recognizer(trained_fold.tflite).classify(video_rows)
+    expected = Recognizer(trained_fold.tflite).classify(video_rows)
     np.testing.assert_array_equal(result["clips"][0].predictions[0].logits, expected.logits)
     assert load_config(trained_fold.config_path)["joint_idx"] == resolve_config(trained_fold.tflite)["joint_idx"]

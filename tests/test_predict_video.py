@@ -1,15 +1,15 @@
 """predict_video.py on a real shared video with the tiny demo model: per-clip top-k, sliding windows and their
-events, the annotated video, clear errors; plus its stream helpers (frame-rate sampling, labels from paths,
-event merging) on hand-made input."""
+events, the annotated video, clear errors; plus video_recognition's stream helpers (frame-rate sampling, labels
+from paths, event merging) on hand-made input."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import predict_video
 from extraction import read_frames
-from predict_video import Prediction, SlidingWindow, Source, expand_sources, resampled, true_label
+from video_recognition import (Prediction, Recognizer, SlidingWindow, Source, expand_sources, resampled,
+                               true_label)
 
 VIDEO = "mlr511-videos/user01/G09/R01.mp4"  # 32 frames at 15 fps, 960x540
 PICKLE = "mlr511-90kpts/all/G09/user01_G09_R01.pkl"
@@ -49,7 +49,7 @@ def test_sliding_windows_cover_the_video_and_emit_events(sliding_run, trained_fo
     assert sum(e["end"] - e["start"] for e in clip.events) >= 32
     # each window is the model on exactly those frames (the stored clip equals this video's extraction)
     raw = load_sample(shared_data / PICKLE)["keypoints"][:, :65]
-    recognizer = predict_video.Recognizer(trained_fold.tflite)
+    recognizer = Recognizer(trained_fold.tflite)
     for p in clip.predictions:
         np.testing.assert_array_equal(p.logits, recognizer.classify(raw[p.start:p.end]).logits)
 
@@ -110,6 +110,7 @@ def test_true_label_comes_from_folder_or_file_name():
     assert true_label(Source("videos/user01/G09/R01.mp4", "x"), labels) == "G09"
     assert true_label(Source("clips/user01_G01_R03.mp4", "x"), labels) == "G01"
     assert true_label(Source("clips/other.mp4", "x"), labels) is None
+    assert true_label(Source("clips/user01_G01_G09.mp4", "x"), labels) is None  # several signs: no single truth
     assert true_label(Source("0", "webcam0", webcam=True), labels) is None
 
 

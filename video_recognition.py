@@ -1,0 +1,271 @@
+"""Sign recognition on a stream of video frames: what predict_video.py (and any live front end) is built from.
+
+  Recognizer(model_path)          a .tflite with the config and labels of its model card; .classify(raw) runs
+                                  preprocessing.model_inputs + the interpreter on (T, N, 3) keypoints -> Prediction
+  expand_sources / Source         video files, folders of videos, webcam indices -> frame iterators + fps
+  resampled(frames, src, target)  keep about `target` frames per second of a `src` fps stream
+  tracked_frames(frames, layout)  one fresh MediaPipe Holistic tracker (extraction.py) -> TrackedFrame per frame
+  SlidingWindow                   classify the last N frames every S frames; confident windows -> sign events
+  annotate / VideoSink            landmarks + caption on a frame; an .mp4 writer and/or a live window
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import extraction
+
+with extraction.native_stderr_silenced():  # TensorFlow's C++ start-up chatter (CUDA probing) on first import
+    import tf_env  # noqa: F401
+from evaluation import display_names, resolve_config
+from keypoints import get_layout
+from metrics import softmax
+from preprocessing import model_inputs
+from runs import UserError
+from tflite_export import read_model_card
+from tflite_runtime import TFLiteModel
+
+CAPTION_COLOR = (40, 220, 40)  # BGR
+
+
+# ----------------------------------------------------------------------------------------------- the model
+@dataclass
+class Prediction:
+    """One classified clip or window: probabilities over the classes and the model's time."""
+    start: int                  # first frame (of the sampled stream) of the clip/window
+    end: int                    # one past its last frame
+    probabilities: np.ndarray   # (C,)
+    logits: np.ndarray          # (C,)
+    preprocess_ms: float
+    invoke_ms: float
+
+    @property
+    def top1(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+
+class Recognizer:
+    """A .tflite model with the config and labels recorded in its card (or --config_path + labels.txt)."""
+
+    def __init__(self, model_path, config_path: str = "", num_threads: int = 1):
+        self.cfg = resolve_config(model_path, config_path)
+        self.layout = get_layout(self.cfg["layout"])
+        self.model = TFLiteModel(model_path, num_threads=num_threads)
+        card = read_model_card(model_path)
+        self.labels = card.get("labels") or self._labels_file(model_path)
+        self.names = card.get("label_names", {})
+        self.display = display_names(self.labels, self.names)
+
+    def _labels_file(self, model_path) -> list[str]:
+        path = Path(model_path).parent / "labels.txt"
+        if path.is_file():
+            return path.read_text().split()
+        return [f"class_{i}" for i in range(int(self.model.output["shape"][-1]))]
+
+    def classify(self, raw: np.ndarray, start: int = 0) -> Prediction:
+        """raw (T, N, 3) keypoints in the model's layout -> a Prediction of frames [start, start + T)."""
+        t0 = time.perf_counter()
+        keypoints, mask = model_inputs(raw, self.cfg)             # (1, 64, K, 2), (1, 64)
+        t1 = time.perf_counter()
+        logits, seconds = self.model.run(keypoints, mask)       # (1, C)
+        return Prediction(start, start + len(raw), softmax(logits[0]), logits[0], 1e3 * (t1 - t0), 1e3 * seconds)
+
+    def top_k(self, prediction: Prediction, k: int) -> list[dict]:
+        ranked = np.argsort(-prediction.probabilities, kind="stable")[:k]
+        return [{"id": int(c), "label": self.labels[c], "name": self.names.get(self.labels[c], ""),
+                 "probability": float(prediction.probabilities[c])} for c in ranked]
+
+    def caption(self, prediction: Prediction) -> str:
+        c = prediction.top1
+        return f"{self.display[c]} {prediction.probabilities[c]:.0%}"
+
+
+# ----------------------------------------------------------------------------------------------- frames in
+@dataclass
+class Source:
+    """A video file or a webcam index; `name` labels its output."""
+    spec: str
+    name: str
+    webcam: bool = False
+
+    def open(self, max_frames: int = 0):
+        """(frames iterator, frames per second). VideoError when it cannot be opened."""
+        import cv2
+        if self.webcam:
+            frames, fps = extraction.read_camera(int(self.spec))
+            return limited(frames, max_frames), fps
+        frames = extraction.read_frames(self.spec)
+        capture = cv2.VideoCapture(self.spec)
+        fps = capture.get(cv2.CAP_PROP_FPS) or 15.0
+        capture.release()
+        return limited(frames, max_frames), fps
+
+
+def limited(frames, max_frames: int):
+    for i, frame in enumerate(frames):
+        if max_frames and i >= max_frames:
+            return
+        yield frame
+
+
+def resampled(frames, source_fps: float, target_fps: float):
+    """Keep about target_fps of a source_fps stream: frame i is kept when floor(i * target / source) advances
+    (all frames when target_fps is 0 or not below the source rate)."""
+    if not target_fps or target_fps >= source_fps:
+        yield from frames
+        return
+    last = -1
+    for i, frame in enumerate(frames):
+        slot = int(i * target_fps / source_fps)
+        if slot != last:
+            last = slot
+            yield frame
+
+
+def expand_sources(specs: list[str]) -> list[Source]:
+    """Webcam indices, video files, and folders (searched recursively for VIDEO_SUFFIXES, sorted)."""
+    sources = []
+    for spec in specs:
+        path = Path(spec)
+        if spec.isdigit() and not path.exists():
+            sources.append(Source(spec, f"webcam{spec}", webcam=True))
+        elif path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.suffix.lower() in extraction.VIDEO_SUFFIXES)
+            if not videos:
+                raise UserError(f"{path}: no videos ({', '.join(extraction.VIDEO_SUFFIXES)}) in this folder")
+            sources += [Source(str(v), "_".join(v.relative_to(path).with_suffix("").parts)) for v in videos]
+        elif path.is_file():
+            sources.append(Source(spec, path.stem))
+        else:
+            raise extraction.VideoError(f"{path}: video file not found")
+    return sources
+
+
+def true_label(source: Source, labels: list[str]) -> str | None:
+    """The class label named in the path (a folder name, else an _-separated part of the file name); None when
+    there is none, or several (a recording of many signs)."""
+    if source.webcam:
+        return None
+    path = Path(source.spec)
+    for candidates in (path.parent.parts, path.stem.split("_")):
+        named = {c for c in candidates if c in labels}
+        if named:
+            return named.pop() if len(named) == 1 else None
+    return None
+
+
+@dataclass
+class TrackedFrame:
+    image: np.ndarray      # BGR (H, W, 3)
+    results: object        # MediaPipe's landmarks of this frame
+    row: np.ndarray        # (N, 3) keypoints in the layout
+    seconds: float         # MediaPipe + conversion
+
+
+def tracked_frames(frames, layout, min_confidence: float, mirror: bool):
+    """One fresh Holistic tracker over a stream: yields a TrackedFrame per frame (extraction.py's per-frame API)."""
+    with contextlib.ExitStack() as stack:
+        holistic = None
+        for image in frames:
+            start = time.perf_counter()
+            if holistic is None:  # tracker start-up: creation + first frame print native banners
+                with extraction.native_stderr_silenced():
+                    holistic = stack.enter_context(extraction.open_holistic(min_confidence))
+                    results = extraction.process_frame(holistic, image, mirror)
+            else:
+                results = extraction.process_frame(holistic, image, mirror)
+            row = extraction.frame_keypoints(results, layout)
+            yield TrackedFrame(image, results, row, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------- sliding window
+@dataclass
+class SlidingWindow:
+    """Classifies the last `window` frames every `stride` frames and turns confident windows into sign events."""
+    recognizer: Recognizer
+    window: int
+    stride: int
+    threshold: float
+    rows: deque = field(default_factory=deque)
+    frames_seen: int = 0
+    windows: list = field(default_factory=list)   # every Prediction
+    events: list = field(default_factory=list)    # {'label', 'start', 'end', 'probability'}
+
+    def push(self, row: np.ndarray) -> Prediction | None:
+        """Add one frame's (N, 3) keypoints; returns the window's Prediction when one was classified."""
+        self.rows.append(row)
+        if len(self.rows) > self.window:
+            self.rows.popleft()
+        self.frames_seen += 1
+        if len(self.rows) < self.window or (self.frames_seen - self.window) % self.stride:
+            return None
+        return self._classify()
+
+    def finish(self) -> None:
+        """A stream shorter than one window is classified once, whole."""
+        if not self.windows and self.rows:
+            self._classify()
+
+    def _classify(self) -> Prediction:
+        prediction = self.recognizer.classify(np.stack(self.rows), start=self.frames_seen - len(self.rows))
+        self.windows.append(prediction)
+        if self.confident(prediction):
+            self._record_event(prediction)
+        return prediction
+
+    def confident(self, prediction: Prediction) -> bool:
+        return prediction.probabilities[prediction.top1] >= self.threshold
+
+    def _record_event(self, p: Prediction) -> None:
+        label, probability = self.recognizer.labels[p.top1], float(p.probabilities[p.top1])
+        last = self.events[-1] if self.events else None
+        if last and last["label"] == label and p.start <= last["end"]:  # the same sign, still going on
+            last["end"], last["probability"] = p.end, max(last["probability"], probability)
+        else:
+            self.events.append({"label": label, "name": self.recognizer.names.get(label, ""), "start": p.start,
+                                "end": p.end, "probability": probability})
+
+
+# ----------------------------------------------------------------------------------------------- frames out
+def annotate(image: np.ndarray, results, caption: str) -> np.ndarray:
+    """Landmarks plus the caption in a dark band at the top (in place)."""
+    import cv2
+    extraction.draw_landmarks(image, results)
+    if caption:
+        cv2.rectangle(image, (0, 0), (image.shape[1], 44), (0, 0, 0), thickness=-1)
+        cv2.putText(image, caption, (10, 32), cv2.FONT_HERSHEY_SIMPLEX, 1.0, CAPTION_COLOR, 2, cv2.LINE_AA)
+    return image
+
+
+class VideoSink:
+    """An optional annotated .mp4 and an optional live window; both no-ops when not asked for."""
+
+    def __init__(self, path: Path | None, fps: float, display: bool):
+        self.path, self.fps, self.display, self.writer = path, fps, display, None
+        self.stopped = False
+
+    def write(self, image: np.ndarray) -> None:
+        import cv2
+        if self.path is not None:
+            if self.writer is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                              (image.shape[1], image.shape[0]))
+                if not self.writer.isOpened():
+                    raise UserError(f"{self.path}: cannot write an .mp4 video here")
+            self.writer.write(image)
+        if self.display:
+            try:
+                cv2.imshow("predict_video (q stops)", image)
+            except cv2.error as e:
+                raise UserError(f"--display: no window can be opened here ({str(e).strip()[:80]})") from None
+            self.stopped = (cv2.waitKey(1) & 0xFF) == ord("q")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
