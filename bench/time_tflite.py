@@ -1,0 +1,99 @@
+"""Time one .tflite model in THIS process: invoke latency per clip and the peak memory of running it.
+
+bench_tflite.py runs this once per model, each in a fresh process, so no model's memory is counted for another.
+It also works alone:
+
+    python bench/time_tflite.py MODEL.tflite --clips CLIPS.npz [--warmup 5 --repeats 5 --num_threads 1]
+
+CLIPS.npz holds `keypoints` (N, 64, K, 2) and `masks` (N, 64) float32: normalized clips zero-padded with their
+length masks, as the app feeds the model (dataset.SplitData.padded). Each clip is invoked once per repeat after
+--warmup untimed invokes; the times are invoke() alone (tflite_runtime.TFLiteModel.run), summarized by
+metrics.latency_summary.
+
+Memory (Linux, /proc/self/status): rss_before_mb is the resident memory after the imports (they include TensorFlow,
+which tflite_runtime loads through tflite_export's signature names); the peak is then reset (/proc/self/clear_refs)
+so peak_rss_mb is the high-water mark of loading the model and every invoke; model_rss_mb = peak - before.
+Where the peak cannot be reset, peak_rss_mb includes the imports and `peak_reset` is false.
+
+Prints one JSON object on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+from pathlib import Path
+
+import numpy as np
+
+import common  # noqa: F401  (makes the repo's modules importable)
+from metrics import latency_summary
+from runs import UserError, cli
+from tflite_runtime import TFLiteModel
+
+STATUS = Path("/proc/self/status")
+
+
+def memory_mb() -> dict:
+    """{'rss': current resident MB, 'peak': high-water resident MB} of this process."""
+    if STATUS.is_file():
+        fields = dict(line.split(":", 1) for line in STATUS.read_text().splitlines() if ":" in line)
+        kb = lambda name: int(fields[name].split()[0])  # noqa: E731  ("123456 kB")
+        return {"rss": kb("VmRSS") / 1024, "peak": kb("VmHWM") / 1024}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"rss": peak, "peak": peak}
+
+
+def reset_peak_memory() -> bool:
+    """Make the high-water mark restart from the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def load_clips(path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as clips:
+            keypoints, masks = clips["keypoints"], clips["masks"]
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"{path}: not a .npz with 'keypoints' (N, 64, K, 2) and 'masks' (N, 64) ({e})") from None
+    if keypoints.ndim != 4 or masks.shape != keypoints.shape[:2] or not len(keypoints):
+        raise UserError(f"{path}: keypoints {keypoints.shape} and masks {masks.shape} are not (N, T, K, 2), (N, T)")
+    return keypoints.astype(np.float32), masks.astype(np.float32)
+
+
+def time_model(model_path, keypoints: np.ndarray, masks: np.ndarray, warmup: int, repeats: int,
+               num_threads: int) -> dict:
+    """Load the model, invoke every clip `repeats` times after `warmup` invokes; latency and memory figures."""
+    before = memory_mb()["rss"]
+    peak_reset = reset_peak_memory()
+    model = TFLiteModel(model_path, num_threads=num_threads)
+    for i in range(warmup):
+        model.run(keypoints[i % len(keypoints)][None], masks[i % len(masks)][None])
+    seconds = np.concatenate([model.predict(keypoints, masks)[1] for _ in range(repeats)])
+    peak = memory_mb()["peak"]
+    return {"model": str(model_path), "size_bytes": Path(model_path).stat().st_size, "num_threads": num_threads,
+            "warmup": warmup, "repeats": repeats, **latency_summary(seconds),
+            "rss_before_mb": before, "peak_rss_mb": peak, "model_rss_mb": peak - before, "peak_reset": peak_reset}
+
+
+@cli
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help=".tflite model with the app signature (tflite_export)")
+    ap.add_argument("--clips", required=True, help=".npz with keypoints (N, 64, K, 2) and masks (N, 64)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed invokes first (default: 5)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes over the clips (default: 5)")
+    ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
+    args = ap.parse_args(argv)
+    if args.warmup < 0 or args.repeats < 1 or args.num_threads < 1:
+        raise UserError("need --warmup >= 0, --repeats >= 1 and --num_threads >= 1")
+    result = time_model(args.model, *load_clips(args.clips), args.warmup, args.repeats, args.num_threads)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
