@@ -75,7 +75,8 @@ def test_bench_training(demo_root, tiny_config_path, tmp_path, capsys):
     assert record["settings"]["train_signers"] == 3  # the demo's 4 signers minus the holdout
     batch_1, batch_4 = record["rows"]
     assert (batch_1["batch_size"], batch_4["batch_size"]) == (1, 4)
-    assert batch_1["clips"] == batch_4["clips"] == 18  # the first 24 pickles (G01, G02: 4 signers x 3 reps) minus user01's 6
+    # the first 24 pickles (G01 and G02: 4 signers x 3 reps) minus user01's 6
+    assert batch_1["clips"] == batch_4["clips"] == 18
     assert (batch_1["steps"], batch_4["steps"]) == (18, 5)
     for row in record["rows"]:
         assert row["fit_s_per_epoch"] > 0 and row["pipeline_s_per_epoch"] > 0 and row["model_s_per_epoch"] > 0
