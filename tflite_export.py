@@ -56,10 +56,14 @@ def configure_float16(converter, representative_data=None) -> None:
 
 
 def configure_int8(converter, representative_data=None) -> None:
-    """Full integer: int8 weights and activations calibrated on real clips; float32 input and output."""
+    """Full integer: int8 weights and activations calibrated on real clips; float32 input and output.
+    One weight scale per Dense kernel (as QAT trains them) instead of one per output channel: on the MLR511
+    user01 model the logits matched Keras as closely (mean |dlogit| 0.040 vs 0.041) and the file is 0.27 instead
+    of 0.31 x FP32 (per-channel scales and zero points of every kernel and bias add ~110 KB)."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset(representative_data)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
 
 
 def configure_int8_io(converter, representative_data=None) -> None:

@@ -1,0 +1,110 @@
+"""Post-training quantization (PTQ) of one trained checkpoint into every TFLite mode (SPEC §8.1).
+
+Modes (--modes, comma list; default `dynamic` as the reference) and the files they write in --output_dir:
+  fp32      model_fp32.tflite          no optimization
+  dynamic   model_dynamic_int8.tflite  int8 weights, float activations (dynamic range)
+  float16   model_float16.tflite       float16 weights, float32 arithmetic
+  int8      model_int8.tflite          full integer: int8 weights and activations, float32 input/output
+  int8_io   model_int8_io.tflite       full integer with int8 input/output too (NPUs, Edge TPU)
+  int16x8   model_int16x8.tflite       int16 activations, int8 weights
+All use builtin ops only, batch 1, T = 64 and the named signature of tflite_export.py. The integer modes are
+calibrated on REAL training clips of the checkpoint's dataset (normalized, padded, with their length masks;
+never the held-out signer's). Every model gets a card (<model>.json) with its size, ops and parity against the
+Keras model on the held-out clips: max |dlogit|, argmax agreement, top-1 of both.
+
+The dataset folder is --data_path, else the one training recorded in the checkpoint folder's metadata.json. The
+output folder is --output_dir, else exports/ptq[_<prefix>][/<user>] of the run tree holding the checkpoint
+(<root>/<dataset>/<run_type>/checkpoints/<experiment>/final_model.h5 -> <root>/<dataset>/<run_type>/exports/..., runs.py).
+
+    python ptq_export.py --config_path configs/arabic-asl-65kpts.yaml --modes all \\
+        --checkpoint outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model.h5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from config import load_config
+from dataset import read_label_maps, read_label_names
+from main_functional import HelpFormatter
+from model_functional import load_model
+from quantization import DEFAULT_CALIBRATION_CLIPS, QuantizationData, export_dir_for
+from runs import DEFAULT_SEED, UserError, cli, require_file, set_seed
+from tf_env import keras
+from tflite_export import CONVERTER_MODES, export_tflite, read_model_card
+
+PTQ_FILES = {"fp32": "model_fp32.tflite", "dynamic": "model_dynamic_int8.tflite", "float16": "model_float16.tflite",
+             "int8": "model_int8.tflite", "int8_io": "model_int8_io.tflite", "int16x8": "model_int16x8.tflite"}
+
+
+def parse_modes(arg: str) -> list[str]:
+    """'dynamic,int8' or 'all' -> mode list, each a tflite_export converter mode."""
+    modes = list(PTQ_FILES) if arg.strip() == "all" else [m.strip() for m in arg.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in PTQ_FILES or m not in CONVERTER_MODES]
+    if unknown or not modes:
+        raise UserError(f"--modes: unknown mode(s) {unknown}; choose from {list(PTQ_FILES)} or 'all'")
+    return modes
+
+
+def recorded_data_path(checkpoint: Path) -> str:
+    """The data_path training recorded in <checkpoint folder>/metadata.json."""
+    meta = checkpoint.parent / "metadata.json"
+    if not meta.is_file():
+        raise UserError(f"no --data_path given and {meta} not found: pass --data_path")
+    return json.loads(meta.read_text())["data_path"]
+
+
+def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path, modes: list[str],
+               provenance: dict, log=print) -> dict:
+    """Write one .tflite (+ card) per mode into output_dir; returns {mode: card}."""
+    _, id2label = read_label_maps(data.data_path)
+    cards = {}
+    for mode in modes:
+        cards[mode] = export_tflite(model, cfg, output_dir / PTQ_FILES[mode], id2label, mode=mode,
+                                    parity_data=data.parity_inputs(), parity_labels=data.parity_labels(),
+                                    representative_data=data.representative, training=provenance,
+                                    label_names=read_label_names(data.data_path), log=log)
+    return cards
+
+
+def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path, modes: list[str],
+            num_calibration_samples: int, seed: int, log=print) -> dict:
+    """Load the checkpoint and its dataset, then export every mode; returns {mode: card}."""
+    cfg = load_config(config_path)
+    checkpoint = require_file(checkpoint, "checkpoint")
+    set_seed(seed)
+    data = QuantizationData.load(data_path or recorded_data_path(checkpoint), cfg, num_calibration_samples, seed)
+    log(data.describe())
+    provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
+                  "fp32_training": read_model_card(checkpoint.parent / "final_model_fp32.tflite").get("training", {})}
+    return export_ptq(load_model(checkpoint), cfg, data, output_dir, modes, provenance, log)
+
+
+def add_quantization_args(ap: argparse.ArgumentParser) -> None:
+    """Flags shared with ptq_export_batch.py."""
+    ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
+    ap.add_argument("--modes", default="dynamic", help=f"comma list of {list(PTQ_FILES)}, or 'all'")
+    ap.add_argument("--num_calibration_samples", type=int, default=DEFAULT_CALIBRATION_CLIPS,
+                    help="training clips calibrating the integer modes (int8, int8_io, int16x8)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed choosing the calibration clips")
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="trained final_model.h5")
+    ap.add_argument("--data_path", default="", help="dataset folder ('': the one in the checkpoint's metadata.json)")
+    ap.add_argument("--output_dir", default="",
+                    help="output folder ('': exports/ptq[_<prefix>][/<user>] of the checkpoint's run tree)")
+    add_quantization_args(ap)
+    args = ap.parse_args(argv)
+    modes = parse_modes(args.modes)
+    output_dir = Path(args.output_dir) if args.output_dir else export_dir_for(args.checkpoint, "ptq")
+    run_ptq(args.config_path, args.checkpoint, args.data_path, output_dir, modes, args.num_calibration_samples,
+            args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

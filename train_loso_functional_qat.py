@@ -1,0 +1,201 @@
+"""Quantization-aware training (QAT) of a trained FP32 checkpoint, then its integer TFLite exports (SPEC §9.1).
+
+Unlike the reference (SPEC §9.4), every Dense layer really is fake-quantized: proj_x1, proj_y1, the q/k/v/out
+projections of every attention, fc1, fc2 and the classifier get 8-bit kernel and output quantizers
+(quantization.py); the script checks the traced graph and stops if any Dense kernel lacks its FakeQuant op.
+
+A run, in order:
+  1. read the dataset folder: `train` (or `all` for a full-dataset model) is fine-tuned on, `test` is only
+     evaluated. Optional validation for early stopping is carved from the TRAINING signers (--val_users or
+     --val_fraction, as main_functional); the default is the reference pipelines' --no_validation.
+  2. load the FP32 checkpoint, wrap it for QAT, and fine-tune: Adam(--lr, clipnorm 1.0), batch --batch_size,
+     augmented clips, ReduceLROnPlateau(--scheduler_factor, --scheduler_patience) and EarlyStopping
+     (--early_stop_patience, best weights restored) on the validation loss, or on the training loss without validation.
+  3. save qat_model_weights.h5 (a QAT model does not reload from .keras/.h5; ../shared/STACK.md rule 7), rebuild
+     the QAT graph, load the file back, and export from that reloaded model:
+       qat_dynamic_int8.tflite  the QAT weights in the float graph, dynamic-range converted (name of seed 001)
+       qat_int8.tflite          the QAT graph itself, full integer: its FakeQuant ranges plus calibration on real
+                                training clips for the tensors without one; float32 input/output
+     each with a card (size, ops, parity vs its Keras model on the held-out clips).
+  4. write qat_metadata.json (settings, seed, signers, history, test accuracy, exports) and qat.log.
+
+--output_dir defaults to exports/qat[_<prefix>][/<user>] of the run tree holding the checkpoint.
+
+    python train_loso_functional_qat.py --config_path configs/arabic-asl-65kpts.yaml \\
+        --data_path data/arabic-asl-65kpts_LOSO_user01 \\
+        --checkpoint outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model.h5 \\
+        --batch_size 4 --qat_epochs 20 --lr 5e-5 --no_validation
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import load_config, model_hparams
+from dataset import make_dataset, read_label_maps, read_label_names
+from main_functional import (EVAL_BATCH, MIN_LR, HelpFormatter, add_validation_args, carve_validation,
+                             compile_model, evaluate, validation_from_args)
+from model_functional import load_model
+from quantization import (DEFAULT_CALIBRATION_CLIPS, QuantizationData, dense_kernels, export_dir_for,
+                          fake_quantized_kernels, float_model_from_qat, load_qat_model, quantize_for_training,
+                          save_qat_weights)
+from runs import (DEFAULT_SEED, atomic_save, atomic_write_json, cli, git_commit, require_file, set_seed,
+                  setup_logging)
+from tf_env import keras, tf
+from tflite_export import export_tflite, read_model_card
+from training_callbacks import EpochLogger
+
+WEIGHTS_FILE = "qat_model_weights.h5"  # legacy HDF5 weights format (".weights.h5" would select Keras 3's)
+QAT_FILES = {"dynamic": "qat_dynamic_int8.tflite", "int8": "qat_int8.tflite"}  # converter mode -> file
+
+
+@dataclass
+class QATSettings:
+    config_path: str
+    data_path: str
+    checkpoint: str
+    output_dir: str
+    batch_size: int = 4
+    qat_epochs: int = 20
+    lr: float = 5e-5
+    seed: int = DEFAULT_SEED
+    val_users: tuple = ()                 # the names main_functional.carve_validation reads
+    val_fraction: float = 0.0
+    scheduler_factor: float = 0.1
+    scheduler_patience: int = 5
+    early_stop_patience: int = 10
+    num_calibration_samples: int = DEFAULT_CALIBRATION_CLIPS
+
+    @property
+    def validating(self) -> bool:
+        return bool(self.val_users) or self.val_fraction > 0
+
+
+# ----------------------------------------------------------------------------------------------- steps
+def check_fake_quant(qat_model: keras.Model, logger) -> dict:
+    """Every Dense kernel must be read through a FakeQuant op (what the reference's QAT never had)."""
+    kernels, covered = set(dense_kernels(qat_model)), fake_quantized_kernels(qat_model)
+    if kernels - covered:
+        raise RuntimeError(f"QAT graph: Dense kernels without FakeQuant: {sorted(kernels - covered)}")
+    logger.info(f"QAT graph: all {len(kernels)} Dense kernels are fake-quantized")
+    return {"dense_kernels": len(kernels), "fake_quantized": len(covered)}
+
+
+def fine_tune(qat_model, s: QATSettings, cfg: dict, fit_data, val_data, logger, csv_path: Path) -> dict:
+    """QAT fine-tuning; returns {'epochs_run', 'best_epoch', 'history'}."""
+    monitor = "val_loss" if val_data is not None else "loss"
+    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=s.early_stop_patience, restore_best_weights=True)
+    callbacks = [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
+                                                   patience=s.scheduler_patience, min_lr=MIN_LR),
+                 stopper, EpochLogger(logger, s.qat_epochs), keras.callbacks.CSVLogger(str(csv_path))]
+    train_ds = make_dataset(fit_data, cfg, s.batch_size, training=True, seed=s.seed)
+    val_ds = make_dataset(val_data, cfg, EVAL_BATCH) if val_data is not None else None
+    history = qat_model.fit(train_ds, validation_data=val_ds, epochs=s.qat_epochs, callbacks=callbacks, verbose=0)
+    epochs_run = len(history.history["loss"])
+    logger.info(f"fine-tuned {epochs_run} epoch(s); weights of epoch {stopper.best_epoch + 1} kept "
+                f"(best {monitor} {stopper.best:.4f})")
+    return {"epochs_run": epochs_run, "best_epoch": stopper.best_epoch + 1, "monitor": monitor,
+            "history": {k: [float(v) for v in values] for k, values in history.history.items()}}
+
+
+def export_qat(qat_model, cfg: dict, data: QuantizationData, output_dir: Path, provenance: dict, log) -> dict:
+    """qat_dynamic_int8.tflite from the float copy, qat_int8.tflite from the QAT graph; returns {file: card}."""
+    _, id2label = read_label_maps(data.data_path)
+    sources = {"dynamic": float_model_from_qat(qat_model, cfg), "int8": qat_model}
+    cards = {}
+    for mode, filename in QAT_FILES.items():
+        cards[filename] = export_tflite(sources[mode], cfg, output_dir / filename, id2label, mode=mode,
+                                        parity_data=data.parity_inputs(), parity_labels=data.parity_labels(),
+                                        representative_data=data.representative, training=provenance,
+                                        label_names=read_label_names(data.data_path), log=log)
+    return cards
+
+
+def run_qat(s: QATSettings) -> dict:
+    """One QAT run end to end; returns the metadata record (also written to <output_dir>/qat_metadata.json)."""
+    output_dir = Path(s.output_dir)
+    logger = setup_logging(output_dir / "qat.log", name=f"signbart.qat.{output_dir.name}")
+    cfg = load_config(s.config_path)
+    checkpoint = require_file(s.checkpoint, "FP32 checkpoint")
+    start = time.time()
+    keras.backend.clear_session()
+    set_seed(s.seed)
+    data = QuantizationData.load(s.data_path, cfg, s.num_calibration_samples, s.seed)
+    fit_data, val_data = carve_validation(data.train, s)
+    logger.info(f"QAT of {checkpoint}: {len(fit_data)} clips of {sorted(set(fit_data.users))}"
+                + (f", {len(val_data)} validation clips of {sorted(set(val_data.users))}" if val_data else
+                   ", no validation"))
+    qat_model = compile_model(quantize_for_training(load_model(checkpoint)), cfg, s.lr,
+                              optimizer=keras.optimizers.Adam(learning_rate=s.lr, clipnorm=1.0))
+    record = {"checkpoint": str(checkpoint), "settings": dataclasses.asdict(s), "seed": s.seed,
+              "config_path": s.config_path, "model_config": model_hparams(cfg), "git_commit": git_commit(),
+              "tensorflow_version": tf.__version__, "fit_users": sorted(set(fit_data.users)),
+              "fit_samples": len(fit_data), "val_users": sorted(set(val_data.users)) if val_data else [],
+              "fake_quant": check_fake_quant(qat_model, logger)}
+    record |= fine_tune(qat_model, s, cfg, fit_data, val_data, logger, output_dir / "qat_training.csv")
+
+    weights = atomic_save(output_dir / WEIGHTS_FILE, lambda p: save_qat_weights(qat_model, p))
+    qat_model = compile_model(load_qat_model(cfg, weights), cfg, s.lr)   # everything below uses the saved file
+    if data.test is not None:
+        record["test"] = evaluate(qat_model, data.test, cfg)
+        logger.info(f"QAT Keras model on {data.test.split} ({record['test']['samples']} clips): "
+                    f"top-1 {record['test']['accuracy']:.4f}, top-5 {record['test']['top5_accuracy']:.4f}")
+    provenance = {"source_checkpoint": str(checkpoint), "quantization": "quantization-aware training",
+                  "qat_weights": str(weights), "qat_epochs_run": record["epochs_run"], "qat_lr": s.lr,
+                  "qat_batch_size": s.batch_size, "qat_seed": s.seed, "qat_fit_users": record["fit_users"],
+                  **data.provenance(),
+                  "fp32_training": read_model_card(checkpoint.parent / "final_model_fp32.tflite").get("training", {})}
+    cards = export_qat(qat_model, cfg, data, output_dir, provenance, logger.info)
+    record |= {"weights": str(weights), "exports": {name: {"size_bytes": card.get("size_bytes"),
+                                                            "parity": card["parity"]} for name, card in cards.items()},
+               "duration_seconds": round(time.time() - start, 1)}
+    atomic_write_json(output_dir / "qat_metadata.json", record)
+    logger.info(f"done: {output_dir} ({record['duration_seconds']:.0f} s)")
+    return record
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def add_qat_args(ap: argparse.ArgumentParser) -> None:
+    """Flags shared with train_loso_functional_qat_batch.py."""
+    ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
+    ap.add_argument("--batch_size", type=int, default=4, help="QAT batch size")
+    ap.add_argument("--qat_epochs", type=int, default=20, help="QAT fine-tuning epochs (at most)")
+    ap.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (clipnorm 1.0)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of shuffling, augmentation and calibration clips")
+    add_validation_args(ap)
+    ap.add_argument("--early_stop_patience", type=int, default=10, help="EarlyStopping patience (epochs)")
+    ap.add_argument("--num_calibration_samples", type=int, default=DEFAULT_CALIBRATION_CLIPS,
+                    help="training clips calibrating qat_int8.tflite's tensors that have no FakeQuant range")
+
+
+def settings_from_args(args, **fixed) -> QATSettings:
+    """QATSettings from add_qat_args flags; `fixed` supplies the run-specific fields."""
+    val_users, val_fraction = validation_from_args(args)
+    return QATSettings(config_path=args.config_path, batch_size=args.batch_size, qat_epochs=args.qat_epochs,
+                       lr=args.lr, seed=args.seed, val_users=val_users, val_fraction=val_fraction,
+                       scheduler_factor=args.scheduler_factor, scheduler_patience=args.scheduler_patience,
+                       early_stop_patience=args.early_stop_patience,
+                       num_calibration_samples=args.num_calibration_samples, **fixed)
+
+
+@cli
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--data_path", required=True, help="dataset folder with train/ and test/ (LOSO) or all/ (full)")
+    ap.add_argument("--checkpoint", required=True, help="trained FP32 final_model.h5")
+    ap.add_argument("--output_dir", default="",
+                    help="output folder ('': exports/qat[_<prefix>][/<user>] of the checkpoint's run tree)")
+    add_qat_args(ap)
+    args = ap.parse_args(argv)
+    output_dir = args.output_dir or str(export_dir_for(args.checkpoint, "qat"))
+    record = run_qat(settings_from_args(args, data_path=args.data_path, checkpoint=args.checkpoint,
+                                        output_dir=output_dir))
+    print(f"QAT exports in {output_dir}: {', '.join(record['exports'])}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
