@@ -1,10 +1,13 @@
-"""Quantization of SignBART: representative data for integer post-training quantization (PTQ), and
+"""Quantization of SignBART: the data integer quantization is calibrated and checked on, where exports go, and
 quantization-aware training (QAT) with tensorflow-model-optimization 0.8.1 that really fake-quantizes every Dense.
 
-Representative data
-  representative_clips(data, cfg, count, seed)   -> (keypoints (N, 64, K, 2), masks (N, 64)): REAL training clips,
-                                                    normalized and zero-padded with their length masks, exactly as
-                                                    the exported model is fed (tflite_export.representative_dataset)
+Data (PTQ and QAT)
+  QuantizationData.load(data_path, cfg, n, seed)  a LOSO or full dataset folder: `train` (or `all`) for QAT and for
+                                   `representative` = n seeded REAL training clips, normalized and zero-padded with
+                                   their length masks, exactly as the exported model is fed; `held_out` = the `test`
+                                   clips (parity, evaluation). Refuses a training split holding the held-out signer.
+  export_dir_for(checkpoint, kind) exports/<ptq|qat>[_<prefix>][/<user>] of the run tree holding a checkpoint
+  add_loso_args / run_loso_batch   the LOSO batch scripts: exact checkpoint per fold, failures reported, exit code
 
 QAT
   quantize_for_training(model)     FP32 Functional model -> QAT model (weights copied). Top-level Dense layers
@@ -17,7 +20,7 @@ QAT
   save_qat_weights / load_qat_model  a QAT model does not reload from .keras/.h5 (../shared/STACK.md rule 7)
   dense_kernels(model)             every Dense kernel variable of a (QAT or FP32) model, by path
   fake_quantized_kernels(model)    paths of the kernels that a FakeQuant op reads in the inference graph
-  float_model_from_qat(qat, cfg)   plain FP32 model carrying the QAT weights, kernels fake-quantized to their grid
+  float_model_from_qat(qat, cfg)   plain SignBART carrying the QAT model's trained (float) weights
 """
 from __future__ import annotations
 
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tensorflow_model_optimization as tfmot
 
 from dataset import SplitData, load_split
 from decoder import DecoderLayer
@@ -36,6 +38,8 @@ from model_functional import build_model
 from runs import (DEFAULT_HOLDOUTS, UserError, full_experiment_name, loso_data_path, loso_experiment_name,
                   parse_holdouts, require_file, run_paths, setup_logging)
 from tf_env import keras, tf
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  after tf_env, which configures TensorFlow first
 
 tfq = tfmot.quantization.keras
 QAT_LAYER_TYPES = (EncoderLayer, DecoderLayer)   # custom layers whose inner Dense layers QAT must reach
