@@ -1,12 +1,333 @@
 #!/usr/bin/env bash
-# End-to-end pipeline (foundation stage): install the environment, generate the embedded demo dataset and
-# load/summarize it with the training preprocessing. Later stages (extraction, LOSO, training, PTQ/QAT, results)
-# are added by the pipeline issue.
-set -euo pipefail
+# End-to-end pipeline (seed 001 §3b, SPEC §11.1), resumable, into <OUTPUT_ROOT>/<DATASET_NAME>/{loso,full}/:
+#
+#   environment (setup_env.sh) -> keypoints (demo generator, or extraction when RAW_DIR is set) -> LOSO splits
+#   -> FP32 LOSO training -> PTQ -> QAT -> [full-dataset training -> its PTQ and QAT] -> collect_results
+#
+#   bash run_end_to_end_pipeline.sh                         # embedded demo: ~10 min on 2 CPU cores, no video needed
+#   RAW_DIR=MLR511-ArabicSignLanguage-Dataset-MP4 bash run_end_to_end_pipeline.sh     # the real thing (80 epochs)
+#   DATA_DIR=data/arabic-asl-90kpts bash run_end_to_end_pipeline.sh                     # real, keypoints already extracted
+#   RUN_FULL_DATASET=0 bash run_end_to_end_pipeline.sh      # no full-dataset model (nor its PTQ/QAT)
+#
+# Modes. Neither RAW_DIR nor DATA_DIR set (or DEMO=1): the demo dataset (make_demo_dataset.py) is generated into
+# DATA_DIR and trained with small budgets. Otherwise the seed's recipe: 80 epochs, lr 2e-4, batch 1, QAT 20 epochs
+# at batch 4 and lr 5e-5, configs/arabic-asl-<KEYPOINTS_COUNT>kpts.yaml, DATASET_NAME arabic_asl.
+#
+# Every setting is an environment variable (defaults in the "settings" block below): RAW_DIR, DATA_DIR, CONFIG
+# (or CONFIG_PATH), KEYPOINTS_COUNT, FLIP_USERS, EXTRACT_WORKERS, SKIP_EXTRACT, DATASET_NAME, OUTPUT_ROOT,
+# HOLDOUTS (comma list or "all"; HOLDOUT_ONLY picks one), EXP_PREFIX, EPOCHS, LR, BATCH_SIZE, SEED, NO_VALIDATION,
+# RUN_LOSO, RUN_FULL_DATASET, FULL_EPOCHS, FULL_LR, FULL_SEED, FULL_EXP_NAME, RUN_PTQ, PTQ_MODES, RUN_QAT,
+# QAT_EPOCHS, QAT_BATCH_SIZE, QAT_LR, RUN_COLLECT, PTQ_LOSO_DIR, QAT_LOSO_DIR, PTQ_FULL_DIR, QAT_FULL_DIR, JOBS, VENV.
+#
+# The LOSO stages (training, PTQ, QAT) run the holdouts in JOBS parallel processes (default: one per CPU core; a
+# training process keeps about one core busy), each output line prefixed with its holdouts.
+#
+# Re-running is safe and cheap: a stage is skipped when its final artefacts exist (a trained model = final_model.h5,
+# final_model_fp32.tflite + card and a successful training record; PTQ = the card of every PTQ_MODES model; QAT =
+# qat_metadata.json; results = summary_table.csv newer than every model), and an interrupted training run continues
+# from its last epoch (--resume). Changing a setting does not redo finished work: use another OUTPUT_ROOT or
+# EXP_PREFIX, or delete the artefacts. A failing stage stops the pipeline with a message naming it (in a parallel
+# stage, after the other holdouts finished).
+set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
-bash setup_env.sh
-PY=.venv/bin/python
-DATA_DIR="${DATA_DIR:-data/demo-65kpts}"
-CONFIG="${CONFIG:-configs/demo-65kpts.yaml}"
-[[ -f "$DATA_DIR/label2id.json" ]] || $PY make_demo_dataset.py --output_dir "$DATA_DIR"
-$PY dataset.py --config_path "$CONFIG" --data_path "$DATA_DIR"
+export PYTHONUNBUFFERED=1   # log lines in order, also through the per-fold prefixes of parallel stages
+
+# ----------------------------------------------------------------------------------------------- settings
+RAW_DIR="${RAW_DIR:-}"
+DEMO="${DEMO:-$([[ -z "$RAW_DIR" && -z "${DATA_DIR:-}" ]] && echo 1 || echo 0)}"
+KEYPOINTS_COUNT="${KEYPOINTS_COUNT:-65}"
+if [[ "$DEMO" == 1 ]]; then
+    # Demo budgets: chosen so that the LOSO models are clearly above chance (10 %) in about 10 minutes.
+    DATA_DIR="${DATA_DIR:-data/demo-65kpts}"
+    CONFIG="${CONFIG:-${CONFIG_PATH:-configs/demo-65kpts.yaml}}"
+    DATASET_NAME="${DATASET_NAME:-demo}"
+    HOLDOUTS="${HOLDOUTS:-user01,user02}"
+    EPOCHS="${EPOCHS:-20}"
+    LR="${LR:-5e-4}"
+    BATCH_SIZE="${BATCH_SIZE:-8}"
+    QAT_EPOCHS="${QAT_EPOCHS:-2}"
+    QAT_BATCH_SIZE="${QAT_BATCH_SIZE:-8}"
+else
+    DATA_DIR="${DATA_DIR:-data/arabic-asl-${KEYPOINTS_COUNT}kpts}"
+    CONFIG="${CONFIG:-${CONFIG_PATH:-configs/arabic-asl-${KEYPOINTS_COUNT}kpts.yaml}}"
+    DATASET_NAME="${DATASET_NAME:-arabic_asl}"
+    HOLDOUTS="${HOLDOUTS:-user01,user08,user11}"
+    EPOCHS="${EPOCHS:-80}"
+    LR="${LR:-2e-4}"
+    BATCH_SIZE="${BATCH_SIZE:-}"          # empty: the config's batch_size (1)
+    QAT_EPOCHS="${QAT_EPOCHS:-20}"
+    QAT_BATCH_SIZE="${QAT_BATCH_SIZE:-4}"
+fi
+HOLDOUTS="${HOLDOUT_ONLY:-$HOLDOUTS}"
+FLIP_USERS="${FLIP_USERS:-}"              # signers mirrored at extraction (extract_65_keypoints.py --flip_users)
+EXTRACT_WORKERS="${EXTRACT_WORKERS:-}"    # empty: the extractor's default (all cores)
+SKIP_EXTRACT="${SKIP_EXTRACT:-0}"
+OUTPUT_ROOT="${OUTPUT_ROOT:-${SIGNBART_OUTPUT_ROOT:-outputs}}"
+EXP_PREFIX="${EXP_PREFIX:-}"
+SEED="${SEED:-42}"
+NO_VALIDATION="${NO_VALIDATION:-1}"
+RUN_LOSO="${RUN_LOSO:-1}"
+RUN_FULL_DATASET="${RUN_FULL_DATASET:-1}"
+FULL_EPOCHS="${FULL_EPOCHS:-$EPOCHS}"
+FULL_LR="${FULL_LR:-$LR}"
+FULL_SEED="${FULL_SEED:-$SEED}"
+FULL_EXP_NAME="${FULL_EXP_NAME:-${DATASET_NAME}_full}"
+RUN_PTQ="${RUN_PTQ:-1}"
+PTQ_MODES="${PTQ_MODES:-dynamic}"         # comma list of ptq_export.py modes
+RUN_QAT="${RUN_QAT:-1}"
+QAT_LR="${QAT_LR:-5e-5}"
+RUN_COLLECT="${RUN_COLLECT:-1}"
+JOBS="${JOBS:-$(nproc)}"                  # LOSO folds run in this many parallel processes (each uses about one core)
+LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"     # the run trees of runs.py (SPEC §7.4)
+FULL_RUNS="$OUTPUT_ROOT/$DATASET_NAME/full"
+EXPORT_SUFFIX="${EXP_PREFIX:+_$EXP_PREFIX}"
+PTQ_LOSO_DIR="${PTQ_LOSO_DIR:-$LOSO_RUNS/exports/ptq$EXPORT_SUFFIX}"
+QAT_LOSO_DIR="${QAT_LOSO_DIR:-$LOSO_RUNS/exports/qat$EXPORT_SUFFIX}"
+PTQ_FULL_DIR="${PTQ_FULL_DIR:-$FULL_RUNS/exports/ptq$EXPORT_SUFFIX}"
+QAT_FULL_DIR="${QAT_FULL_DIR:-$FULL_RUNS/exports/qat$EXPORT_SUFFIX}"
+RESULTS_DIR="$LOSO_RUNS/results${EXP_PREFIX:+/$EXP_PREFIX}"
+VENV="${VENV:-.venv}"
+PY="$VENV/bin/python"
+
+# ----------------------------------------------------------------------------------------------- stage plumbing
+STAGE="setup"
+trap 'echo "pipeline FAILED in stage [$STAGE] (exit $?); its log is above. Fix the cause and re-run the same command: finished stages are skipped." >&2' ERR
+
+stage() { STAGE="$1"; echo; echo "=== [$STAGE] $(date +%T) $2"; }
+skip() { echo; echo "=== [$1] skipped: $2"; }
+run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
+enabled() { [[ "$1" == 1 ]]; }
+
+trained() {  # trained <checkpoint dir> <experiment> <run tree>: final model, its export + card, a successful record
+    [[ -f "$1/final_model.h5" && -f "$1/final_model_fp32.tflite" && -f "$1/final_model_fp32.json" ]] &&
+        grep -q '"success": true' "$3/training_metadata/$2_latest.json" 2>/dev/null
+}
+resumable() { [[ -f "$1/resume/state.json" ]]; }  # <checkpoint dir> has an epoch checkpoint to continue from
+ptq_done() {  # ptq_done <export dir>: a card for every PTQ mode (ptq_export.py names: model_<mode>, dynamic -> dynamic_int8)
+    local mode
+    for mode in ${PTQ_MODES//,/ }; do
+        [[ "$mode" == dynamic ]] && mode=dynamic_int8
+        [[ -f "$1/model_$mode.json" ]] || return 1
+    done
+}
+qat_done() { [[ -f "$1/qat_metadata.json" ]]; }     # written last by train_loso_functional_qat.py
+join() { local IFS=,; echo "$*"; }
+
+run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <group>, JOBS groups of holdouts at once
+    local holdouts="$1" users groups=() pids=() pid i status=0; shift
+    IFS=, read -ra users <<< "$holdouts"
+    local n=$((JOBS < ${#users[@]} ? JOBS : ${#users[@]}))
+    if ((n <= 1)); then run "$@" --holdouts "$holdouts"; return; fi
+    for i in "${!users[@]}"; do groups[i % n]+="${groups[i % n]:+,}${users[i]}"; done
+    for i in "${!groups[@]}"; do  # each group's output is prefixed with its holdouts
+        { trap - ERR; run "$@" --holdouts "${groups[i]}" 2>&1 | sed -u "s/^/[${groups[i]}] /"; } &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+    return "$status"
+}
+
+loso_exp() { echo "${EXP_PREFIX:+${EXP_PREFIX}_}${DATASET_NAME}_LOSO_$1"; }   # runs.loso_experiment_name
+loso_ckpt() { echo "$LOSO_RUNS/checkpoints/$(loso_exp "$1")"; }
+full_ckpt() { echo "$FULL_RUNS/checkpoints/$FULL_EXP_NAME"; }
+
+optional_flags() {  # flags shared by both trainings: validation switch and batch size
+    enabled "$NO_VALIDATION" && echo --no_validation
+    [[ -n "$BATCH_SIZE" ]] && echo --batch_size "$BATCH_SIZE"
+    return 0
+}
+
+# ----------------------------------------------------------------------------------------------- stages
+setup_environment() {
+    stage setup "Python environment ($VENV)"
+    run env VENV="$VENV" bash setup_env.sh
+}
+
+prepare_keypoints() {
+    if enabled "$DEMO"; then
+        if [[ -f "$DATA_DIR/label2id.json" ]]; then
+            skip keypoints "demo dataset already in $DATA_DIR"
+        else
+            stage keypoints "generate the demo dataset"
+            run "$PY" make_demo_dataset.py --output_dir "$DATA_DIR"
+        fi
+    elif [[ -n "$RAW_DIR" ]] && ! enabled "$SKIP_EXTRACT"; then
+        stage keypoints "extract $KEYPOINTS_COUNT-point keypoints from $RAW_DIR (videos extracted before are skipped)"
+        run "$PY" extract_65_keypoints.py --input_dir "$RAW_DIR" --output_dir "$DATA_DIR" --layout "$KEYPOINTS_COUNT" \
+            --flip_users "$FLIP_USERS" ${EXTRACT_WORKERS:+--workers "$EXTRACT_WORKERS"}
+        EXTRACTED_NOW=1
+    else
+        skip keypoints "using the extracted keypoints in $DATA_DIR"
+    fi
+    if [[ ! -f "$DATA_DIR/label2id.json" ]]; then
+        STAGE=keypoints
+        echo "error: $DATA_DIR/label2id.json not found: set RAW_DIR (videos) or DATA_DIR (an extracted dataset)" >&2
+        return 2
+    fi
+}
+
+make_loso_splits() {
+    local user missing=()
+    for user in "${USERS[@]}"; do
+        [[ -d "${DATA_DIR}_LOSO_$user/train" && -d "${DATA_DIR}_LOSO_$user/test" ]] || missing+=("$user")
+    done
+    if [[ ${#missing[@]} -eq 0 && -z "${EXTRACTED_NOW:-}" ]]; then
+        skip splits "LOSO folds ${DATA_DIR}_LOSO_{$(join "${USERS[@]}")} exist"
+        return
+    fi
+    stage splits "LOSO folds for $(join "${USERS[@]}")"
+    run "$PY" fix_loso.py --base_root "$DATA_DIR" --holdouts "$(join "${USERS[@]}")"
+}
+
+train_loso() {
+    local user fresh=() resume=()
+    for user in "${USERS[@]}"; do
+        if trained "$(loso_ckpt "$user")" "$(loso_exp "$user")" "$LOSO_RUNS"; then continue
+        elif resumable "$(loso_ckpt "$user")"; then resume+=("$user")
+        else fresh+=("$user"); fi
+    done
+    if [[ ${#fresh[@]} -eq 0 && ${#resume[@]} -eq 0 ]]; then
+        skip train_loso "FP32 models of $(join "${USERS[@]}") exist"
+        return
+    fi
+    local common=(--config_path "$CONFIG" --base_data_path "$DATA_DIR" --epochs "$EPOCHS" --lr "$LR" --seed "$SEED"
+                  --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT" --exp_prefix "$EXP_PREFIX"
+                  $(optional_flags))
+    if [[ ${#resume[@]} -gt 0 ]]; then
+        stage train_loso "continue the interrupted FP32 training of $(join "${resume[@]}")"
+        run_folds "$(join "${resume[@]}")" "$PY" train_loso_functional.py "${common[@]}" --resume
+    fi
+    if [[ ${#fresh[@]} -gt 0 ]]; then
+        stage train_loso "FP32 training of $(join "${fresh[@]}") ($EPOCHS epochs)"
+        run_folds "$(join "${fresh[@]}")" "$PY" train_loso_functional.py "${common[@]}"
+    fi
+}
+
+pending_users() {  # pending_users <done-check> <export base>: holdouts whose export folder is not complete
+    local user pending=()
+    for user in "${USERS[@]}"; do "$1" "$2/$user" || pending+=("$user"); done
+    join "${pending[@]}"
+}
+
+quantize_loso() {
+    local todo
+    if enabled "$RUN_PTQ"; then
+        todo="$(pending_users ptq_done "$PTQ_LOSO_DIR")"
+        if [[ -z "$todo" ]]; then skip ptq_loso "PTQ models in $PTQ_LOSO_DIR exist"
+        else
+            stage ptq_loso "PTQ ($PTQ_MODES) of $todo"
+            run_folds "$todo" "$PY" ptq_export_batch.py --config_path "$CONFIG" --base_data_path "$DATA_DIR" \
+                --exp_prefix "$EXP_PREFIX" --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT" \
+                --output_base_dir "$PTQ_LOSO_DIR" --modes "$PTQ_MODES" --seed "$SEED"
+        fi
+    fi
+    if enabled "$RUN_QAT"; then
+        todo="$(pending_users qat_done "$QAT_LOSO_DIR")"
+        if [[ -z "$todo" ]]; then skip qat_loso "QAT models in $QAT_LOSO_DIR exist"
+        else
+            stage qat_loso "QAT of $todo ($QAT_EPOCHS epochs)"
+            run_folds "$todo" "$PY" train_loso_functional_qat_batch.py --config_path "$CONFIG" \
+                --base_data_path "$DATA_DIR" --exp_prefix "$EXP_PREFIX" --dataset_name "$DATASET_NAME" \
+                --output_root "$OUTPUT_ROOT" --output_base_dir "$QAT_LOSO_DIR" --batch_size "$QAT_BATCH_SIZE" \
+                --qat_epochs "$QAT_EPOCHS" --lr "$QAT_LR" --seed "$SEED" $(enabled "$NO_VALIDATION" && echo --no_validation)
+        fi
+    fi
+}
+
+train_full() {
+    local ckpt; ckpt="$(full_ckpt)"
+    local flags=(--config_path "$CONFIG" --base_data_path "$DATA_DIR" --exp_name "$FULL_EXP_NAME"
+                 --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --seed "$FULL_SEED" --dataset_name "$DATASET_NAME"
+                 --output_root "$OUTPUT_ROOT" $(optional_flags))
+    if trained "$ckpt" "$FULL_EXP_NAME" "$FULL_RUNS"; then
+        skip train_full "full-dataset model $ckpt exists"
+    elif resumable "$ckpt"; then
+        stage train_full "continue the interrupted full-dataset training"
+        run "$PY" train_full_dataset.py "${flags[@]}" --resume
+    else
+        stage train_full "full-dataset training ($FULL_EPOCHS epochs)"
+        run "$PY" train_full_dataset.py "${flags[@]}"
+    fi
+}
+
+quantize_full() {
+    local checkpoint; checkpoint="$(full_ckpt)/final_model.h5"
+    if ! enabled "$RUN_PTQ"; then :
+    elif ptq_done "$PTQ_FULL_DIR"; then skip ptq_full "PTQ models in $PTQ_FULL_DIR exist"
+    else
+        stage ptq_full "PTQ ($PTQ_MODES) of the full-dataset model"
+        run "$PY" ptq_export.py --config_path "$CONFIG" --checkpoint "$checkpoint" --data_path "$DATA_DIR" \
+            --output_dir "$PTQ_FULL_DIR" --modes "$PTQ_MODES" --seed "$FULL_SEED"
+    fi
+    if ! enabled "$RUN_QAT"; then :
+    elif qat_done "$QAT_FULL_DIR"; then skip qat_full "QAT models in $QAT_FULL_DIR exist"
+    else
+        stage qat_full "QAT of the full-dataset model ($QAT_EPOCHS epochs)"
+        run "$PY" train_loso_functional_qat.py --config_path "$CONFIG" --data_path "$DATA_DIR" \
+            --checkpoint "$checkpoint" --output_dir "$QAT_FULL_DIR" --batch_size "$QAT_BATCH_SIZE" \
+            --qat_epochs "$QAT_EPOCHS" --lr "$QAT_LR" --seed "$FULL_SEED" --no_validation
+    fi
+}
+
+collect() {
+    local table="$RESULTS_DIR/summary_table.csv" dirs=() user
+    for user in "${USERS[@]}"; do dirs+=("$(loso_ckpt "$user")" "$PTQ_LOSO_DIR/$user" "$QAT_LOSO_DIR/$user"); done
+    if [[ -f "$table" && -z "$(find "${dirs[@]}" -name '*.tflite' -newer "$table" 2>/dev/null | head -1 || true)" ]]; then
+        skip collect "$table is newer than every model"
+        return
+    fi
+    stage collect "evaluate every LOSO model on its held-out signer; report, CSVs, confusion matrices"
+    run "$PY" collect_results.py --run_evaluation --base_data_path "$DATA_DIR" --dataset_name "$DATASET_NAME" \
+        --output_root "$OUTPUT_ROOT" --exp_prefix "$EXP_PREFIX" --holdouts "$(join "${USERS[@]}")" \
+        --ptq_base_dir "$PTQ_LOSO_DIR" --qat_base_dir "$QAT_LOSO_DIR"
+}
+
+app_model() {  # the model to ship: the full-dataset one if trained, else the first holdout's; QAT > PTQ > FP32
+    local candidate
+    for candidate in "$QAT_FULL_DIR/qat_dynamic_int8.tflite" "$PTQ_FULL_DIR/model_dynamic_int8.tflite" \
+                     "$(full_ckpt)/final_model_fp32.tflite" "$QAT_LOSO_DIR/${USERS[0]}/qat_dynamic_int8.tflite" \
+                     "$PTQ_LOSO_DIR/${USERS[0]}/model_dynamic_int8.tflite" "$(loso_ckpt "${USERS[0]}")/final_model_fp32.tflite"; do
+        [[ -f "$candidate" ]] && { echo "$candidate"; return; }
+    done
+    echo "(none)"
+}
+
+print_outputs() {
+    local report; report="$(ls -t "$RESULTS_DIR"/experiment_results_*.txt 2>/dev/null | head -1 || true)"
+    echo
+    echo "=== done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $DATASET_NAME, holdouts $(join "${USERS[@]}")"
+    if [[ -n "$report" ]]; then
+        echo "report           $report"
+        echo "CSV tables       $RESULTS_DIR/{summary_table,per_class_accuracy,model_info}.csv"
+        echo "plots            $RESULTS_DIR/confusion_matrices/*.png, $LOSO_RUNS/out-imgs/<experiment>/training_curves.png"
+    fi
+    if enabled "$RUN_LOSO"; then
+        echo "LOSO models      $LOSO_RUNS/checkpoints/, $PTQ_LOSO_DIR/, $QAT_LOSO_DIR/ (one folder per holdout)"
+    fi
+    echo "app model        $(app_model)"
+    echo "                 copy it, with labels.txt and the .json card beside it, into the app's assets"
+}
+
+# ----------------------------------------------------------------------------------------------- main
+setup_environment
+prepare_keypoints
+STAGE=holdouts
+read -ra USERS <<< "$("$PY" -c 'import sys; from runs import parse_holdouts; print(*parse_holdouts(*sys.argv[1:]))' \
+    "$HOLDOUTS" "$DATA_DIR")"
+echo "pipeline: $DATASET_NAME from $DATA_DIR, config $CONFIG, holdouts $(join "${USERS[@]}"), outputs in $OUTPUT_ROOT/$DATASET_NAME"
+
+if enabled "$RUN_LOSO"; then
+    make_loso_splits
+    train_loso
+    quantize_loso
+fi
+if enabled "$RUN_FULL_DATASET"; then
+    train_full
+    quantize_full
+else
+    skip train_full "RUN_FULL_DATASET=0 (so no full-dataset PTQ/QAT either)"
+fi
+if enabled "$RUN_LOSO" && enabled "$RUN_COLLECT"; then
+    collect
+fi
+print_outputs
