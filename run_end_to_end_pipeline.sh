@@ -77,7 +77,7 @@ PTQ_MODES="${PTQ_MODES:-dynamic}"         # comma list of ptq_export.py modes
 RUN_QAT="${RUN_QAT:-1}"
 QAT_LR="${QAT_LR:-5e-5}"
 RUN_COLLECT="${RUN_COLLECT:-1}"
-JOBS="${JOBS:-$(nproc)}"                  # LOSO folds run in this many parallel processes (each uses about one core)
+JOBS="${JOBS:-$(nproc 2>/dev/null || echo 1)}"                  # LOSO folds run in this many parallel processes (each uses about one core)
 LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"     # the run trees of runs.py (SPEC §7.4)
 FULL_RUNS="$OUTPUT_ROOT/$DATASET_NAME/full"
 EXPORT_SUFFIX="${EXP_PREFIX:+_$EXP_PREFIX}"
@@ -91,7 +91,10 @@ PY="$VENV/bin/python"
 
 # ----------------------------------------------------------------------------------------------- stage plumbing
 STAGE="setup"
-trap 'echo "pipeline FAILED in stage [$STAGE] (exit $?); its log is above. Fix the cause and re-run the same command: finished stages are skipped." >&2' ERR
+on_error() {  # once, in the main shell (command substitutions inherit the trap too)
+    [[ $BASHPID == "$$" ]] && echo "pipeline FAILED in stage [$STAGE] (exit $1); its log is above. Fix the cause and re-run the same command: finished stages are skipped." >&2
+}
+trap 'on_error $?' ERR
 
 stage() { STAGE="$1"; echo; echo "=== [$STAGE] $(date +%T) $2"; }
 skip() { echo; echo "=== [$1] skipped: $2"; }
@@ -120,7 +123,7 @@ run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <gr
     if ((n <= 1)); then run "$@" --holdouts "$holdouts"; return; fi
     for i in "${!users[@]}"; do groups[i % n]+="${groups[i % n]:+,}${users[i]}"; done
     for i in "${!groups[@]}"; do  # each group's output is prefixed with its holdouts
-        { trap - ERR; run "$@" --holdouts "${groups[i]}" 2>&1 | sed -u "s/^/[${groups[i]}] /"; } &
+        { run "$@" --holdouts "${groups[i]}" 2>&1 | sed -u "s/^/[${groups[i]}] /"; } &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
@@ -312,8 +315,9 @@ print_outputs() {
 setup_environment
 prepare_keypoints
 STAGE=holdouts
-read -ra USERS <<< "$("$PY" -c 'import sys; from runs import parse_holdouts; print(*parse_holdouts(*sys.argv[1:]))' \
-    "$HOLDOUTS" "$DATA_DIR")"
+holdout_list="$("$PY" -c 'import sys; from runs import cli, parse_holdouts; cli(lambda: print(*parse_holdouts(*sys.argv[1:])))()' \
+    "$HOLDOUTS" "$DATA_DIR")"   # runs.parse_holdouts: a comma list, or "all" = every signer in $DATA_DIR/all
+read -ra USERS <<< "$holdout_list"
 echo "pipeline: $DATASET_NAME from $DATA_DIR, config $CONFIG, holdouts $(join "${USERS[@]}"), outputs in $OUTPUT_ROOT/$DATASET_NAME"
 
 if enabled "$RUN_LOSO"; then

@@ -46,7 +46,10 @@ FULL_SEED="${FULL_SEED:-${SEEDS[0]}}"
 LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"
 
 STAGE="setup"
-trap 'echo "variants FAILED in [$STAGE] (exit $?); its log is above. Re-run the same command: finished work is skipped." >&2' ERR
+on_error() {  # once, in the main shell (command substitutions inherit the trap too)
+    [[ $BASHPID == "$$" ]] && echo "variants FAILED in stage [$STAGE] (exit $1); its log is above. Re-run the same command: finished work is skipped." >&2
+}
+trap 'on_error $?' ERR
 stage() { STAGE="$1"; echo; echo "##### [$STAGE] $(date +%T) $2"; }
 run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
 enabled() { [[ "$1" == 1 ]]; }
