@@ -26,8 +26,7 @@ import metrics
 from config import load_config
 from dataset import load_split, read_label_maps, read_label_names
 from runs import DEFAULT_SEED, UserError, require_file
-from tflite_export import card_path, read_model_card
-from tflite_runtime import TFLiteModel
+from tflite_runtime import TFLiteModel, card_path, read_model_card
 
 TOP_K = 5
 CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels")  # what must agree between a card and a config

@@ -34,8 +34,8 @@ from keypoints import get_layout
 from metrics import softmax
 from preprocessing import group_box, pad_clip, model_inputs, normalize_groups, select_and_clip, uniform_frame_indices
 from runs import UserError, atomic_write_text, cli, parse_sample_name, require_file
-from tflite_export import PARITY_TOLERANCE, read_model_card
-from tflite_runtime import TFLiteModel
+from tflite_export import PARITY_TOLERANCE
+from tflite_runtime import TFLiteModel, read_model_card
 
 FORMAT_VERSION = 1
 NORMALIZED_TOLERANCE = 1e-5  # float32 ports of the float64 reference land within ~1e-7

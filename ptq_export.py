@@ -33,7 +33,8 @@ from model_functional import load_model
 from quantization import DEFAULT_CALIBRATION_CLIPS, QuantizationData, export_dir_for
 from runs import DEFAULT_SEED, UserError, cli, require_file, set_seed
 from tf_env import keras
-from tflite_export import CONVERTER_MODES, export_tflite, read_model_card
+from tflite_export import CONVERTER_MODES, export_tflite
+from tflite_runtime import read_model_card
 
 PTQ_FILES = {"fp32": "model_fp32.tflite", "dynamic": "model_dynamic_int8.tflite", "float16": "model_float16.tflite",
              "int8": "model_int8.tflite", "int8_io": "model_int8_io.tflite", "int16x8": "model_int16x8.tflite"}

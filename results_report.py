@@ -68,11 +68,13 @@ def class_list(runs) -> list[str]:
 def header(runs, args) -> list[str]:
     dataset = distinct(runs, "dataset_name") if any(r.metadata for r in runs) else args.dataset_name
     seeds = sorted({r.seed for r in runs if r.seed}, key=str)
-    holdouts = sorted({r.holdout for r in runs})
+    unfinished = sorted({r.holdout for r in runs if not (r.checkpoint_dir / "final_model.h5").is_file()})
+    holdouts = sorted({r.holdout for r in runs} - set(unfinished))
     return [
         "=" * 100,
         f"{dataset.upper()} - SIGN RECOGNITION RESULTS",
         f"Leave-one-signer-out, {len(holdouts)} trained test signer(s): {', '.join(holdouts)}"
+        + (f"; training not finished: {', '.join(unfinished)}" if unfinished else "")
         + (f"; seeds {', '.join(seeds)}" if seeds else ""),
         f"generated {time.strftime('%Y-%m-%d %H:%M:%S')}; "
         + ("models evaluated now" if args.run_evaluation else "stored evaluations (collect_results --run_evaluation "

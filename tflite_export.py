@@ -16,7 +16,6 @@ class table id -> label -> name and the measured accuracy; docs/preprocessing_sp
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -28,9 +27,8 @@ from keypoints import get_layout
 from preprocessing import BOX_MARGIN
 from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, tf
+from tflite_runtime import INPUT_NAMES, OUTPUT_NAME, TFLiteModel, card_path
 
-INPUT_NAMES = ("keypoints", "attention_mask")  # in this order
-OUTPUT_NAME = "logits"
 SEQUENCE_LENGTH = MAX_FRAMES
 PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| accepted per mode
 PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes: share
@@ -248,22 +246,11 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
     }
 
 
-def card_path(tflite_path) -> Path:
-    return Path(tflite_path).with_suffix(".json")
-
-
-def read_model_card(tflite_path) -> dict:
-    """The card written beside a .tflite ({} when there is none, e.g. a foreign model)."""
-    path = card_path(tflite_path)
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def export_tflite(model: keras.Model, cfg: dict, path, id2label: dict, mode: str = "fp32",
                   parity_data: tuple | None = None, representative_data=None, label_names: dict | None = None,
                   training: dict | None = None, log=print, parity_labels: np.ndarray | None = None) -> dict:
     """Convert, write `path` (+ card and labels.txt), check parity on `parity_data` = (keypoints, masks) of real
     padded clips (with `parity_labels`, also top-1 of both), and print the result. Returns the card."""
-    from tflite_runtime import TFLiteModel  # imported here: tflite_runtime reads INPUT_NAMES from this module
     tflite_bytes = convert(model, cfg, mode, representative_data)
     atomic_write_bytes(path, tflite_bytes)
     tflite = TFLiteModel(tflite_bytes)

@@ -4,13 +4,16 @@
     logits = model(keypoints, mask)                         # (1, 64, K, 2), (1, 64) float32 -> (1, C) float32
     logits, seconds = model.predict(keypoints, masks)       # N clips, one invoke each; seconds = invoke() alone
 
-Inputs are found by their signature NAMES (tflite_export.INPUT_NAMES); a foreign model whose tensors are named
+Inputs are found by their signature NAMES (INPUT_NAMES below, which tflite_export writes); a foreign model whose tensors are named
 otherwise falls back to rank (4-D = keypoints, 2-D = mask), as the reference did. Models with integer I/O get
 their float inputs quantized and their outputs dequantized here, so callers always pass and receive float32.
 A model with a dynamic T is resized to the clips' length.
+
+This module imports no TensorFlow (only numpy and ai-edge-litert), so an app-side script that only runs models stays light.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -18,7 +21,20 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from runs import UserError
-from tflite_export import INPUT_NAMES
+
+INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
+OUTPUT_NAME = "logits"
+
+
+def card_path(tflite_path) -> Path:
+    """The model card written beside a .tflite: same name, .json."""
+    return Path(tflite_path).with_suffix(".json")
+
+
+def read_model_card(tflite_path) -> dict:
+    """The card written beside a .tflite ({} when there is none, e.g. a foreign model)."""
+    path = card_path(tflite_path)
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:

@@ -46,7 +46,8 @@ from quantization import (DEFAULT_CALIBRATION_CLIPS, QuantizationData, dense_ker
 from runs import (DEFAULT_SEED, atomic_save, atomic_write_json, cli, git_commit, require_file, set_seed,
                   setup_logging)
 from tf_env import keras, tf
-from tflite_export import export_tflite, read_model_card
+from tflite_export import export_tflite
+from tflite_runtime import read_model_card
 from training_callbacks import EpochLogger
 
 WEIGHTS_FILE = "qat_model_weights.h5"  # legacy HDF5 weights format (".weights.h5" would select Keras 3's)

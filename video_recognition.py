@@ -27,8 +27,7 @@ from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
 from runs import UserError
-from tflite_export import read_model_card
-from tflite_runtime import TFLiteModel
+from tflite_runtime import TFLiteModel, read_model_card
 
 CAPTION_COLOR = (40, 220, 40)  # BGR
 

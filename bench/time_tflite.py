@@ -10,8 +10,8 @@ length masks, as the app feeds the model (dataset.SplitData.padded). Each clip i
 --warmup untimed invokes; the times are invoke() alone (tflite_runtime.TFLiteModel.run), summarized by
 metrics.latency_summary.
 
-Memory (Linux, /proc/self/status): rss_before_mb is the resident memory after the imports (they include TensorFlow,
-which tflite_runtime loads through tflite_export's signature names); the peak is then reset (/proc/self/clear_refs)
+Memory (Linux, /proc/self/status): rss_before_mb is the resident memory after the imports (Python, numpy and the
+LiteRT interpreter: tflite_runtime imports no TensorFlow); the peak is then reset (/proc/self/clear_refs)
 so peak_rss_mb is the high-water mark of loading the model and every invoke; model_rss_mb = peak - before.
 Where the peak cannot be reset, peak_rss_mb includes the imports and `peak_reset` is false.
 

@@ -87,6 +87,13 @@ def test_collect_single_seed_matches_independent_evaluation_and_reuses_it(traine
     assert "PTQ: not evaluated yet (run with --run_evaluation)" in stale["runs"][0].missing
 
 
+def test_unfinished_training_is_named_and_not_counted_as_trained(output_tree):
+    (output_tree.checkpoint_dir(loso_experiment_name("demo", "user02")) / "resume").mkdir(parents=True)
+    out = collect(output_tree)
+    assert "training not finished: no final_model.h5" in out["runs"][1].missing[0]
+    assert "1 trained test signer(s): user01; training not finished: user02" in out["report"].read_text()
+
+
 def test_multi_seed_mean_and_std(trained_fold, tmp_path):
     out = tmp_path / "outputs"
     src = run_paths(trained_fold.dataset, "loso", str(trained_fold.output_root))

@@ -1,15 +1,19 @@
 """FP32 TFLite export: the app signature, builtin-only ops, Keras parity on real (demo) clips, the model card,
 and the runtime's input lookup and (de)quantization."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from conftest import REPO
 from dataset import load_split, read_label_maps
 from model_functional import build_model
 from tf_env import tf
-from tflite_export import INPUT_NAMES, OUTPUT_NAME, card_path, export_tflite, read_model_card
-from tflite_runtime import TFLiteModel, dequantize, find_inputs, quantize
+from tflite_export import export_tflite
+from tflite_runtime import (INPUT_NAMES, OUTPUT_NAME, TFLiteModel, card_path, dequantize, find_inputs, quantize,
+                            read_model_card)
 
 # ops that break integer modes or need Flex; the export must avoid them (../shared/STACK.md rule 4)
 UNWANTED_OPS = {"CAST", "GATHER", "GATHER_ND", "SQUARED_DIFFERENCE", "FLEX", "CUSTOM", "SELECT", "SELECT_V2"}
@@ -94,3 +98,10 @@ def test_missing_model_is_a_clear_error(tmp_path):
     from runs import UserError
     with pytest.raises(UserError, match="not found"):
         TFLiteModel(tmp_path / "nope.tflite")
+
+
+def test_runtime_imports_no_tensorflow():
+    """Running a model (tflite_runtime, evaluation) must not load TensorFlow: an app-side process stays small."""
+    code = "import sys, tflite_runtime, evaluation; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
