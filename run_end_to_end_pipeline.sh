@@ -90,16 +90,8 @@ VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 
 # ----------------------------------------------------------------------------------------------- stage plumbing
-STAGE="setup"
-on_error() {  # once, in the main shell (command substitutions inherit the trap too)
-    [[ $BASHPID == "$$" ]] && echo "pipeline FAILED in stage [$STAGE] (exit $1); its log is above. Fix the cause and re-run the same command: finished stages are skipped." >&2
-}
-trap 'on_error $?' ERR
-
-stage() { STAGE="$1"; echo; echo "=== [$STAGE] $(date +%T) $2"; }
-skip() { echo; echo "=== [$1] skipped: $2"; }
-run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
-enabled() { [[ "$1" == 1 ]]; }
+PIPELINE_NAME=pipeline STAGE_MARK="==="
+source pipeline_common.sh   # stage, skip, run, enabled; a failure names its stage
 
 trained() {  # trained <checkpoint dir> <experiment> <run tree>: final model, its export + card, a successful record
     [[ -f "$1/final_model.h5" && -f "$1/final_model_fp32.tflite" && -f "$1/final_model_fp32.json" ]] &&
@@ -122,8 +114,8 @@ run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <gr
     local n=$((JOBS < ${#users[@]} ? JOBS : ${#users[@]}))
     if ((n <= 1)); then run "$@" --holdouts "$holdouts"; return; fi
     for i in "${!users[@]}"; do groups[i % n]+="${groups[i % n]:+,}${users[i]}"; done
-    # TensorFlow's thread pools default to every core; n such processes on the same cores thrash. Sharing the cores
-    # out (1 thread each for 2 processes on 2 cores) measured 1.2x more folds per hour here (README, Speed).
+    # TensorFlow's thread pools default to every core, and n such processes on the same cores get in each other's
+    # way: share the cores out instead (README, "Speed, size and memory": 1.35x the folds per hour on 2 cores).
     local threads=$(( $(nproc 2>/dev/null || echo 1) / n )); ((threads >= 1)) || threads=1
     for i in "${!groups[@]}"; do  # each group's output is prefixed with its holdouts
         { export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-$threads}" TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-$threads}"

@@ -45,14 +45,8 @@ read -ra SEEDS <<< "${SEED_LIST//,/ }"
 FULL_SEED="${FULL_SEED:-${SEEDS[0]}}"
 LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"
 
-STAGE="setup"
-on_error() {  # once, in the main shell (command substitutions inherit the trap too)
-    [[ $BASHPID == "$$" ]] && echo "variants FAILED in stage [$STAGE] (exit $1); its log is above. Re-run the same command: finished work is skipped." >&2
-}
-trap 'on_error $?' ERR
-stage() { STAGE="$1"; echo; echo "##### [$STAGE] $(date +%T) $2"; }
-run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
-enabled() { [[ "$1" == 1 ]]; }
+PIPELINE_NAME=variants STAGE_MARK="#####"
+source pipeline_common.sh   # stage, skip, run, enabled; a failure names its stage
 
 config_of() { echo "${CONFIG_TEMPLATE//\{variant\}/$1}"; }
 prefix_of() { echo "${DATASET_NAME}_${1//-/_}"; }

@@ -1,0 +1,12 @@
+# Stage plumbing shared by run_end_to_end_pipeline.sh and run_end_to_end_variants.sh (sourced, not run).
+# The sourcing script sets PIPELINE_NAME (named in the failure message) and STAGE_MARK (stage header prefix).
+STAGE="setup"
+on_error() {  # once, in the main shell (command substitutions and subshells inherit the trap too)
+    [[ $BASHPID == "$$" ]] && echo "$PIPELINE_NAME FAILED in stage [$STAGE] (exit $1); its log is above. Fix the cause and re-run the same command: finished stages are skipped." >&2
+}
+trap 'on_error $?' ERR
+
+stage() { STAGE="$1"; echo; echo "$STAGE_MARK [$STAGE] $(date +%T) $2"; }
+skip() { echo; echo "$STAGE_MARK [$1] skipped: $2"; }
+run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
+enabled() { [[ "$1" == 1 ]]; }
