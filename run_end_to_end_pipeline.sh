@@ -115,7 +115,7 @@ run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <gr
     if ((n <= 1)); then run "$@" --holdouts "$holdouts"; return; fi
     for i in "${!users[@]}"; do groups[i % n]+="${groups[i % n]:+,}${users[i]}"; done
     # TensorFlow's thread pools default to every core, and n such processes on the same cores get in each other's
-    # way: share the cores out instead (README, "Speed, size and memory": 1.35x the folds per hour on 2 cores).
+    # way: share the cores out instead (README, "Speed, size and memory": 1.38x the folds per hour on 2 cores).
     local threads=$(( $(nproc 2>/dev/null || echo 1) / n )); ((threads >= 1)) || threads=1
     for i in "${!groups[@]}"; do  # each group's output is prefixed with its holdouts
         { export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-$threads}" TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-$threads}"
