@@ -60,6 +60,11 @@ class Run:
     missing: list = field(default_factory=list)       # human-readable notes on absent artefacts
     evaluations: dict = field(default_factory=dict)   # tag -> evaluation.evaluate_tflite result
 
+    @property
+    def finished(self) -> bool:
+        """Training wrote its final model (a fold with only a resume/ checkpoint has not finished)."""
+        return (self.checkpoint_dir / "final_model.h5").is_file()
+
 
 # ----------------------------------------------------------------------------------------------- discovery
 def seed_plans(args, paths) -> list[tuple]:
@@ -99,7 +104,7 @@ def export_tag(kind: str, path: Path) -> str:
 
 def find_models(run: Run, ptq_dir: Path, qat_dir: Path) -> None:
     """Fill run.models with the exact expected files (and other exports in the PTQ/QAT folders); note the absent."""
-    if not (run.checkpoint_dir / "final_model.h5").is_file():
+    if not run.finished:
         run.missing.append(f"training not finished: no final_model.h5 in {run.checkpoint_dir}")
     expected = {"FP32": run.checkpoint_dir / FP32_FILE, "PTQ": ptq_dir / PTQ_FILE, "QAT": qat_dir / QAT_FILE}
     for tag, path in expected.items():

@@ -10,3 +10,6 @@ stage() { STAGE="$1"; echo; echo "$STAGE_MARK [$STAGE] $(date +%T) $2"; }
 skip() { echo; echo "$STAGE_MARK [$1] skipped: $2"; }
 run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
 enabled() { [[ "$1" == 1 ]]; }
+results_current() {  # results_current <table> <find paths + filters...>: the table exists and no .tflite there is newer
+    [[ -f "$1" && -z "$(find "${@:2}" -name '*.tflite' -newer "$1" 2>/dev/null | head -1 || true)" ]]
+}

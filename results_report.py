@@ -68,7 +68,7 @@ def class_list(runs) -> list[str]:
 def header(runs, args) -> list[str]:
     dataset = distinct(runs, "dataset_name") if any(r.metadata for r in runs) else args.dataset_name
     seeds = sorted({r.seed for r in runs if r.seed}, key=str)
-    unfinished = sorted({r.holdout for r in runs if not (r.checkpoint_dir / "final_model.h5").is_file()})
+    unfinished = sorted({r.holdout for r in runs if not r.finished})
     holdouts = sorted({r.holdout for r in runs} - set(unfinished))
     return [
         "=" * 100,

@@ -91,7 +91,7 @@ PY="$VENV/bin/python"
 
 # ----------------------------------------------------------------------------------------------- stage plumbing
 PIPELINE_NAME=pipeline STAGE_MARK="==="
-source pipeline_common.sh   # stage, skip, run, enabled; a failure names its stage
+source pipeline_common.sh   # stage, skip, run, enabled, results_current; a failure names its stage
 
 trained() {  # trained <checkpoint dir> <experiment> <run tree>: final model, its export + card, a successful record
     [[ -f "$1/final_model.h5" && -f "$1/final_model_fp32.tflite" && -f "$1/final_model_fp32.json" ]] &&
@@ -271,7 +271,7 @@ quantize_full() {
 collect() {
     local table="$RESULTS_DIR/summary_table.csv" dirs=() user
     for user in "${USERS[@]}"; do dirs+=("$(loso_ckpt "$user")" "$PTQ_LOSO_DIR/$user" "$QAT_LOSO_DIR/$user"); done
-    if [[ -f "$table" && -z "$(find "${dirs[@]}" -name '*.tflite' -newer "$table" 2>/dev/null | head -1 || true)" ]]; then
+    if results_current "$table" "${dirs[@]}"; then
         skip collect "$table is newer than every model"
         return
     fi

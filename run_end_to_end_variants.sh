@@ -46,7 +46,7 @@ FULL_SEED="${FULL_SEED:-${SEEDS[0]}}"
 LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"
 
 PIPELINE_NAME=variants STAGE_MARK="#####"
-source pipeline_common.sh   # stage, skip, run, enabled; a failure names its stage
+source pipeline_common.sh   # stage, skip, run, enabled, results_current; a failure names its stage
 
 config_of() { echo "${CONFIG_TEMPLATE//\{variant\}/$1}"; }
 prefix_of() { echo "${DATASET_NAME}_${1//-/_}"; }
@@ -91,8 +91,7 @@ pipeline() {  # pipeline <variant> VAR=value...: run_end_to_end_pipeline.sh on t
 collect_variant() {  # collect_results over the seeds of one variant, unless its summary is newer than every model
     local variant="$1" prefix; prefix="$(prefix_of "$1")"
     local table="$LOSO_RUNS/results/$prefix/summary_table.csv"
-    if [[ -f "$table" && -z "$(find "$LOSO_RUNS/checkpoints" "$LOSO_RUNS/exports" -path "*${prefix}_seed*" \
-            -name '*.tflite' -newer "$table" 2>/dev/null | head -1 || true)" ]]; then
+    if results_current "$table" "$LOSO_RUNS/checkpoints" "$LOSO_RUNS/exports" -path "*${prefix}_seed*"; then
         echo "collect $variant: skipped, $table is newer than every model"
         return
     fi
