@@ -42,7 +42,7 @@ from dataset import SplitData, load_split, make_dataset, read_label_maps, read_l
 from model_functional import build_model, load_model, parameter_breakdown
 from runs import (DEFAULT_SEED, UserError, atomic_save, atomic_write_json, cli, discover_users, git_commit,
                   require_file, run_paths, set_seed, setup_logging)
-from tf_env import keras, tf
+from tf_env import keras, tf, thread_settings
 from tflite_export import export_tflite
 from training_callbacks import EpochLogger, ResumeCheckpoint, plot_training_curves
 
@@ -227,7 +227,8 @@ def train(s: TrainSettings) -> dict:
               "holdout_user": s.holdout_user, "settings": dataclasses.asdict(s), "config_path": s.config_path,
               "data_path": s.data_path, "epochs": s.epochs, "learning_rate": s.lr, "seed": s.seed,
               "batch_size": s.batch_size or cfg["batch_size"], "no_validation": not s.validating,
-              "framework": "tensorflow", "tensorflow_version": tf.__version__, "git_commit": git_commit(),
+              "framework": "tensorflow", "tensorflow_version": tf.__version__,
+              "tf_threads": thread_settings(), "git_commit": git_commit(),
               "model_config": model_hparams(cfg), "log_file": str(paths.run_log(s.experiment_name)),
               "checkpoint_dir": str(paths.checkpoint_dir(s.experiment_name)),
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S"), "success": False}

@@ -2,6 +2,7 @@
 signer is never read before training ends, validation comes from training signers, and --resume continues."""
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -80,6 +81,7 @@ def test_metadata_records_the_run(cli_run, tiny_cfg):
     assert 0 <= record["test"]["accuracy"] <= record["test"]["top5_accuracy"] <= 1
     assert record["tflite_parity"]["passed"] and record["seconds_per_epoch"] > 0
     assert record["git_commit"] and record["duration_seconds"] > 0
+    assert record["tf_threads"]["cpu_count"] == os.cpu_count()  # thread pools are part of the recipe
 
 
 def test_held_out_signer_is_never_read_before_training_ends(cli_run):
