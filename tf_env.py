@@ -19,9 +19,9 @@ def thread_settings() -> dict:
     """TensorFlow's CPU thread pools as this process runs them. They are part of a run's recipe: the order of
     floating-point reductions, hence the exact training trajectory, depends on them. 0 = TensorFlow's default."""
     return {"intra_op": tf.config.threading.get_intra_op_parallelism_threads()
-            or int(os.environ.get("TF_NUM_INTRAOP_THREADS", 0)),
+            or int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads()
-            or int(os.environ.get("TF_NUM_INTEROP_THREADS", 0)),
+            or int(os.environ.get("TF_NUM_INTEROP_THREADS") or 0),
             "cpu_count": os.cpu_count()}
 
 
