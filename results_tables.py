@@ -186,7 +186,20 @@ def markdown_tables(rows: list[dict], reference: list[str]) -> str:
                      pm(every, "size_mb", "{:.2f}")]
             out.append("| " + " | ".join(line) + " |")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + (studies_table(rows) if len({r["study"] for r in rows}) > 1 else []))
+
+
+def studies_table(rows: list[dict]) -> list[str]:
+    """One line per study: each model's ALL top-1 mean ± std (n), to compare recipes or keypoint layouts."""
+    every = [r for r in rows if r["holdout"] == metrics.ALL_HOLDOUTS]
+    models = list(dict.fromkeys(r["model"] for r in every))
+    out = ["### All studies: ALL top-1 (%), mean ± std (n)", "", "| study | " + " | ".join(models) + " |",
+           "|" + "---|" * (len(models) + 1)]
+    for study in dict.fromkeys(r["study"] for r in every):
+        cell = {r["model"]: r for r in every if r["study"] == study}
+        out.append(f"| {study} | " + " | ".join(f"{pm(cell[m], 'top1_pct', '{:.1f}')} ({cell[m]['n']})"
+                                                if m in cell else "–" for m in models) + " |")
+    return out + [""]
 
 
 def merge(args) -> dict:

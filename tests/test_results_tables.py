@@ -75,6 +75,8 @@ def test_merge_over_seeds_and_studies(tmp_path):
     assert every["n"] == 3 and every["top1_pct"] == pytest.approx(np.mean([96.5, 94.5, 93.5]))
     assert every["top1_pct_std"] == pytest.approx(np.std([96.5, 94.5, 93.5], ddof=1))
     assert "seeds" in every["std_over"]
+    text = (tmp_path / "m" / "tables.md").read_text()
+    assert "| arabic-asl-65kpts, 80 epochs, batch 1, lr 0.0002 | 96.0 (1) |" in text     # the studies side by side
 
 
 def test_merge_errors_name_the_file(tmp_path, capsys):
