@@ -40,10 +40,10 @@ def model_info_rows(model: dict) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def mean_pm_std(row: dict, key: str, fmt: str) -> str:
+def mean_pm_std(row: dict, key: str, fmt: str, missing: str = "-") -> str:
     value, std = row.get(key), row.get(f"{key}_std")
     if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
+        return missing
     return fmt.format(value) + ("" if std is None or np.isnan(std) else " ± " + fmt.format(std))
 
 

@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import shutil
 from pathlib import Path
 
 import metrics
 from evaluation import csv_text
+from results_report import mean_pm_std
 from runs import DEFAULT_HOLDOUTS, UserError, atomic_save, atomic_write_text, cli, loso_experiment_name, run_paths
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 REFERENCE = "REF"                                                # the --reference_holdouts row
-LOSO_RE = re.compile(r"_LOSO_(user\d+)")
 
 
 # ----------------------------------------------------------------------------------------------- publish
@@ -95,7 +94,7 @@ def run_keys(folder: Path) -> dict:
     keys = {}
     for meta_file in sorted((folder / "training_metadata").glob("*.json")):
         meta = json.loads(meta_file.read_text())
-        user = meta.get("holdout_user") or (LOSO_RE.search(meta_file.name) or [None, None])[1]
+        user = meta["holdout_user"]
         key = (study_name(meta), str(meta["seed"]))
         if keys.get(user, key) != key:
             raise UserError(f"{meta_file}: holdout {user} appears with two configs/seeds; publish each seed apart")
@@ -157,10 +156,7 @@ def merged_rows(records: list[dict], reference: list[str]) -> list[dict]:
 
 def pm(row: dict | None, key: str, fmt: str) -> str:
     """'mean ± std' of a merged row ('mean' when n = 1, '–' when absent)."""
-    mean, std = (row or {}).get(key), (row or {}).get(f"{key}_std")
-    if mean is None or mean != mean:
-        return "–"
-    return fmt.format(mean) + ("" if std is None or std != std else " ± " + fmt.format(std))
+    return mean_pm_std(row or {}, key, fmt, missing="–")
 
 
 def markdown_tables(rows: list[dict], reference: list[str]) -> str:
