@@ -41,7 +41,8 @@ from evaluation import (SUMMARY_METRICS, check_card_matches, csv_text, display_n
 from model_functional import build_model, parameter_breakdown
 from plots import plot_confusion_matrix
 from results_report import model_info_rows, write_report
-from runs import UserError, atomic_write_json, atomic_write_text, cli, loso_data_path, loso_experiment_name, run_paths
+from runs import (UserError, atomic_write_json, atomic_write_text, cli, comma_list, loso_data_path,
+                  loso_experiment_name, run_paths)
 
 FP32_FILE, PTQ_FILE, QAT_FILE = "final_model_fp32.tflite", "model_dynamic_int8.tflite", "qat_dynamic_int8.tflite"
 KERAS_TAG = "Keras FP32 (training)"
@@ -69,7 +70,7 @@ class Run:
 # ----------------------------------------------------------------------------------------------- discovery
 def seed_plans(args, paths) -> list[tuple]:
     """[(seed or None, experiment prefix, ptq base dir, qat base dir)] for --seed_list (or the single run)."""
-    seeds = [s.strip() for s in args.seed_list.split(",") if s.strip()]
+    seeds = comma_list(args.seed_list)
     templated = [f for f in ("exp_prefix", "ptq_base_dir", "qat_base_dir") if "{seed}" in getattr(args, f)]
     if not seeds and templated:
         raise UserError(f"--{templated[0]} contains {{seed}} but no --seed_list is given")
@@ -121,7 +122,7 @@ def find_models(run: Run, ptq_dir: Path, qat_dir: Path) -> None:
 
 def discover_runs(args, paths) -> list[Run]:
     runs = []
-    wanted = [u.strip() for u in args.holdouts.split(",") if u.strip()]
+    wanted = comma_list(args.holdouts)
     for seed, prefix, ptq_base, qat_base in seed_plans(args, paths):
         trained = trained_holdouts(paths, args.dataset_name, prefix)
         for user in wanted:

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from extraction import DEFAULT_MIN_CONFIDENCE, VIDEO_SUFFIXES, detected_frames, extract_video
 from keypoints import Layout, get_layout
-from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli
+from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli, comma_list
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def find_videos(input_dir: Path) -> list[Video]:
 
 def parse_flip_users(arg: str, users: set[str]) -> set[str]:
     """'user01,user02' -> {'user01', 'user02'}; every name must be a signer of the input tree."""
-    wanted = {u.strip() for u in arg.split(",") if u.strip()}
+    wanted = set(comma_list(arg))
     unknown = sorted(wanted - users)
     if unknown:
         raise UserError(f"--flip_users: {', '.join(unknown)} not found in --input_dir (signers: {', '.join(sorted(users))})")

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset import DataError, load_sample
-from runs import (DEFAULT_HOLDOUTS, USER_RE, UserError, atomic_write_bytes, cli, loso_data_path, parse_holdouts,
-                  parse_sample_name)
+from runs import (DEFAULT_HOLDOUTS, USER_RE, UserError, atomic_write_bytes, cli, comma_list, loso_data_path,
+                  parse_holdouts, parse_sample_name)
 
 SPLITS = ("train", "test")
 LABEL_FILES = ("label2id.json", "id2label.json", "label2name.json")
@@ -62,7 +62,7 @@ def parse_gestures(arg: str, base_root: Path) -> list[str]:
     if bounds:
         width, first, last = len(bounds.group(1)), int(bounds.group(1)), int(bounds.group(2))
         return [f"G{i:0{width}d}" for i in range(first, last + 1)]
-    signs = [s.strip() for s in arg.split(",") if s.strip()]
+    signs = comma_list(arg)
     if not signs:
         raise UserError(f"--gestures {arg!r}: expected 'auto', a range like G01-G10 or a comma list")
     return signs

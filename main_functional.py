@@ -40,7 +40,7 @@ import numpy as np
 from config import load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
 from model_functional import build_model, load_model, parameter_breakdown
-from runs import (DEFAULT_SEED, UserError, atomic_save, atomic_write_json, cli, discover_users, git_commit,
+from runs import (DEFAULT_SEED, UserError, atomic_save, atomic_write_json, cli, comma_list, discover_users, git_commit,
                   require_file, run_paths, set_seed, setup_logging)
 from tf_env import keras, tf, thread_settings
 from tflite_export import export_tflite
@@ -290,7 +290,7 @@ def add_validation_args(ap: argparse.ArgumentParser) -> None:
 
 def validation_from_args(args) -> tuple[tuple, float]:
     """(val_users, val_fraction) from add_validation_args flags, checked."""
-    val_users = tuple(u.strip() for u in args.val_users.split(",") if u.strip())
+    val_users = tuple(comma_list(args.val_users))
     if args.no_validation and (val_users or args.val_fraction):
         raise UserError("--no_validation contradicts --val_users/--val_fraction")
     if not 0 <= args.val_fraction < 1:

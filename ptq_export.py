@@ -31,7 +31,7 @@ from dataset import read_label_maps, read_label_names
 from main_functional import HelpFormatter
 from model_functional import load_model
 from quantization import DEFAULT_CALIBRATION_CLIPS, QuantizationData, export_dir_for
-from runs import DEFAULT_SEED, UserError, cli, require_file, set_seed
+from runs import DEFAULT_SEED, UserError, cli, comma_list, require_file, set_seed
 from tf_env import keras
 from tflite_export import CONVERTER_MODES, export_tflite
 from tflite_runtime import read_model_card
@@ -42,7 +42,7 @@ PTQ_FILES = {"fp32": "model_fp32.tflite", "dynamic": "model_dynamic_int8.tflite"
 
 def parse_modes(arg: str) -> list[str]:
     """'dynamic,int8' or 'all' -> mode list, each a tflite_export converter mode."""
-    modes = list(PTQ_FILES) if arg.strip() == "all" else [m.strip() for m in arg.split(",") if m.strip()]
+    modes = list(PTQ_FILES) if arg.strip() == "all" else comma_list(arg)
     unknown = [m for m in modes if m not in PTQ_FILES or m not in CONVERTER_MODES]
     if unknown or not modes:
         raise UserError(f"--modes: unknown mode(s) {unknown}; choose from {list(PTQ_FILES)} or 'all'")

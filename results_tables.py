@@ -30,7 +30,8 @@ from pathlib import Path
 import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std
-from runs import DEFAULT_HOLDOUTS, UserError, atomic_save, atomic_write_text, cli, loso_experiment_name, run_paths
+from runs import (DEFAULT_HOLDOUTS, UserError, atomic_save, atomic_write_text, cli, comma_list, loso_experiment_name,
+                  run_paths)
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 REFERENCE = "REF"                                                # the --reference_holdouts row
@@ -200,8 +201,8 @@ def studies_table(rows: list[dict]) -> list[str]:
 
 def merge(args) -> dict:
     folders = [Path(f) for f in args.folders]
-    reference = [u.strip() for u in args.reference_holdouts.split(",") if u.strip()]
-    holdouts = {u.strip() for u in args.holdouts.split(",") if u.strip()}
+    reference = comma_list(args.reference_holdouts)
+    holdouts = set(comma_list(args.holdouts))
     records, differences, agreeing = merge_records(folders, holdouts)
     if not records:
         raise UserError(f"no per-holdout rows in {', '.join(map(str, folders))}"

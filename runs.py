@@ -151,7 +151,12 @@ def parse_holdouts(arg: str | None, base_data_path, holdout_only: str = "") -> l
         if not users:
             raise UserError(f"{base_data_path}/all: no userXX_GYY_*.pkl files found to discover holdouts")
         return users
-    return [u.strip() for u in arg.split(",") if u.strip()]
+    return comma_list(arg)
+
+
+def comma_list(arg: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: the items of a comma-separated flag, blanks dropped."""
+    return [item.strip() for item in arg.split(",") if item.strip()]
 
 
 # ----------------------------------------------------------------------------------------------- atomic writes

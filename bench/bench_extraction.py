@@ -29,7 +29,7 @@ from extract_65_keypoints import Job, extract_one, find_videos
 from extraction import DEFAULT_MIN_CONFIDENCE, native_stderr_silenced, open_holistic, process_frame
 from keypoints import LAYOUTS, get_layout
 from main_functional import HelpFormatter
-from runs import UserError, cli
+from runs import UserError, cli, comma_list
 
 BENCH = "extraction"
 COLUMNS = {"workers": "workers", "videos": "videos", "frames": "frames", "seconds": "seconds",
@@ -70,7 +70,7 @@ def extract_all(jobs: list[Job], workers: int) -> dict:
 def parse_workers(arg: str) -> list[int]:
     """'1,all' -> [1, usable cores]."""
     counts = []
-    for item in (x.strip() for x in arg.split(",") if x.strip()):
+    for item in comma_list(arg):
         if item == "all":
             counts.append(common.usable_cores())
         elif item.isdigit() and int(item) > 0:

@@ -39,7 +39,7 @@ from main_functional import HelpFormatter, subset
 from model_functional import build_model, load_model
 from ptq_export import PTQ_FILES, parse_modes
 from quantization import DEFAULT_CALIBRATION_CLIPS, representative_clips
-from runs import DEFAULT_SEED, UserError, atomic_write_bytes, cli, require_file, set_seed
+from runs import DEFAULT_SEED, UserError, atomic_write_bytes, cli, comma_list, require_file, set_seed
 from tflite_export import convert
 
 BENCH = "tflite"
@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
         folder = Path(args.keep_dir or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         if args.models:
-            paths = [require_file(m.strip(), "--models file") for m in args.models.split(",") if m.strip()]
+            paths = [require_file(m, "--models file") for m in comma_list(args.models)]
             models = [(path.stem, path) for path in paths]
         else:
             models = convert_models(args, cfg, calibration, folder)

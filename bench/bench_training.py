@@ -34,7 +34,7 @@ from config import load_config
 from dataset import load_split, make_dataset
 from main_functional import HelpFormatter, TrainSettings, compile_model
 from model_functional import build_model
-from runs import DEFAULT_SEED, UserError, cli, set_seed
+from runs import DEFAULT_SEED, UserError, cli, comma_list, set_seed
 from tf_env import keras
 
 BENCH = "training"
@@ -100,7 +100,7 @@ def load_fold(args, cfg: dict):
 
 def parse_batch_sizes(arg: str) -> list[int]:
     try:
-        sizes = [int(b) for b in arg.split(",") if b.strip()]
+        sizes = [int(b) for b in comma_list(arg)]
     except ValueError:
         sizes = []
     if not sizes or min(sizes) < 1:

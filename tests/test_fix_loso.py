@@ -8,7 +8,7 @@ import pytest
 
 import fix_loso
 from make_demo_dataset import make_demo_dataset
-from runs import UserError
+from runs import UserError, comma_list, parse_holdouts
 
 
 @pytest.fixture
@@ -130,3 +130,11 @@ def test_bad_arguments_are_one_line_errors(base, tmp_path, capsys):
     with pytest.raises(SystemExit):
         fix_loso.main(["--base_root", str(tmp_path / "missing")])
     assert "missing/all: folder not found" in capsys.readouterr().err
+
+
+def test_comma_separated_flags_drop_blanks_and_spaces(base):
+    assert comma_list(" user01, ,user08,,user11 ") == ["user01", "user08", "user11"]
+    assert comma_list("") == []
+    assert parse_holdouts("user02 ,user01", base) == ["user02", "user01"]
+    assert parse_holdouts("all", base) == ["user01", "user02", "user03"]
+    assert fix_loso.parse_gestures(" G01, G02 ", base) == ["G01", "G02"]
