@@ -133,3 +133,23 @@ def test_committed_loso12_table_is_rebuilt_from_its_folders(tmp_path):
     assert round(row(result, "REF")["top1_pct"], 1) == 97.3
     assert (tmp_path / "m" / "tables.md").read_text().split("\n")[1:] == \
         (REPO_DIR / "results" / "mlr511-65kpts-loso12" / "tables.md").read_text().split("\n")[1:]
+
+
+VARIANT_FOLDERS = ("mlr511-65kpts-loso-b32lr1e-3", "mlr511-42kpts-hands-b32lr1e-3",
+                   "mlr511-44kpts-hands-wrists-b32lr1e-3-user01", "mlr511-44kpts-hands-wrists-b32lr1e-3-user08-user11",
+                   "mlr511-46kpts-hands-shoulders-wrists-b32lr1e-3",
+                   "mlr511-48kpts-hands-shoulders-elbows-wrists-b32lr1e-3", "mlr511-90kpts-b32lr1e-3")
+
+
+def test_committed_keypoint_variant_table_is_rebuilt_from_its_folders(tmp_path):
+    """The README's keypoint-variant table comes out of the committed folders by its documented merge command."""
+    folders = [REPO_DIR / "results" / name for name in VARIANT_FOLDERS]
+    result = merge(*folders, "--holdouts", "user01,user08,user11", "--output_dir", tmp_path / "m")
+    fp32 = {r["study"].split(",")[0]: (r["n"], round(r["top1_pct"], 1)) for r in result["rows"]
+            if r["holdout"] == "ALL" and r["model"] == "FP32"}
+    assert fp32 == {"arabic-asl-42kpts-hands": (3, 92.7), "arabic-asl-44kpts-hands-wrists": (3, 94.3),
+                    "arabic-asl-46kpts-hands-shoulders-wrists": (3, 94.0),
+                    "arabic-asl-48kpts-hands-shoulders-elbows-wrists": (3, 95.0), "arabic-asl-65kpts": (3, 97.3),
+                    "arabic-asl-90kpts": (3, 97.3)}
+    assert (tmp_path / "m" / "tables.md").read_text().split("\n")[1:] == \
+        (REPO_DIR / "results" / "mlr511-keypoint-variants" / "tables.md").read_text().split("\n")[1:]
