@@ -121,6 +121,11 @@ def test_publish_copies_a_collected_study(tmp_path, capsys):
         "training_metadata/arabic_asl_LOSO_user01.json"]                 # no QAT metadata: QAT was not run
 
 
+def tables_below_header(folder):
+    """A merged folder's tables.md without its first line (the 'Merged from:' paths, which name where it ran)."""
+    return (folder / "tables.md").read_text().split("\n")[1:]
+
+
 def test_committed_loso12_table_is_rebuilt_from_its_folders(tmp_path):
     """The README's LOSO-12 table comes out of the two committed folders by its documented merge command."""
     first, rerun = (REPO_DIR / "results" / name for name in ("mlr511-65kpts-loso-b32lr1e-3",
@@ -131,8 +136,7 @@ def test_committed_loso12_table_is_rebuilt_from_its_folders(tmp_path):
     assert fp32["n"] == 12 and round(fp32["top1_pct"], 1) == 89.0 and round(fp32["top1_pct_std"], 1) == 14.6
     assert qat["n"] == 12 and round(qat["top1_pct"], 1) == 89.0 and round(qat["top1_pct_std"], 1) == 14.7
     assert round(row(result, "REF")["top1_pct"], 1) == 97.3
-    assert (tmp_path / "m" / "tables.md").read_text().split("\n")[1:] == \
-        (REPO_DIR / "results" / "mlr511-65kpts-loso12" / "tables.md").read_text().split("\n")[1:]
+    assert tables_below_header(tmp_path / "m") == tables_below_header(REPO_DIR / "results" / "mlr511-65kpts-loso12")
 
 
 VARIANT_FOLDERS = ("mlr511-65kpts-loso-b32lr1e-3", "mlr511-42kpts-hands-b32lr1e-3",
@@ -151,5 +155,4 @@ def test_committed_keypoint_variant_table_is_rebuilt_from_its_folders(tmp_path):
                     "arabic-asl-46kpts-hands-shoulders-wrists": (3, 94.0),
                     "arabic-asl-48kpts-hands-shoulders-elbows-wrists": (3, 95.0), "arabic-asl-65kpts": (3, 97.3),
                     "arabic-asl-90kpts": (3, 97.3)}
-    assert (tmp_path / "m" / "tables.md").read_text().split("\n")[1:] == \
-        (REPO_DIR / "results" / "mlr511-keypoint-variants" / "tables.md").read_text().split("\n")[1:]
+    assert tables_below_header(tmp_path / "m") == tables_below_header(REPO_DIR / "results" / "mlr511-keypoint-variants")
