@@ -127,7 +127,8 @@ def tables_below_header(folder):
 
 
 def test_committed_loso12_table_is_rebuilt_from_its_folders(tmp_path):
-    """The README's LOSO-12 table comes out of the two committed folders by its documented merge command."""
+    """The LOSO-12 table of docs/results.md (and the README's headline table) comes out of the two committed folders
+    by its documented merge command."""
     first, rerun = (REPO_DIR / "results" / name for name in ("mlr511-65kpts-loso-b32lr1e-3",
                                                              "mlr511-65kpts-loso-b32lr1e-3-qat8"))
     result = merge(first, rerun, "--output_dir", tmp_path / "m")
@@ -146,7 +147,8 @@ VARIANT_FOLDERS = ("mlr511-65kpts-loso-b32lr1e-3", "mlr511-42kpts-hands-b32lr1e-
 
 
 def test_committed_keypoint_variant_table_is_rebuilt_from_its_folders(tmp_path):
-    """The README's keypoint-variant table comes out of the committed folders by its documented merge command."""
+    """The keypoint-variant table of docs/results.md comes out of the committed folders by its documented merge
+    command."""
     folders = [REPO_DIR / "results" / name for name in VARIANT_FOLDERS]
     result = merge(*folders, "--holdouts", "user01,user08,user11", "--output_dir", tmp_path / "m")
     fp32 = {r["study"].split(",")[0]: (r["n"], round(r["top1_pct"], 1)) for r in result["rows"]
