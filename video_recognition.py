@@ -19,9 +19,6 @@ from pathlib import Path
 import numpy as np
 
 import extraction
-
-with extraction.native_stderr_silenced():  # TensorFlow's C++ start-up chatter (CUDA probing) on first import
-    import tf_env  # noqa: F401
 from evaluation import display_names, resolve_config
 from keypoints import get_layout
 from metrics import softmax
