@@ -13,7 +13,7 @@ The preprocessing is preprocessing.py (the code training uses) and the logits co
 thread, so running the command again writes byte-identical files. --explain prints the worked example of one
 frame (the numbers in docs/preprocessing_spec.md).
 
-    python make_test_vectors.py --sample ../shared/data/mlr511-90kpts/all/G01/user01_G01_R01.pkl \\
+    python make_test_vectors.py --sample data/arabic-asl-90kpts/all/G01/user01_G01_R01.pkl \\
         --models outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model_fp32.tflite \\
                  outputs/arabic_asl/loso/exports/ptq/user01/*.tflite
 """

@@ -1,4 +1,5 @@
-"""Running a .tflite model: THE one place that touches the TFLite interpreter (ai-edge-litert, ../shared/STACK.md rule 6).
+"""Running a .tflite model: THE one place that touches the TFLite interpreter (ai-edge-litert;
+tf.lite.Interpreter is deprecated).
 
     model = TFLiteModel("final_model_fp32.tflite")         # num_threads=1 by default (stable timings)
     logits = model(keypoints, mask)                         # (1, 64, K, 2), (1, 64) float32 -> (1, C) float32
