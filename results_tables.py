@@ -30,8 +30,8 @@ from pathlib import Path
 import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std
-from runs import (DEFAULT_HOLDOUTS, UserError, atomic_save, atomic_write_text, cli, comma_list, loso_experiment_name,
-                  run_paths)
+from runs import (DEFAULT_HOLDOUTS, QAT_METADATA, UserError, atomic_save, atomic_write_text, cli,
+                  comma_list, loso_experiment_name, run_paths)
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 REFERENCE = "REF"                                                # the --reference_holdouts row
@@ -73,7 +73,7 @@ def publish(args) -> list[Path]:
                       loso_experiment_name(args.dataset_name, user))
         copies = [(paths.latest_record(exp), target / "training_metadata" / f"{short}.json"),
                   (paths.training_csv(exp), target / "training_csv" / f"{short}_training.csv"),
-                  (paths.export_dir("qat", args.exp_prefix, user) / "qat_metadata.json",
+                  (paths.export_dir("qat", args.exp_prefix, user) / QAT_METADATA,
                    target / "qat_metadata" / f"{user}.json")]
         for src, dst in copies:
             if src.is_file():

@@ -51,7 +51,9 @@ REPO_DIR = Path(__file__).resolve().parent
 FINAL_MODEL = "final_model.h5"            # checkpoints/<exp>/: the trained FP32 Keras model
 FP32_TFLITE = "final_model_fp32.tflite"   # checkpoints/<exp>/: its TFLite export (+ .json card)
 CHECKPOINT_METADATA = "metadata.json"     # checkpoints/<exp>/: config and data path of the run
-RESUME_STATE = "resume/state.json"        # checkpoints/<exp>/: the epoch checkpoint of --resume
+RESUME_DIR = "resume"                     # checkpoints/<exp>/: the epoch checkpoint of --resume
+RESUME_STATE_FILE = "state.json"          # in it: the epoch and LR-schedule state
+RESUME_STATE = f"{RESUME_DIR}/{RESUME_STATE_FILE}"
 PTQ_FILES = {  # PTQ converter mode -> file in exports/ptq*/<user>/
     "fp32": "model_fp32.tflite", "dynamic": "model_dynamic_int8.tflite",
     "float16": "model_float16.tflite", "int8": "model_int8.tflite",
@@ -102,6 +104,9 @@ class RunPaths:
 
     def run_log(self, exp: str) -> Path:
         return self.base / "logs" / "run_logs" / f"{exp}.log"
+
+    def resume_dir(self, exp: str) -> Path:
+        return self.checkpoint_dir(exp) / RESUME_DIR
 
     def final_model(self, exp: str) -> Path:
         return self.checkpoint_dir(exp) / FINAL_MODEL
