@@ -36,13 +36,14 @@ import numpy as np
 
 import metrics
 from config import model_hparams
-from evaluation import (SUMMARY_METRICS, check_card_matches, csv_text, display_names, evaluate_tflite, load_eval_set,
-                        model_file_info, resolve_config, summary_row)
+from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, load_eval_set, model_file_info,
+                        summary_row)
 from plots import plot_confusion_matrix
 from results_report import model_info_rows, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, UserError, atomic_write_json,
                   atomic_write_text, cli, comma_list, loso_data_path, loso_experiment_name,
                   parse_experiment_name, run_paths)
+from tflite_runtime import check_card_matches, display_names, resolve_config
 
 PTQ_FILE, QAT_FILE = PTQ_FILES["dynamic"], QAT_FILES["dynamic"]  # the canonical PTQ and QAT models
 KERAS_TAG = "Keras FP32 (training)"
