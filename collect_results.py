@@ -38,7 +38,6 @@ import metrics
 from config import model_hparams
 from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, load_eval_set, model_file_info,
                         summary_row)
-from plots import plot_confusion_matrix
 from results_report import model_info_rows, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, UserError, atomic_write_json,
                   atomic_write_text, cli, comma_list, loso_data_path, loso_experiment_name,
@@ -214,6 +213,7 @@ def per_class_records(runs: list[Run]) -> list[dict]:
 
 def plot_confusions(runs: list[Run], folder: Path) -> list[Path]:
     """Per run x model, and ALL per model (counts summed over holdouts and seeds)."""
+    from plots import plot_confusion_matrix  # matplotlib + seaborn: seconds to import
     written, totals = [], {}
     for run in runs:
         for tag, result in run.evaluations.items():
