@@ -432,6 +432,7 @@ def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdo
     holdout U: LOSO_EXP_U, LOSO_CKPT_U (checkpoint folder), LOSO_RECORD_U (latest record)."""
     loso, full = run_paths(dataset, "loso", output_root), run_paths(dataset, "full", output_root)
     full_exp = full_exp_name or full_experiment_name(dataset)
+    ptq_modes = list(PTQ_FILES) if list(ptq_modes) == ["all"] else ptq_modes  # as ptq_export --modes
     unknown = [m for m in ptq_modes if m not in PTQ_FILES]
     if unknown:
         raise UserError(f"PTQ modes {unknown} unknown; choose from {list(PTQ_FILES)}")
