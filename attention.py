@@ -1,11 +1,12 @@
-"""Attention for SignBART (SPEC §6.2 item 4): additive attention biases and multi-head attention.
+"""Attention for SignBART: additive attention biases and multi-head attention.
 
   AttentionBias       length mask (B, T) -> additive bias, 0 where a key may be attended and `mask_value`
                       (config `attention_mask_value`, -100) where it may not:
                         causal=False: (B, 1, 1, T)  padded keys          (encoder self-attention, cross-attention)
                         causal=True:  (B, 1, T, T)  padded or future keys (decoder self-attention)
                       A finite constant, not -1e9: float outputs are identical, and int8/int16 keep the scores
-                      (../shared/STACK.md rule 3).
+                      (a -1e9 bias stretches the score tensor's quantization range so far
+                      that every real score quantizes to 0).
   MultiHeadAttention  [queries (B, Tq, d), keys_values (B, Tk, d), bias] -> (B, Tq, d), with q/k/v/out_proj Dense
                       layers; q is scaled by head_dim^-0.5; softmax(q k^T + bias), attention dropout, then v.
 """

@@ -1,6 +1,6 @@
 """Training-time augmentation of clipped, subsampled, NOT yet normalized clips (T, K, 2).
 
-The reference recipe (SPEC §5.5): with probability 0.4 a clip is augmented; then passes are repeated until at
+The reference recipe: with probability 0.4 a clip is augmented; then passes are repeated until at
 least one transform fires, each pass trying, in order and each with p = 0.5:
   rotation (+-15 deg), gaussian noise (sigma ~ U(0.01, 0.2)), random frame selection (T/2..T-1 frames),
   time warp (x1.1-1.5 longer), horizontal flip.

@@ -36,15 +36,15 @@ import numpy as np
 
 import metrics
 from config import model_hparams
-from evaluation import (SUMMARY_METRICS, check_card_matches, csv_text, display_names, evaluate_tflite, load_eval_set,
-                        model_file_info, resolve_config, summary_row)
-from model_functional import build_model, parameter_breakdown
-from plots import plot_confusion_matrix
+from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, load_eval_set, model_file_info,
+                        summary_row)
 from results_report import model_info_rows, write_report
-from runs import (UserError, atomic_write_json, atomic_write_text, cli, comma_list, loso_data_path,
-                  loso_experiment_name, run_paths)
+from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, UserError, atomic_write_json,
+                  atomic_write_text, cli, comma_list, loso_data_path, loso_experiment_name,
+                  parse_experiment_name, run_paths)
+from tflite_runtime import check_card_matches, display_names, resolve_config
 
-FP32_FILE, PTQ_FILE, QAT_FILE = "final_model_fp32.tflite", "model_dynamic_int8.tflite", "qat_dynamic_int8.tflite"
+PTQ_FILE, QAT_FILE = PTQ_FILES["dynamic"], QAT_FILES["dynamic"]  # the canonical PTQ and QAT models
 KERAS_TAG = "Keras FP32 (training)"
 CANONICAL_TAGS = ("FP32", "PTQ", "QAT")
 
@@ -64,7 +64,7 @@ class Run:
     @property
     def finished(self) -> bool:
         """Training wrote its final model (a fold with only a resume/ checkpoint has not finished)."""
-        return (self.checkpoint_dir / "final_model.h5").is_file()
+        return (self.checkpoint_dir / FINAL_MODEL).is_file()
 
 
 # ----------------------------------------------------------------------------------------------- discovery
@@ -88,12 +88,8 @@ def seed_plans(args, paths) -> list[tuple]:
 
 def trained_holdouts(paths, dataset: str, prefix: str) -> list[str]:
     """Holdouts with a checkpoint folder or a metadata record of exactly `[<prefix>_]<dataset>_LOSO_<user>`."""
-    before, after = loso_experiment_name(dataset, "\0", prefix).split("\0")
-    pattern = re.compile(rf"^{re.escape(before)}(user\d+){re.escape(after)}$")
-    ckpt_root, meta_root = paths.base / "checkpoints", paths.metadata_dir()
-    names = [d.name for d in ckpt_root.iterdir() if d.is_dir()] if ckpt_root.is_dir() else []
-    names += [f.name[:-len("_latest.json")] for f in meta_root.glob("*_latest.json")] if meta_root.is_dir() else []
-    return sorted({m.group(1) for m in map(pattern.match, names) if m})
+    parsed = [parse_experiment_name(name, dataset) for name in paths.experiments()]
+    return sorted({e.user for e in parsed if e and e.run_type == "loso" and e.prefix == prefix})
 
 
 def export_tag(kind: str, path: Path) -> str:
@@ -107,7 +103,8 @@ def find_models(run: Run, ptq_dir: Path, qat_dir: Path) -> None:
     """Fill run.models with the exact expected files (and other exports in the PTQ/QAT folders); note the absent."""
     if not run.finished:
         run.missing.append(f"training not finished: no final_model.h5 in {run.checkpoint_dir}")
-    expected = {"FP32": run.checkpoint_dir / FP32_FILE, "PTQ": ptq_dir / PTQ_FILE, "QAT": qat_dir / QAT_FILE}
+    expected = {"FP32": run.checkpoint_dir / FP32_TFLITE, "PTQ": ptq_dir / PTQ_FILE,
+                "QAT": qat_dir / QAT_FILE}
     for tag, path in expected.items():
         if path.is_file():
             run.models[tag] = path
@@ -131,7 +128,7 @@ def discover_runs(args, paths) -> list[Run]:
                       f"{loso_experiment_name(args.dataset_name, user, prefix)} under {paths.base}")
         for user in [u for u in trained if not wanted or u in wanted]:
             exp = loso_experiment_name(args.dataset_name, user, prefix)
-            meta_file = paths.metadata_dir() / f"{exp}_latest.json"
+            meta_file = paths.latest_record(exp)
             run = Run(seed, user, exp, paths.checkpoint_dir(exp),
                       json.loads(meta_file.read_text()) if meta_file.is_file() else {})
             find_models(run, ptq_base / user, qat_base / user)
@@ -216,6 +213,7 @@ def per_class_records(runs: list[Run]) -> list[dict]:
 
 def plot_confusions(runs: list[Run], folder: Path) -> list[Path]:
     """Per run x model, and ALL per model (counts summed over holdouts and seeds)."""
+    from plots import plot_confusion_matrix  # matplotlib + seaborn: seconds to import
     written, totals = [], {}
     for run in runs:
         for tag, result in run.evaluations.items():
@@ -243,13 +241,14 @@ def model_summary(runs: list[Run], cfgs: list[dict]) -> dict:
     if len(distinct) > 1:
         raise UserError(f"the runs use {len(distinct)} different network configs; collect them separately "
                         f"(--exp_prefix / --holdouts)")
+    from model_functional import build_model, count_flops, parameter_breakdown
     cfg = cfgs[0]
     sizes = {}
     for run in runs:
-        for tag, path in [("Keras .h5", run.checkpoint_dir / "final_model.h5"), *run.models.items()]:
+        for tag, path in [("Keras .h5", run.checkpoint_dir / FINAL_MODEL), *run.models.items()]:
             if Path(path).is_file():
                 sizes.setdefault(tag, []).append(Path(path).stat().st_size / 2**20)
-    return {"parameters": parameter_breakdown(build_model(cfg)), "flops": metrics.count_flops(cfg),
+    return {"parameters": parameter_breakdown(build_model(cfg)), "flops": count_flops(cfg),
             "hparams": model_hparams(cfg), "sizes_mb": sizes}
 
 
@@ -286,7 +285,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     paths = run_paths(args.dataset_name, args.run_type, args.output_root or None)
     prefix = args.exp_prefix_base or args.exp_prefix.replace("{seed}", "seeds")
-    results_dir = paths.results_dir() / prefix if prefix else paths.results_dir()
+    results_dir = paths.results_dir(prefix)
     runs = discover_runs(args, paths)
     cfgs = []
     for run in runs:

@@ -2,7 +2,7 @@
 
 A config names the stored keypoint `layout` of the pickles it reads (keypoints.py), the `joint_idx` it selects
 from them, the normalization `groups` (named lists of stored indices that must cover joint_idx exactly) and the
-SignBART hyperparameters of the reference (SPEC §6.1). Index lists may use ranges: `[0-22, 25]`.
+SignBART hyperparameters of the reference. Index lists may use ranges: `[0-22, 25]`.
 Any problem raises ConfigError naming the file and the key.
 
     python config.py configs/*.yaml      # validate configs and print their selection

@@ -1,6 +1,6 @@
 """Dataset: pickles on disk -> validated, preprocessed clips in memory -> tf.data batches.
 
-On-disk format (SPEC §1): <root>/{all,train,test}/GXX/<user>_<GXX>_<rep>.pkl, each a dict with `keypoints`
+On-disk format: <root>/{all,train,test}/GXX/<user>_<GXX>_<rep>.pkl, each a dict with `keypoints`
 (T, N, 2|3) and `class`, plus <root>/label2id.json and id2label.json (label2name.json optional).
 Pickles of the reference system (float64, extra keys) load as they are.
 
@@ -9,7 +9,8 @@ kept in memory. Per epoch, a seeded generator augments (training only) and norma
 padded to 64 frames with the length mask of preprocessing.pad_clip, then trimmed to the longest clip in the
 batch (the model is padding invariant), so the mask is the same one evaluation and the TFLite model use.
 
-    python dataset.py --config_path configs/arabic-asl-65kpts.yaml --data_path ../shared/data/mlr511-90kpts
+    python dataset.py --config_path configs/arabic-asl-65kpts.yaml \\
+        --data_path data/arabic-asl-90kpts
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SignBART decoder (SPEC §6.2 item 3): causal, post-LN, fed with the y-coordinate projection, attending to the
+"""SignBART decoder: causal, post-LN, fed with the y-coordinate projection, attending to the
 encoder output.
 
   h = Dropout(LayerNorm(y_embed + positions))          (its own position table and LayerNorm)

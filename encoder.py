@@ -1,4 +1,4 @@
-"""SignBART encoder (SPEC §6.2 item 2): bidirectional, post-LN, fed with the x-coordinate projection.
+"""SignBART encoder: bidirectional, post-LN, fed with the x-coordinate projection.
 
   h = Dropout(LayerNorm(x_embed + positions))
   per EncoderLayer:  h = LN(h + Dropout(SelfAttn(h, padding bias)))

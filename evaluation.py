@@ -1,7 +1,7 @@
 """Evaluating .tflite models on a dataset split: the loop behind evaluate_tflite_single.py, test_tflite_models.py,
 test_single_sample.py and collect_results.py.
 
-    cfg = resolve_config(tflite_path)                        # the model card's config (or --config_path, checked)
+    cfg = resolve_config(tflite_path)                        # (tflite_runtime) the card's config
     clips = load_eval_set(data_path, "test", cfg)            # dataset.load_split + SplitData.padded, timed
     results = evaluate_tflite(tflite_path, clips)            # a JSON-able dict (metrics.py computes every number)
 
@@ -23,13 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 import metrics
-from config import load_config
 from dataset import load_split, read_label_maps, read_label_names
-from runs import DEFAULT_SEED, UserError, require_file
-from tflite_runtime import TFLiteModel, card_path, read_model_card
+from runs import DEFAULT_SEED, UserError
+from tflite_runtime import TFLiteModel, display_names, read_model_card
 
 TOP_K = 5
-CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels")  # what must agree between a card and a config
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -46,41 +44,7 @@ def add_evaluation_args(ap, config_default: str = "the model card beside the .tf
     ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
 
 
-# ----------------------------------------------------------------------------------------------- config and labels
-def config_from_card(card: dict, tflite_path) -> dict:
-    """The preprocessing/model config recorded in a model card (tflite_export.model_card), as config.load_config
-    would return it (index lists already expanded)."""
-    missing = [k for k in ("model", "layout", "joint_idx", "groups") if k not in card]
-    if missing:
-        raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
-    hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
-    return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
-                      "groups": {name: list(idx) for name, idx in card["groups"].items()},
-                      "config_path": f"{card_path(tflite_path)} (card of {card.get('config_path', '?')})"}
-
-
-def resolve_config(tflite_path, config_path: str | None = None) -> dict:
-    """--config_path when given (checked against the model card), else the card beside the model."""
-    card = read_model_card(require_file(tflite_path, "TFLite model"))
-    if config_path:
-        cfg = load_config(config_path)
-        check_card_matches(cfg, tflite_path)
-        return cfg
-    if not card:
-        raise UserError(f"{tflite_path}: no model card ({card_path(tflite_path).name}) beside it; pass --config_path")
-    return config_from_card(card, tflite_path)
-
-
-def check_card_matches(cfg: dict, tflite_path) -> None:
-    """A model whose card records another keypoint selection, grouping or class count cannot be fed `cfg`'s clips."""
-    card = read_model_card(require_file(tflite_path, "TFLite model"))
-    if card:
-        from_card = config_from_card(card, tflite_path)
-        differ = [k for k in CARD_CONFIG_KEYS if from_card[k] != cfg[k]]
-        if differ:
-            raise UserError(f"{cfg['config_path']} disagrees with the model card of {tflite_path} on {differ}")
-
-
+# ----------------------------------------------------------------------------------------------- labels
 def class_labels(data_path, tflite_path=None) -> tuple[list[str], dict]:
     """(labels by class id, {label: human name}) from the dataset's label maps; the model card, when there is
     one, must list the same labels in the same order."""
@@ -95,11 +59,6 @@ def class_labels(data_path, tflite_path=None) -> tuple[list[str], dict]:
 def check_card_labels(card: dict, labels: list[str], tflite_path, data_path) -> None:
     if card.get("labels") and card["labels"] != labels:
         raise UserError(f"{tflite_path} was trained with labels {card['labels']}, but {data_path} has {labels}")
-
-
-def display_names(labels: list[str], names: dict) -> list[str]:
-    """'G01 (Hi)' when a human name is known, else 'G01'."""
-    return [f"{label} ({names[label]})" if names.get(label) else label for label in labels]
 
 
 # ----------------------------------------------------------------------------------------------- data

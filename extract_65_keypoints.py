@@ -1,4 +1,4 @@
-"""Extract MediaPipe Holistic keypoints from a tree of sign videos into the dataset format of SPEC §1.
+"""Extract MediaPipe Holistic keypoints from a tree of sign videos into the dataset.py format.
 
     python extract_65_keypoints.py --input_dir MLR511-ArabicSignLanguage-Dataset-MP4 --output_dir data/arabic-asl-65kpts
     python extract_65_keypoints.py --layout 90 --input_dir VIDEOS --output_dir data/arabic-asl-90kpts --workers 2
@@ -133,7 +133,7 @@ def remove_interrupted_writes(output_dir: Path) -> int:
 
 # ----------------------------------------------------------------------------------------------- one video
 def sample_dict(video: Video, keypoints, layout: Layout, flipped: bool) -> dict:
-    """The pickle's content (SPEC §1.3); keypoints (T, N, 3) float32."""
+    """The pickle's content; keypoints (T, N, 3) float32."""
     sample = {
         "keypoints": keypoints,
         "class": video.sign,

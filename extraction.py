@@ -1,11 +1,11 @@
 """MediaPipe Holistic -> keypoint arrays in a stored layout (keypoints.py), per video or per live frame.
 
 Shared by the dataset extractor (extract_65_keypoints.py) and by video/webcam prediction. Settings are the
-reference's (SPEC §3): legacy `mp.solutions.holistic`, model_complexity=1, video (tracking) mode, one confidence
-for detection and tracking, smoothing on, no face refinement. Unlike the reference, every video gets a FRESH
-tracker, so no tracking state leaks from one clip into the next.
+reference's: legacy `mp.solutions.holistic`, model_complexity=1, video (tracking) mode, one
+confidence for detection and tracking, smoothing on, no face refinement. Unlike the reference,
+every video gets a FRESH tracker, so no tracking state leaks from one clip into the next.
 
-Array convention (SPEC §1.3), one row per stored point of the layout:
+Array convention, one row per stored point of the layout:
   [x, y, c]  x, y = MediaPipe's normalised image coordinates, as returned (not clipped);
              c = pose `visibility` for pose points, 1.0 for a detected hand/face point.
   A part that is not detected in a frame is all zeros. Frames are never dropped: T = frames read.
@@ -87,7 +87,7 @@ def _mediapipe():
 
 def open_holistic(min_confidence: float = DEFAULT_MIN_CONFIDENCE):
     """A fresh Holistic tracker in video mode. model_complexity=1 is the only setting whose models ship in the
-    mediapipe 0.10.21 wheel (0 and 2 try to download them; ../shared/STACK.md rule 8)."""
+    mediapipe 0.10.21 wheel (0 and 2 try to download them, which fails offline)."""
     if not 0.0 <= min_confidence <= 1.0:
         raise UserError(f"--min_confidence must be in [0, 1], got {min_confidence}")
     return _mediapipe().solutions.holistic.Holistic(

@@ -4,7 +4,7 @@
     python fix_loso.py --base_root data/lsa64-63kpts --holdouts all
     python fix_loso.py --base_root data/arabic-asl-65kpts --holdouts user01 --gestures G01-G05 --link hardlink
 
-For each holdout signer U it makes <base_root>_LOSO_U/ (SPEC §4):
+For each holdout signer U it makes <base_root>_LOSO_U/:
   train/GYY/<sample>.pkl   link to <base_root>/all/GYY/<sample>.pkl of every OTHER signer
   test/GYY/<sample>.pkl    link to U's samples
   label2id.json, id2label.json (and label2name.json when present), copied from <base_root>

@@ -1,7 +1,7 @@
 """Keypoint layouts: the ONLY place where MediaPipe landmark numbers live.
 
 A layout is the order in which an extractor stores landmarks in a pickle's `keypoints` array (T, N, 3).
-Three layouts exist (SPEC §2):
+Three layouts exist:
 
   90  pose 0-22 | left hand 0-20 | right hand 0-20 | 25 FaceMesh points      (extract_90_keypoints.py)
   65  pose 0-22 | left hand 0-20 | right hand 0-20                            (extract_65_keypoints.py)

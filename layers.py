@@ -1,4 +1,4 @@
-"""Small building blocks of the SignBART model (SPEC §6.2), written for every TFLite mode (../shared/STACK.md).
+"""Small building blocks of the SignBART model, written for every TFLite mode (builtin ops only).
 
   CoordinatePlane   keypoints (B, T, K, 2) -> one coordinate (B, T, K): x feeds the encoder, y the decoder
   LearnedPositions  x + position table[t + 2]  (BART offset 2)
@@ -21,7 +21,7 @@ LAYER_NORM_EPS = 1e-5
 
 def build_sublayers(pairs) -> None:
     """Build each (sublayer, input shape) inside its own name scope, so that weight names are unique (.h5 saving)
-    and tfmot can reach each Dense `.kernel` (../shared/STACK.md rule 2)."""
+    and tfmot can reach each Dense `.kernel`."""
     for sub, shape in pairs:
         with tf.name_scope(sub.name):
             sub.build(shape)
@@ -49,7 +49,7 @@ class CoordinatePlane(keras.layers.Layer):
 
 @keras.utils.register_keras_serializable(package=PACKAGE)
 class LearnedPositions(keras.layers.Layer):
-    """x (B, T, d) + table[t + 2] for t < T; the table has max_positions + 2 rows (SPEC §6.2)."""
+    """x (B, T, d) + table[t + 2] for t < T; the table has max_positions + 2 rows."""
 
     def __init__(self, max_positions: int, **kwargs):
         super().__init__(**kwargs)
@@ -58,7 +58,7 @@ class LearnedPositions(keras.layers.Layer):
     def build(self, input_shape):
         self.table = self.add_weight(
             name="embeddings", shape=(self.max_positions + POSITION_OFFSET, int(input_shape[-1])),
-            initializer=keras.initializers.RandomUniform(-0.05, 0.05))  # Keras Embedding's default (SPEC §6.4)
+            initializer=keras.initializers.RandomUniform(-0.05, 0.05))  # Keras Embedding's default
         super().build(input_shape)
 
     def call(self, x):

@@ -1,4 +1,4 @@
-"""Core FP32 training of SignBART (SPEC §7.1): one experiment = one model trained on one dataset folder.
+"""Core FP32 training of SignBART: one experiment = one model trained on one dataset folder.
 train_loso_functional.py and train_full_dataset.py call `train()` in-process; this file is also a CLI.
 
 A run, in order:
@@ -14,7 +14,7 @@ A run, in order:
      FILE is reloaded, exported to final_model_fp32.tflite (parity-checked against Keras on real clips) and
      evaluated. Only now is the test split read, once, for the report.
 
-Outputs (runs.run_paths, SPEC §7.4) under <output_root>/<dataset>/<loso|full>/: checkpoints/<exp>/{final_model.h5,
+Outputs (runs.py) under <output_root>/<dataset>/<loso|full>/: checkpoints/<exp>/{final_model.h5,
 final_model_fp32.tflite, final_model_fp32.json, labels.txt, metadata.json, resume/}, logs/run_logs/<exp>.log,
 logs/training_csv/<exp>_training.csv, logs/tensorboard/<exp>/, out-imgs/<exp>/training_curves.png and
 training_metadata/<exp>_<timestamp>.json + <exp>_latest.json.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import time
 import warnings
@@ -39,21 +38,14 @@ import numpy as np
 
 from config import load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
-from model_functional import build_model, load_model, parameter_breakdown
-from runs import (DEFAULT_SEED, UserError, atomic_save, atomic_write_json, cli, comma_list, discover_users, git_commit,
-                  require_file, run_paths, set_seed, setup_logging)
-from tf_env import keras, tf, thread_settings
-from tflite_export import export_tflite
-from training_callbacks import EpochLogger, ResumeCheckpoint, plot_training_curves
+from recipes import FP32_EPOCHS, FP32_LR
+from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FINAL_MODEL, HelpFormatter, UserError,
+                  atomic_save, atomic_write_json, cli, comma_list, discover_users, git_commit,
+                  parse_experiment_name, require_file, run_paths, set_seed, setup_logging)
 
 MIN_LR = 1e-7
 EVAL_BATCH = 32
 MAX_PARITY_CLIPS = 256
-LOSO_NAME = re.compile(r"^(?P<dataset>.+)_LOSO_(?P<user>user\d+)$")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help keeps the module docstring's layout and shows every flag's default."""
 
 
 @dataclass
@@ -66,8 +58,8 @@ class TrainSettings:
     train_split: str = "train"
     test_split: str | None = "test"      # None: nothing held out (full-dataset training)
     holdout_user: str | None = None      # LOSO: must have no file in the training split
-    epochs: int = 80
-    lr: float = 2e-4
+    epochs: int = FP32_EPOCHS
+    lr: float = FP32_LR
     batch_size: int | None = None        # None: the config's batch_size (reference: 1)
     seed: int = DEFAULT_SEED
     val_users: tuple = ()
@@ -123,6 +115,7 @@ def load_training_data(s: TrainSettings, cfg: dict) -> SplitData:
 def compile_model(model: keras.Model, cfg: dict, lr: float,
                   optimizer: keras.optimizers.Optimizer | None = None) -> keras.Model:
     """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay) unless given."""
+    from tf_env import keras
     model.compile(
         optimizer=optimizer or keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -144,6 +137,8 @@ def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray, np
 
 # ----------------------------------------------------------------------------------------------- training
 def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
+    from tf_env import keras
+    from training_callbacks import EpochLogger, ResumeCheckpoint
     exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
     monitor = "val_loss" if s.validating else "loss"
     plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
@@ -152,7 +147,7 @@ def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple
                                             save_best_only=True, save_weights_only=True) if s.validating else None)
     paths.training_csv(exp).parent.mkdir(parents=True, exist_ok=True)
     epoch_logger = EpochLogger(logger, s.epochs)
-    resume = ResumeCheckpoint(ckpt_dir / "resume", model, model.optimizer, plateau, best)
+    resume = ResumeCheckpoint(paths.resume_dir(exp), model, model.optimizer, plateau, best)
     callbacks = [plateau, *([best] if best else []), epoch_logger,
                  keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
                  keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,
@@ -182,21 +177,24 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
 
 def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, logger, training_info: dict) -> dict:
     """Save final_model.h5, reload it, export + parity-check the TFLite, then read and evaluate the test split."""
+    from model_functional import load_model
+    from tflite_export import export_tflite
     ckpt_dir = paths.checkpoint_dir(s.experiment_name)
     if s.validating:
         model.load_weights(str(require_file(ckpt_dir / "best_model.weights.h5", "best validation checkpoint")))
         logger.info("final weights = best validation epoch")
     with warnings.catch_warnings():  # Keras calls .h5 "legacy"; it is the artefact format of the reference
         warnings.simplefilter("ignore", UserWarning)
-        final_h5 = atomic_save(ckpt_dir / "final_model.h5", lambda p: model.save(p, include_optimizer=False))
+        final_h5 = atomic_save(paths.final_model(s.experiment_name),
+                               lambda p: model.save(p, include_optimizer=False))
     model = compile_model(load_model(final_h5), cfg, s.lr)  # everything below uses exactly the saved file
     test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
     _, id2label = read_label_maps(s.data_path)
     keypoints, masks, labels = parity_clips(fit_data if test_data is None else test_data, cfg)
-    card = export_tflite(model, cfg, ckpt_dir / "final_model_fp32.tflite", id2label, mode="fp32",
+    card = export_tflite(model, cfg, paths.fp32_tflite(s.experiment_name), id2label, mode="fp32",
                          parity_data=(keypoints, masks), parity_labels=labels, training=training_info,
                          label_names=read_label_names(s.data_path), log=logger.info)
-    results = {"final_model": str(final_h5), "tflite": str(ckpt_dir / "final_model_fp32.tflite"),
+    results = {"final_model": str(final_h5), "tflite": str(paths.fp32_tflite(s.experiment_name)),
                "tflite_parity": card["parity"], "train": evaluate(model, fit_data, cfg)}
     if test_data is not None:
         results["test"] = evaluate(model, test_data, cfg)
@@ -209,16 +207,18 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, log
 def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict) -> None:
     """checkpoints/<exp>/metadata.json and training_metadata/<exp>_<timestamp>.json + <exp>_latest.json."""
     exp = s.experiment_name
-    atomic_write_json(paths.checkpoint_dir(exp) / "metadata.json", {
+    atomic_write_json(paths.checkpoint_dir(exp) / CHECKPOINT_METADATA, {
         "experiment_name": exp, "config_path": s.config_path, "data_path": s.data_path,
         "num_keypoints": num_keypoints(cfg), "timestamp": record["timestamp"], "success": record["success"]})
-    meta_dir = paths.metadata_dir()
-    atomic_write_json(meta_dir / f"{exp}_{record['timestamp']}.json", record)
-    atomic_write_json(meta_dir / f"{exp}_latest.json", record)
+    atomic_write_json(paths.record(exp, record["timestamp"]), record)
+    atomic_write_json(paths.latest_record(exp), record)
 
 
 def train(s: TrainSettings) -> dict:
     """Run one experiment end to end; returns the metadata record (also written to training_metadata/)."""
+    from model_functional import build_model, parameter_breakdown
+    from tf_env import keras, tf, thread_settings
+    from training_callbacks import plot_training_curves
     cfg = load_config(s.config_path)
     paths = run_paths(s.dataset_name, s.run_type, s.output_root)
     logger = setup_logging(paths.run_log(s.experiment_name), name=f"signbart.{s.experiment_name}")
@@ -266,8 +266,8 @@ def train(s: TrainSettings) -> dict:
 def add_training_args(ap: argparse.ArgumentParser) -> None:
     """Flags shared by main_functional.py, train_loso_functional.py and train_full_dataset.py."""
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
-    ap.add_argument("--epochs", type=int, default=80, help="training epochs")
-    ap.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
+    ap.add_argument("--epochs", type=int, default=FP32_EPOCHS, help="training epochs")
+    ap.add_argument("--lr", type=float, default=FP32_LR, help="AdamW learning rate")
     ap.add_argument("--batch_size", type=int, default=None, help="batch size (None: the config's batch_size, 1)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
     add_validation_args(ap)
@@ -309,12 +309,10 @@ def settings_from_args(args, **fixed) -> TrainSettings:
 
 
 def infer_run(experiment_name: str, dataset_name: str, run_type: str) -> tuple[str, str, str | None]:
-    """(dataset, run_type, holdout user) from the flags, else from '<ds>_LOSO_<user>' / '<ds>_full' (SPEC §7.4)."""
-    loso = LOSO_NAME.match(experiment_name)
-    if loso:
-        return dataset_name or loso["dataset"], run_type or "loso", loso["user"]
-    if experiment_name.endswith("_full"):
-        return dataset_name or experiment_name[:-len("_full")], run_type or "full", None
+    """(dataset, run_type, holdout user): the flags, else what runs.parse_experiment_name reads."""
+    parsed = parse_experiment_name(experiment_name)
+    if parsed:
+        return dataset_name or parsed.dataset, run_type or parsed.run_type, parsed.user or None
     if not (dataset_name and run_type):
         raise UserError(f"cannot infer dataset/run type from --experiment_name {experiment_name!r}; "
                         "pass --dataset_name and --run_type")
@@ -323,12 +321,13 @@ def infer_run(experiment_name: str, dataset_name: str, run_type: str) -> tuple[s
 
 def evaluate_checkpoint(s: TrainSettings, checkpoint: str) -> dict:
     """--task eval: the experiment's final_model.h5 (or the given file/folder) on the test split."""
+    from model_functional import load_model
     if not s.test_split:
         raise UserError("--task eval needs a --test_split to evaluate")
     cfg = load_config(s.config_path)
     path = Path(checkpoint) if checkpoint else run_paths(s.dataset_name, s.run_type, s.output_root).checkpoint_dir(
         s.experiment_name)
-    path = require_file(path / "final_model.h5" if path.is_dir() else path, "checkpoint")
+    path = require_file(path / FINAL_MODEL if path.is_dir() else path, "checkpoint")
     model = compile_model(load_model(path), cfg, s.lr)
     results = evaluate(model, load_split(s.data_path, s.test_split, cfg), cfg)
     print(f"{path} on {Path(s.data_path) / s.test_split}: {results['samples']} clips, "

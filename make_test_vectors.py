@@ -13,7 +13,7 @@ The preprocessing is preprocessing.py (the code training uses) and the logits co
 thread, so running the command again writes byte-identical files. --explain prints the worked example of one
 frame (the numbers in docs/preprocessing_spec.md).
 
-    python make_test_vectors.py --sample ../shared/data/mlr511-90kpts/all/G01/user01_G01_R01.pkl \\
+    python make_test_vectors.py --sample data/arabic-asl-90kpts/all/G01/user01_G01_R01.pkl \\
         --models outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model_fp32.tflite \\
                  outputs/arabic_asl/loso/exports/ptq/user01/*.tflite
 """
@@ -29,13 +29,12 @@ import numpy as np
 
 from config import selected_groups
 from dataset import check_layout, list_split, load_sample
-from evaluation import resolve_config
 from keypoints import get_layout
 from metrics import softmax
 from preprocessing import group_box, pad_clip, model_inputs, normalize_groups, select_and_clip, uniform_frame_indices
 from runs import UserError, atomic_write_text, cli, parse_sample_name, require_file
 from tflite_export import PARITY_TOLERANCE
-from tflite_runtime import TFLiteModel, read_model_card
+from tflite_runtime import TFLiteModel, read_model_card, resolve_config
 
 FORMAT_VERSION = 1
 NORMALIZED_TOLERANCE = 1e-5  # float32 ports of the float64 reference land within ~1e-7

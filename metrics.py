@@ -10,14 +10,13 @@ Summaries:
   mean_std                       mean and SAMPLE standard deviation (ddof = STD_DDOF = 1; NaN when n < 2)
   latency_summary                median / p90 / mean of per-clip times, in milliseconds
   aggregate                      mean ± std tables over seeds and signers (how every multi-run table is summarized)
-Cost:
-  count_flops                    FLOPs of one forward pass of a freshly built model at [1, 64, K, 2] (see below)
+  FLOPS_METHOD                   how model_functional.count_flops counts (this module imports no TF)
 """
 from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_FRAMES, num_keypoints
+from config import MAX_FRAMES
 
 STD_DDOF = 1  # sample standard deviation: seeds and signers are samples of a population, not the population
 FLOPS_METHOD = (f"TF profiler float_operation count (tf.compat.v1.profiler, as the reference) of the frozen "
@@ -132,22 +131,3 @@ def _summary_row(holdout: str, keys: tuple, key: tuple, values: tuple, over: str
         mean, std, n = mean_std(xs)
         row[v], row[f"{v}_std"], row["n"] = mean, std, max(row["n"], n)
     return row
-
-
-# ----------------------------------------------------------------------------------------------- cost
-def count_flops(cfg: dict) -> int:
-    """FLOPs of one clip through a freshly built model of `cfg` (method: FLOPS_METHOD)."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    from model_functional import build_model
-    from tf_env import tf
-    model = build_model(cfg, max_frames=MAX_FRAMES, batch_size=1)
-    spec = [tf.TensorSpec([1, MAX_FRAMES, num_keypoints(cfg), 2], tf.float32),
-            tf.TensorSpec([1, MAX_FRAMES], tf.float32)]
-    forward = tf.function(lambda kp, mask: model({"keypoints": kp, "attention_mask": mask}, training=False))
-    graph = convert_variables_to_constants_v2(forward.get_concrete_function(*spec)).graph
-    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
-                                            options=options)
-    return int(profile.total_float_ops)

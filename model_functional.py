@@ -1,4 +1,5 @@
-"""SignBART as a tf_keras Functional model (SPEC §6): `build_model(cfg)`, `load_model(path)`, `parameter_breakdown`.
+"""SignBART as a tf_keras Functional model: `build_model(cfg)`, `load_model(path)`,
+`parameter_breakdown`, `count_flops(cfg)`.
 
 Inputs:  keypoints (B, T, K, 2) float32 (group-normalized, zero-padded) and attention_mask (B, T) float32, the
          LENGTH mask of preprocessing.length_mask (a prefix of ones). T is dynamic unless `max_frames` is given.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 from attention import AttentionBias
-from config import load_config, num_keypoints
+from config import MAX_FRAMES, load_config, num_keypoints
 from decoder import decode
 from encoder import encode
 from layers import CoordinatePlane, LastValidToken
@@ -29,7 +30,7 @@ from runs import cli
 from tf_env import keras
 
 MODEL_NAME = "signbart_functional"
-PARAMETER_GROUPS = {  # report section -> top-level layer name prefixes (SPEC §6.3 breakdown)
+PARAMETER_GROUPS = {  # report section -> top-level layer name prefixes
     "projection": ("proj_x1", "proj_y1"),
     "encoder": ("encoder_",),
     "decoder": ("decoder_",),
@@ -69,6 +70,24 @@ def parameter_breakdown(model: keras.Model) -> dict:
             if layer.name.startswith(prefixes):
                 counts[group] += layer.count_params()
     return counts | {"total": model.count_params()}
+
+
+def count_flops(cfg: dict) -> int:
+    """FLOPs of one clip through a freshly built model of `cfg` (method: metrics.FLOPS_METHOD)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from tf_env import tf
+    model = build_model(cfg, max_frames=MAX_FRAMES, batch_size=1)
+    spec = [tf.TensorSpec([1, MAX_FRAMES, num_keypoints(cfg), 2], tf.float32),
+            tf.TensorSpec([1, MAX_FRAMES], tf.float32)]
+    forward = tf.function(lambda kp, mask: model({"keypoints": kp, "attention_mask": mask},
+                                                 training=False))
+    graph = convert_variables_to_constants_v2(forward.get_concrete_function(*spec)).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                            cmd="op", options=options)
+    return int(profile.total_float_ops)
 
 
 @cli

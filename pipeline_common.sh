@@ -10,6 +10,14 @@ stage() { STAGE="$1"; echo; echo "$STAGE_MARK [$STAGE] $(date +%T) $2"; }
 skip() { echo; echo "$STAGE_MARK [$1] skipped: $2"; }
 run() { printf '+'; printf ' %q' "$@"; echo; "$@"; }   # log the command, copy-pastable
 enabled() { [[ "$1" == 1 ]]; }
+defaults_from() {  # defaults_from <command...>: it prints NAME=value lines; each sets an unset NAME
+    local out line name
+    out="$("$@")"
+    while IFS= read -r line; do
+        name="${line%%=*}"
+        [[ -n "${!name:-}" ]] || printf -v "$name" '%s' "${line#*=}"
+    done <<< "$out"
+}
 results_current() {  # results_current <table> <find paths + filters...>: the table exists and no .tflite there is newer
     [[ -f "$1" && -z "$(find "${@:2}" -name '*.tflite' -newer "$1" 2>/dev/null | head -1 || true)" ]]
 }

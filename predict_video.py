@@ -15,7 +15,7 @@ is reported apart) and model ms per window (preprocessing + the interpreter's in
 folder recursively; a label in the path (a folder `G05/` or a file `user01_G05_R01.mp4`) is taken as the truth.
 
     python predict_video.py --model outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model_fp32.tflite \\
-        ../shared/data/mlr511-videos/user01
+        MLR511-ArabicSignLanguage-Dataset-MP4/user01
     python predict_video.py --model M.tflite clip.mp4 --window 40 --stride 5 --annotate_dir annotated/
     python predict_video.py --model M.tflite 0 --window 40 --fps 15 --display        # webcam 0; q stops
 """

@@ -37,7 +37,7 @@ def subsample(kp: np.ndarray, max_frames: int = MAX_FRAMES) -> np.ndarray:
 
 
 def group_box(part: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The normalization box of one group in every frame (SPEC §5.4).
+    """The normalization box of one group in every frame.
 
     part: (T, n, 2) clipped coordinates of the group's points. Returns valid (T, n) bool (a point exactly at (0, 0)
     was not detected), start (T, 2) and span (T, 2): the padded square box around the detected points, clamped to
@@ -57,7 +57,7 @@ def group_box(part: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def normalize_groups(kp: np.ndarray, groups) -> np.ndarray:
-    """Per-frame, per-group padded-square min-max normalization (SPEC §5.4), vectorized over frames.
+    """Per-frame, per-group padded-square min-max normalization, vectorized over frames.
 
     kp: (T, K, 2) clipped coordinates; groups: index arrays into K. Returns float32 (T, K, 2) in [0, 1].
     """

@@ -1,4 +1,4 @@
-"""Post-training quantization (PTQ) of one trained checkpoint into every TFLite mode (SPEC §8.1).
+"""Post-training quantization (PTQ) of one trained checkpoint into every TFLite mode.
 
 Modes (--modes, comma list; default `dynamic` as the reference) and the files they write in --output_dir:
   fp32      model_fp32.tflite          no optimization
@@ -28,20 +28,14 @@ from pathlib import Path
 
 from config import load_config
 from dataset import read_label_maps, read_label_names
-from main_functional import HelpFormatter
-from model_functional import load_model
-from quantization import DEFAULT_CALIBRATION_CLIPS, QuantizationData, export_dir_for
-from runs import DEFAULT_SEED, UserError, cli, comma_list, require_file, set_seed
-from tf_env import keras
-from tflite_export import CONVERTER_MODES, export_tflite
-from tflite_runtime import read_model_card
-
-PTQ_FILES = {"fp32": "model_fp32.tflite", "dynamic": "model_dynamic_int8.tflite", "float16": "model_float16.tflite",
-             "int8": "model_int8.tflite", "int8_io": "model_int8_io.tflite", "int16x8": "model_int16x8.tflite"}
+from recipes import CALIBRATION_CLIPS, PTQ_MODES
+from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FP32_TFLITE, PTQ_FILES, HelpFormatter,
+                  UserError, cli, comma_list, export_dir_for, require_file, set_seed)
 
 
 def parse_modes(arg: str) -> list[str]:
     """'dynamic,int8' or 'all' -> mode list, each a tflite_export converter mode."""
+    from tflite_export import CONVERTER_MODES
     modes = list(PTQ_FILES) if arg.strip() == "all" else comma_list(arg)
     unknown = [m for m in modes if m not in PTQ_FILES or m not in CONVERTER_MODES]
     if unknown or not modes:
@@ -51,7 +45,7 @@ def parse_modes(arg: str) -> list[str]:
 
 def recorded_data_path(checkpoint: Path) -> str:
     """The data_path training recorded in <checkpoint folder>/metadata.json."""
-    meta = checkpoint.parent / "metadata.json"
+    meta = checkpoint.parent / CHECKPOINT_METADATA
     if not meta.is_file():
         raise UserError(f"no --data_path given and {meta} not found: pass --data_path")
     return json.loads(meta.read_text())["data_path"]
@@ -60,6 +54,7 @@ def recorded_data_path(checkpoint: Path) -> str:
 def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path, modes: list[str],
                provenance: dict, log=print) -> dict:
     """Write one .tflite (+ card) per mode into output_dir; returns {mode: card}."""
+    from tflite_export import export_tflite
     _, id2label = read_label_maps(data.data_path)
     cards = {}
     for mode in modes:
@@ -73,21 +68,25 @@ def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir
 def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path, modes: list[str],
             num_calibration_samples: int, seed: int, log=print) -> dict:
     """Load the checkpoint and its dataset, then export every mode; returns {mode: card}."""
+    from model_functional import load_model
+    from quantization import QuantizationData
+    from tflite_runtime import read_model_card
     cfg = load_config(config_path)
     checkpoint = require_file(checkpoint, "checkpoint")
     set_seed(seed)
     data = QuantizationData.load(data_path or recorded_data_path(checkpoint), cfg, num_calibration_samples, seed)
     log(data.describe())
     provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
-                  "fp32_training": read_model_card(checkpoint.parent / "final_model_fp32.tflite").get("training", {})}
+                  "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
+                                                                                         {})}
     return export_ptq(load_model(checkpoint), cfg, data, output_dir, modes, provenance, log)
 
 
 def add_quantization_args(ap: argparse.ArgumentParser) -> None:
     """Flags shared with ptq_export_batch.py."""
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
-    ap.add_argument("--modes", default="dynamic", help=f"comma list of {list(PTQ_FILES)}, or 'all'")
-    ap.add_argument("--num_calibration_samples", type=int, default=DEFAULT_CALIBRATION_CLIPS,
+    ap.add_argument("--modes", default=PTQ_MODES, help=f"comma list of {list(PTQ_FILES)}, or 'all'")
+    ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
                     help="training clips calibrating the integer modes (int8, int8_io, int16x8)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed choosing the calibration clips")
 

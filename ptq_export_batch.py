@@ -1,4 +1,4 @@
-"""Post-training quantization of every LOSO model (SPEC §8.2): ptq_export.py for each held-out signer.
+"""Post-training quantization of every LOSO model: ptq_export.py for each held-out signer.
 
 For each holdout user the checkpoint is exactly <root>/<dataset>/loso/checkpoints/[<prefix>_]<dataset>_LOSO_<user>/
 final_model.h5 (a missing one is an error naming that path, never another run's model), the data folder is
@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from main_functional import HelpFormatter
 from ptq_export import add_quantization_args, parse_modes, run_ptq
-from quantization import add_loso_args, run_loso_batch
-from runs import cli
-from tf_env import keras
+from runs import HelpFormatter, add_loso_args, cli, run_loso_batch
 
 
 @cli
@@ -30,6 +27,7 @@ def main(argv=None):
     modes = parse_modes(args.modes)
 
     def export(fold, logger):
+        from tf_env import keras
         keras.backend.clear_session()
         run_ptq(args.config_path, fold.checkpoint, fold.data_path, fold.output_dir, modes,
                 args.num_calibration_samples, args.seed, log=logger.info)

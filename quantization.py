@@ -6,8 +6,6 @@ Data (PTQ and QAT)
                                    `representative` = n seeded REAL training clips, normalized and zero-padded with
                                    their length masks, exactly as the exported model is fed; `held_out` = the `test`
                                    clips (parity, evaluation). Refuses a training split holding the held-out signer.
-  export_dir_for(checkpoint, kind) exports/<ptq|qat>[_<prefix>][/<user>] of the run tree holding a checkpoint
-  add_loso_args / run_loso_batch   the LOSO batch scripts: exact checkpoint per fold, failures reported, exit code
 
 QAT
   quantize_for_training(model)     FP32 Functional model -> QAT model (weights copied). Top-level Dense layers
@@ -17,14 +15,15 @@ QAT
                                    fake-quantized (8-bit symmetric, per tensor) and each Dense output too (8-bit,
                                    moving-average range), as tfmot does for a plain Dense.
   build_qat_model(cfg)             the same graph with fresh weights: the rebuild half of save_weights/load_weights
-  save_qat_weights / load_qat_model  a QAT model does not reload from .keras/.h5 (../shared/STACK.md rule 7)
+  save_qat_weights / load_qat_model  a QAT model does not reload from .keras, and .h5 fails
+                                   for the inner-Dense wrappers: its weights are saved, the
+                                   graph rebuilt and the weights loaded back (exact)
   dense_kernels(model)             every Dense kernel variable of a (QAT or FP32) model, by path
   fake_quantized_kernels(model)    paths of the kernels that a FakeQuant op reads in the inference graph
   float_model_from_qat(qat, cfg)   plain SignBART carrying the QAT model's trained (float) weights
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,8 @@ from decoder import DecoderLayer
 from encoder import EncoderLayer
 from layers import PACKAGE
 from model_functional import build_model
-from runs import (DEFAULT_HOLDOUTS, UserError, full_experiment_name, loso_data_path, loso_experiment_name,
-                  parse_holdouts, require_file, run_paths, setup_logging)
+from recipes import CALIBRATION_CLIPS
+from runs import UserError, loso_data_user
 from tf_env import keras, tf
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  after tf_env, which configures TensorFlow first
@@ -44,15 +43,13 @@ import tensorflow_model_optimization as tfmot  # noqa: E402  after tf_env, which
 tfq = tfmot.quantization.keras
 QAT_LAYER_TYPES = (EncoderLayer, DecoderLayer)   # custom layers whose inner Dense layers QAT must reach
 FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel")
-LOSO_USER = re.compile(r"_LOSO_(user\d+)$")
 
 
 # ----------------------------------------------------------------------------------------------- data
-DEFAULT_CALIBRATION_CLIPS = 200
 MAX_PARITY_CLIPS = 256
 
 
-def representative_clips(data: SplitData, cfg: dict, count: int = DEFAULT_CALIBRATION_CLIPS,
+def representative_clips(data: SplitData, cfg: dict, count: int = CALIBRATION_CLIPS,
                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random subset of `count` clips, normalized and padded: (N, 64, K, 2), (N, 64)."""
     keypoints, masks, _ = data.padded(cfg)
@@ -78,13 +75,13 @@ class QuantizationData:
     seed: int
 
     @classmethod
-    def load(cls, data_path, cfg: dict, calibration_clips: int = DEFAULT_CALIBRATION_CLIPS, seed: int = 0):
+    def load(cls, data_path, cfg: dict, calibration_clips: int = CALIBRATION_CLIPS, seed: int = 0):
         has_test = (Path(data_path) / "train").is_dir()
         train = load_split(data_path, "train" if has_test else "all", cfg)
-        holdout = LOSO_USER.search(Path(data_path).name)
-        if holdout and holdout.group(1) in train.users:
+        holdout = loso_data_user(data_path)
+        if holdout and holdout in train.users:
             raise UserError(f"{Path(data_path) / train.split}: contains clips of the held-out signer "
-                            f"{holdout.group(1)}; rebuild the LOSO split")
+                            f"{holdout}; rebuild the LOSO split")
         test = load_split(data_path, "test", cfg) if has_test else None
         keypoints, masks, labels = (test or train).padded(cfg)
         held_out = (keypoints[:MAX_PARITY_CLIPS], masks[:MAX_PARITY_CLIPS], labels[:MAX_PARITY_CLIPS])
@@ -110,77 +107,6 @@ class QuantizationData:
         return (f"{self.data_path}: calibrating on {p['calibration_clips']} clips of {p['calibration_split']} "
                 f"({len(p['calibration_users'])} signers, seed {self.seed}); parity on {len(self.held_out[0])} "
                 f"{p['parity_split']} clips of {p['parity_users']}")
-
-
-def export_dir_for(checkpoint, kind: str) -> Path:
-    """exports/<kind>[_<prefix>][/<user>] of the run tree holding `checkpoint`
-    (<root>/<dataset>/<run_type>/checkpoints/<[prefix_]experiment>/final_model.h5, runs.py)."""
-    experiment_dir = Path(checkpoint).resolve().parent
-    if experiment_dir.parent.name != "checkpoints":
-        raise UserError(f"{checkpoint} is not in <output_root>/<dataset>/<run_type>/checkpoints/<experiment>/: "
-                        "pass --output_dir")
-    run_tree = experiment_dir.parent.parent
-    dataset, run_type, experiment = run_tree.parent.name, run_tree.name, experiment_dir.name
-    loso = LOSO_USER.search(experiment)
-    user = loso.group(1) if loso else ""
-    standard = loso_experiment_name(dataset, user) if user else full_experiment_name(dataset)
-    prefix = experiment[:-len(standard)].rstrip("_") if experiment.endswith(standard) else ""
-    return run_paths(dataset, run_type, str(run_tree.parent.parent)).export_dir(kind, prefix, user)
-
-
-# ----------------------------------------------------------------------------------------------- LOSO batches
-@dataclass
-class LosoFold:
-    """One held-out signer of a batch export: the exact checkpoint, its LOSO data folder and the output folder."""
-    user: str
-    checkpoint: Path
-    data_path: Path
-    output_dir: Path
-
-
-def add_loso_args(ap, kind: str) -> None:
-    """Flags of ptq_export_batch.py / train_loso_functional_qat_batch.py (SPEC §8.2, §9.2)."""
-    ap.add_argument("--base_data_path", required=True, help="dataset root; folds are read from <base>_LOSO_<user>/")
-    ap.add_argument("--holdouts", default=DEFAULT_HOLDOUTS, help="comma list of holdout users, or 'all'")
-    ap.add_argument("--holdout_only", default="", help="this one holdout user only (overrides --holdouts)")
-    ap.add_argument("--exp_prefix", default="", help="experiment name prefix: <prefix>_<dataset>_LOSO_<user>")
-    ap.add_argument("--dataset_name", default="arabic_asl", help="dataset folder name under the output root")
-    ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
-    ap.add_argument("--output_base_dir", default="",
-                    help=f"folder holding <user>/ ('': <root>/<dataset>/loso/exports/{kind}[_<prefix>])")
-
-
-def loso_folds(args, kind: str) -> list[LosoFold]:
-    """The folds named by add_loso_args flags; checkpoints are the exact final_model.h5 of each experiment."""
-    paths = run_paths(args.dataset_name, "loso", args.output_root or None)
-    folds = []
-    for user in parse_holdouts(args.holdouts, args.base_data_path, args.holdout_only):
-        experiment = loso_experiment_name(args.dataset_name, user, args.exp_prefix)
-        output_dir = (Path(args.output_base_dir) / user if args.output_base_dir
-                      else paths.export_dir(kind, args.exp_prefix, user))
-        folds.append(LosoFold(user, paths.checkpoint_dir(experiment) / "final_model.h5",
-                              loso_data_path(args.base_data_path, user), output_dir))
-    return folds
-
-
-def run_loso_batch(args, kind: str, what: str, job) -> int:
-    """job(fold, logger) for every fold of the add_loso_args flags; a failing fold (missing checkpoint included) is
-    logged without stopping the others. Returns the exit code: 1 if any fold failed."""
-    logger = setup_logging(name=f"signbart.{kind}_batch")
-    folds, failed = loso_folds(args, kind), []
-    logger.info(f"{what} of {len(folds)} LOSO model(s): {', '.join(fold.user for fold in folds)}")
-    for fold in folds:
-        try:
-            require_file(fold.checkpoint, f"{fold.user}: checkpoint")
-            job(fold, logger)
-        except UserError as e:
-            logger.error(str(e))
-            failed.append(fold.user)
-        except Exception:  # a bug in one fold must not cost the other folds
-            logger.exception(f"{fold.user}: failed")
-            failed.append(fold.user)
-    logger.info(f"{len(folds) - len(failed)}/{len(folds)} fold(s) done" + (f"; FAILED: {failed}" if failed else ""))
-    return 1 if failed else 0
 
 
 # ----------------------------------------------------------------------------------------------- QAT configs

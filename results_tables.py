@@ -30,8 +30,8 @@ from pathlib import Path
 import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std
-from runs import (DEFAULT_HOLDOUTS, UserError, atomic_save, atomic_write_text, cli, comma_list, loso_experiment_name,
-                  run_paths)
+from runs import (DEFAULT_HOLDOUTS, QAT_METADATA, UserError, atomic_save, atomic_write_text, cli,
+                  comma_list, loso_experiment_name, run_paths)
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 REFERENCE = "REF"                                                # the --reference_holdouts row
@@ -60,7 +60,7 @@ def read_rows(path: Path) -> list[dict]:
 def publish(args) -> list[Path]:
     """Copy one collected study from outputs/ into results/<name>/; returns the files written."""
     paths = run_paths(args.dataset_name, "loso", args.output_root or None)
-    source = paths.results_dir() / args.exp_prefix if args.exp_prefix else paths.results_dir()
+    source = paths.results_dir(args.exp_prefix)
     target = Path(args.results_root) / args.name
     written = [copy_file(newest_report(source), target / "report.txt")]
     for name in ("summary_table.csv", "per_class_accuracy.csv", "model_info.csv"):
@@ -71,9 +71,9 @@ def publish(args) -> list[Path]:
     for user in holdouts:
         exp, short = (loso_experiment_name(args.dataset_name, user, args.exp_prefix),
                       loso_experiment_name(args.dataset_name, user))
-        copies = [(paths.metadata_dir() / f"{exp}_latest.json", target / "training_metadata" / f"{short}.json"),
+        copies = [(paths.latest_record(exp), target / "training_metadata" / f"{short}.json"),
                   (paths.training_csv(exp), target / "training_csv" / f"{short}_training.csv"),
-                  (paths.export_dir("qat", args.exp_prefix, user) / "qat_metadata.json",
+                  (paths.export_dir("qat", args.exp_prefix, user) / QAT_METADATA,
                    target / "qat_metadata" / f"{user}.json")]
         for src, dst in copies:
             if src.is_file():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end pipeline (seed 001 §3b, SPEC §11.1), resumable, into <OUTPUT_ROOT>/<DATASET_NAME>/{loso,full}/:
+# End-to-end pipeline, resumable, into <OUTPUT_ROOT>/<DATASET_NAME>/{loso,full}/:
 #
 #   environment (setup_env.sh) -> keypoints (demo generator, or extraction when RAW_DIR is set) -> LOSO splits
 #   -> FP32 LOSO training -> PTQ -> QAT -> [full-dataset training -> its PTQ and QAT] -> collect_results
@@ -10,10 +10,13 @@
 #   RUN_FULL_DATASET=0 bash run_end_to_end_pipeline.sh      # no full-dataset model (nor its PTQ/QAT)
 #
 # Modes. Neither RAW_DIR nor DATA_DIR set (or DEMO=1): the demo dataset (make_demo_dataset.py) is generated into
-# DATA_DIR and trained with small budgets. Otherwise the seed's recipe: 80 epochs, lr 2e-4, batch 1, QAT 20 epochs
-# at batch 4 and lr 5e-5, configs/arabic-asl-<KEYPOINTS_COUNT>kpts.yaml, DATASET_NAME arabic_asl.
+# DATA_DIR and trained with small budgets. Otherwise the seed's recipe, with the config
+# configs/arabic-asl-<KEYPOINTS_COUNT>kpts.yaml. The budgets, seed, holdouts and dataset name of
+# both modes come from recipes.py (`python recipes.py [--demo]` prints them); every path and file
+# name of the run tree comes from runs.py (`python runs.py paths ...`).
 #
-# Every setting is an environment variable (defaults in the "settings" block below): RAW_DIR, DATA_DIR, CONFIG
+# Every setting is an environment variable (defaults: the "settings" block below, then recipes.py):
+# RAW_DIR, DATA_DIR, CONFIG
 # (or CONFIG_PATH), KEYPOINTS_COUNT, FLIP_USERS, EXTRACT_WORKERS, SKIP_EXTRACT, DATASET_NAME, OUTPUT_ROOT,
 # HOLDOUTS (comma list or "all"; HOLDOUT_ONLY picks one), EXP_PREFIX, EPOCHS, LR, BATCH_SIZE, SEED, NO_VALIDATION,
 # RUN_LOSO, RUN_FULL_DATASET, FULL_EPOCHS, FULL_LR, FULL_SEED, FULL_EXP_NAME, RUN_PTQ, PTQ_MODES, RUN_QAT,
@@ -37,55 +40,24 @@ RAW_DIR="${RAW_DIR:-}"
 DEMO="${DEMO:-$([[ -z "$RAW_DIR" && -z "${DATA_DIR:-}" ]] && echo 1 || echo 0)}"
 KEYPOINTS_COUNT="${KEYPOINTS_COUNT:-65}"
 if [[ "$DEMO" == 1 ]]; then
-    # Demo budgets: chosen so that the LOSO models are clearly above chance (10 %) in about 10 minutes.
     DATA_DIR="${DATA_DIR:-data/demo-65kpts}"
     CONFIG="${CONFIG:-${CONFIG_PATH:-configs/demo-65kpts.yaml}}"
-    DATASET_NAME="${DATASET_NAME:-demo}"
-    HOLDOUTS="${HOLDOUTS:-user01,user02}"
-    EPOCHS="${EPOCHS:-20}"
-    LR="${LR:-5e-4}"
-    BATCH_SIZE="${BATCH_SIZE:-8}"
-    QAT_EPOCHS="${QAT_EPOCHS:-2}"
-    QAT_BATCH_SIZE="${QAT_BATCH_SIZE:-8}"
 else
     DATA_DIR="${DATA_DIR:-data/arabic-asl-${KEYPOINTS_COUNT}kpts}"
     CONFIG="${CONFIG:-${CONFIG_PATH:-configs/arabic-asl-${KEYPOINTS_COUNT}kpts.yaml}}"
-    DATASET_NAME="${DATASET_NAME:-arabic_asl}"
-    HOLDOUTS="${HOLDOUTS:-user01,user08,user11}"
-    EPOCHS="${EPOCHS:-80}"
-    LR="${LR:-2e-4}"
-    BATCH_SIZE="${BATCH_SIZE:-}"          # empty: the config's batch_size (1)
-    QAT_EPOCHS="${QAT_EPOCHS:-20}"
-    QAT_BATCH_SIZE="${QAT_BATCH_SIZE:-4}"
 fi
-HOLDOUTS="${HOLDOUT_ONLY:-$HOLDOUTS}"
 FLIP_USERS="${FLIP_USERS:-}"              # signers mirrored at extraction (extract_65_keypoints.py --flip_users)
 EXTRACT_WORKERS="${EXTRACT_WORKERS:-}"    # empty: the extractor's default (all cores)
 SKIP_EXTRACT="${SKIP_EXTRACT:-0}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-${SIGNBART_OUTPUT_ROOT:-outputs}}"
 EXP_PREFIX="${EXP_PREFIX:-}"
-SEED="${SEED:-42}"
 NO_VALIDATION="${NO_VALIDATION:-1}"
 RUN_LOSO="${RUN_LOSO:-1}"
 RUN_FULL_DATASET="${RUN_FULL_DATASET:-1}"
-FULL_EPOCHS="${FULL_EPOCHS:-$EPOCHS}"
-FULL_LR="${FULL_LR:-$LR}"
-FULL_SEED="${FULL_SEED:-$SEED}"
-FULL_EXP_NAME="${FULL_EXP_NAME:-${DATASET_NAME}_full}"
 RUN_PTQ="${RUN_PTQ:-1}"
-PTQ_MODES="${PTQ_MODES:-dynamic}"         # comma list of ptq_export.py modes
 RUN_QAT="${RUN_QAT:-1}"
-QAT_LR="${QAT_LR:-5e-5}"
 RUN_COLLECT="${RUN_COLLECT:-1}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 1)}"                  # LOSO folds run in this many parallel processes (each uses about one core)
-LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"     # the run trees of runs.py (SPEC §7.4)
-FULL_RUNS="$OUTPUT_ROOT/$DATASET_NAME/full"
-EXPORT_SUFFIX="${EXP_PREFIX:+_$EXP_PREFIX}"
-PTQ_LOSO_DIR="${PTQ_LOSO_DIR:-$LOSO_RUNS/exports/ptq$EXPORT_SUFFIX}"
-QAT_LOSO_DIR="${QAT_LOSO_DIR:-$LOSO_RUNS/exports/qat$EXPORT_SUFFIX}"
-PTQ_FULL_DIR="${PTQ_FULL_DIR:-$FULL_RUNS/exports/ptq$EXPORT_SUFFIX}"
-QAT_FULL_DIR="${QAT_FULL_DIR:-$FULL_RUNS/exports/qat$EXPORT_SUFFIX}"
-RESULTS_DIR="$LOSO_RUNS/results${EXP_PREFIX:+/$EXP_PREFIX}"
 VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 
@@ -93,19 +65,17 @@ PY="$VENV/bin/python"
 PIPELINE_NAME=pipeline STAGE_MARK="==="
 source pipeline_common.sh   # stage, skip, run, enabled, results_current; a failure names its stage
 
-trained() {  # trained <checkpoint dir> <experiment> <run tree>: final model, its export + card, a successful record
-    [[ -f "$1/final_model.h5" && -f "$1/final_model_fp32.tflite" && -f "$1/final_model_fp32.json" ]] &&
-        grep -q '"success": true' "$3/training_metadata/$2_latest.json" 2>/dev/null
+trained() {  # trained <checkpoint dir> <latest training record>: final model, its export + card,
+             # and a successful record
+    [[ -f "$1/$FINAL_MODEL" && -f "$1/$FP32_TFLITE" && -f "$1/$FP32_CARD" ]] &&
+        grep -q '"success": true' "$2" 2>/dev/null
 }
-resumable() { [[ -f "$1/resume/state.json" ]]; }  # <checkpoint dir> has an epoch checkpoint to continue from
-ptq_done() {  # ptq_done <export dir>: a card for every PTQ mode (ptq_export.py names: model_<mode>, dynamic -> dynamic_int8)
-    local mode
-    for mode in ${PTQ_MODES//,/ }; do
-        [[ "$mode" == dynamic ]] && mode=dynamic_int8
-        [[ -f "$1/model_$mode.json" ]] || return 1
-    done
+resumable() { [[ -f "$1/$RESUME_STATE" ]]; }  # <checkpoint dir> has an epoch checkpoint
+ptq_done() {  # ptq_done <export dir>: a model card for every PTQ mode
+    local card
+    for card in $PTQ_CARDS; do [[ -f "$1/$card" ]] || return 1; done
 }
-qat_done() { [[ -f "$1/qat_metadata.json" ]]; }     # written last by train_loso_functional_qat.py
+qat_done() { [[ -f "$1/$QAT_METADATA" ]]; }     # written last by train_loso_functional_qat.py
 join() { local IFS=,; echo "$*"; }
 
 run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <group>, JOBS groups of holdouts at once
@@ -126,9 +96,8 @@ run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <gr
     return "$status"
 }
 
-loso_exp() { echo "${EXP_PREFIX:+${EXP_PREFIX}_}${DATASET_NAME}_LOSO_$1"; }   # runs.loso_experiment_name
-loso_ckpt() { echo "$LOSO_RUNS/checkpoints/$(loso_exp "$1")"; }
-full_ckpt() { echo "$FULL_RUNS/checkpoints/$FULL_EXP_NAME"; }
+loso_ckpt() { local v="LOSO_CKPT_$1"; echo "${!v}"; }      # <holdout> -> its checkpoint folder
+loso_record() { local v="LOSO_RECORD_$1"; echo "${!v}"; }  # <holdout> -> its latest training record
 
 optional_flags() {  # flags shared by both trainings: validation switch and batch size
     enabled "$NO_VALIDATION" && echo --no_validation
@@ -181,7 +150,7 @@ make_loso_splits() {
 train_loso() {
     local user fresh=() resume=()
     for user in "${USERS[@]}"; do
-        if trained "$(loso_ckpt "$user")" "$(loso_exp "$user")" "$LOSO_RUNS"; then continue
+        if trained "$(loso_ckpt "$user")" "$(loso_record "$user")"; then continue
         elif resumable "$(loso_ckpt "$user")"; then resume+=("$user")
         else fresh+=("$user"); fi
     done
@@ -234,11 +203,11 @@ quantize_loso() {
 }
 
 train_full() {
-    local ckpt; ckpt="$(full_ckpt)"
+    local ckpt="$FULL_CKPT"
     local flags=(--config_path "$CONFIG" --base_data_path "$DATA_DIR" --exp_name "$FULL_EXP_NAME"
                  --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --seed "$FULL_SEED" --dataset_name "$DATASET_NAME"
                  --output_root "$OUTPUT_ROOT" $(optional_flags))
-    if trained "$ckpt" "$FULL_EXP_NAME" "$FULL_RUNS"; then
+    if trained "$ckpt" "$FULL_RECORD"; then
         skip train_full "full-dataset model $ckpt exists"
     elif resumable "$ckpt"; then
         stage train_full "continue the interrupted full-dataset training"
@@ -250,7 +219,7 @@ train_full() {
 }
 
 quantize_full() {
-    local checkpoint; checkpoint="$(full_ckpt)/final_model.h5"
+    local checkpoint="$FULL_CKPT/$FINAL_MODEL"
     if ! enabled "$RUN_PTQ"; then :
     elif ptq_done "$PTQ_FULL_DIR"; then skip ptq_full "PTQ models in $PTQ_FULL_DIR exist"
     else
@@ -283,9 +252,10 @@ collect() {
 
 app_model() {  # the model to ship: the full-dataset one if trained, else the first holdout's; QAT > PTQ > FP32
     local candidate
-    for candidate in "$QAT_FULL_DIR/qat_dynamic_int8.tflite" "$PTQ_FULL_DIR/model_dynamic_int8.tflite" \
-                     "$(full_ckpt)/final_model_fp32.tflite" "$QAT_LOSO_DIR/${USERS[0]}/qat_dynamic_int8.tflite" \
-                     "$PTQ_LOSO_DIR/${USERS[0]}/model_dynamic_int8.tflite" "$(loso_ckpt "${USERS[0]}")/final_model_fp32.tflite"; do
+    for candidate in "$QAT_FULL_DIR/$QAT_MODEL" "$PTQ_FULL_DIR/$PTQ_MODEL" \
+                     "$FULL_CKPT/$FP32_TFLITE" \
+                     "$QAT_LOSO_DIR/${USERS[0]}/$QAT_MODEL" "$PTQ_LOSO_DIR/${USERS[0]}/$PTQ_MODEL" \
+                     "$(loso_ckpt "${USERS[0]}")/$FP32_TFLITE"; do
         [[ -f "$candidate" ]] && { echo "$candidate"; return; }
     done
     echo "(none)"
@@ -309,11 +279,22 @@ print_outputs() {
 
 # ----------------------------------------------------------------------------------------------- main
 setup_environment
+STAGE=settings
+# EPOCHS, LR, BATCH_SIZE, QAT_*, PTQ_MODES, SEED, HOLDOUTS, DATASET_NAME (unless set)
+defaults_from "$PY" recipes.py $(enabled "$DEMO" && echo --demo)
+HOLDOUTS="${HOLDOUT_ONLY:-$HOLDOUTS}"
+FULL_EPOCHS="${FULL_EPOCHS:-$EPOCHS}"
+FULL_LR="${FULL_LR:-$LR}"
+FULL_SEED="${FULL_SEED:-$SEED}"
 prepare_keypoints
 STAGE=holdouts
-holdout_list="$("$PY" -c 'import sys; from runs import cli, parse_holdouts; cli(lambda: print(*parse_holdouts(*sys.argv[1:])))()' \
-    "$HOLDOUTS" "$DATA_DIR")"   # runs.parse_holdouts: a comma list, or "all" = every signer in $DATA_DIR/all
+# a comma list, or "all" = every signer in $DATA_DIR/all
+holdout_list="$("$PY" runs.py holdouts "$HOLDOUTS" "$DATA_DIR")"
 read -ra USERS <<< "$holdout_list"
+STAGE=paths   # the run tree: LOSO_RUNS, PTQ_LOSO_DIR, ..., FULL_CKPT, LOSO_CKPT_<user>, file names
+defaults_from "$PY" runs.py paths --output_root "$OUTPUT_ROOT" --dataset_name "$DATASET_NAME" \
+    --exp_prefix "$EXP_PREFIX" --holdouts "$(join "${USERS[@]}")" \
+    --full_exp_name "${FULL_EXP_NAME:-}" --ptq_modes "$PTQ_MODES"
 echo "pipeline: $DATASET_NAME from $DATA_DIR, config $CONFIG, holdouts $(join "${USERS[@]}"), outputs in $OUTPUT_ROOT/$DATASET_NAME"
 
 if enabled "$RUN_LOSO"; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Keypoint-variant x seed sweep (seed 001 §3c, SPEC §11.2): run_end_to_end_pipeline.sh once per variant and seed,
+# Keypoint-variant x seed sweep: run_end_to_end_pipeline.sh once per variant and seed,
 # one full-dataset model per variant, collect_results per variant (mean ± std over the seeds), and one table that
 # compares the variants (results/variants_summary.{csv,txt} under <OUTPUT_ROOT>/<DATASET_NAME>/loso/).
 #
@@ -34,7 +34,6 @@ RUN_FULL_DATASET="${RUN_FULL_DATASET:-1}"
 RUN_COLLECT="${RUN_COLLECT:-1}"
 TEMPLATE_DEFAULT='configs/arabic-asl-{variant}.yaml'   # (a literal "}" cannot sit inside ${...:-...})
 CONFIG_TEMPLATE="${CONFIG_TEMPLATE:-$TEMPLATE_DEFAULT}"
-DATASET_NAME="${DATASET_NAME:-arabic_asl}"
 OUTPUT_ROOT="${OUTPUT_ROOT:-${SIGNBART_OUTPUT_ROOT:-outputs}}"
 RAW_DIR="${RAW_DIR:-}"
 FLIP_USERS="${FLIP_USERS:-}"
@@ -43,11 +42,14 @@ VENV="${VENV:-.venv}"
 PY="$VENV/bin/python"
 read -ra SEEDS <<< "${SEED_LIST//,/ }"
 FULL_SEED="${FULL_SEED:-${SEEDS[0]}}"
-LOSO_RUNS="$OUTPUT_ROOT/$DATASET_NAME/loso"
 
 PIPELINE_NAME=variants STAGE_MARK="#####"
 source pipeline_common.sh   # stage, skip, run, enabled, results_current; a failure names its stage
 
+run_tree() {  # run_tree <NAME> [<experiment prefix>]: one NAME=value of `runs.py paths` (the run tree)
+    "$PY" runs.py paths --output_root "$OUTPUT_ROOT" --dataset_name "$DATASET_NAME" \
+        --exp_prefix "${2:-}" | sed -n "s/^$1=//p"
+}
 config_of() { echo "${CONFIG_TEMPLATE//\{variant\}/$1}"; }
 prefix_of() { echo "${DATASET_NAME}_${1//-/_}"; }
 layout_of() { "$PY" -c 'import sys; from config import load_config; print(load_config(sys.argv[1])["layout"])' "$1"; }
@@ -90,7 +92,7 @@ pipeline() {  # pipeline <variant> VAR=value...: run_end_to_end_pipeline.sh on t
 
 collect_variant() {  # collect_results over the seeds of one variant, unless its summary is newer than every model
     local variant="$1" prefix; prefix="$(prefix_of "$1")"
-    local table="$LOSO_RUNS/results/$prefix/summary_table.csv"
+    local table; table="$(run_tree RESULTS_DIR "$prefix")/summary_table.csv"
     if results_current "$table" "$LOSO_RUNS/checkpoints" "$LOSO_RUNS/exports" -path "*${prefix}_seed*"; then
         echo "collect $variant: skipped, $table is newer than every model"
         return
@@ -98,7 +100,8 @@ collect_variant() {  # collect_results over the seeds of one variant, unless its
     stage "$variant collect" "FP32 vs PTQ vs QAT over seeds $SEED_LIST"
     run "$PY" collect_results.py --run_evaluation --base_data_path "$(data_dir_of "${LAYOUT[$variant]}")" \
         --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT" --seed_list "$SEED_LIST" --exp_prefix_base "$prefix" \
-        --ptq_base_dir "$LOSO_RUNS/exports/ptq_${prefix}_seed{seed}" --qat_base_dir "$LOSO_RUNS/exports/qat_${prefix}_seed{seed}" \
+        --ptq_base_dir "$(run_tree PTQ_LOSO_DIR "${prefix}_seed{seed}")" \
+        --qat_base_dir "$(run_tree QAT_LOSO_DIR "${prefix}_seed{seed}")" \
         $([[ "$HOLDOUTS" != all ]] && echo --holdouts "$HOLDOUTS") --no-console
 }
 
@@ -106,7 +109,7 @@ summarize_variants() {  # variant x model: the ALL rows of every variant's summa
     local pairs=() variant
     for variant in $VARIANTS; do pairs+=("$variant=$(prefix_of "$variant")"); done
     stage summary "variants compared (mean ± std over $( ((${#SEEDS[@]} > 1)) && echo seeds || echo holdouts))"
-    "$PY" - "$LOSO_RUNS/results" "${pairs[@]}" <<'PYTHON'
+    "$PY" - "$RESULTS_ROOT" "${pairs[@]}" <<'PYTHON'
 import csv
 import sys
 from pathlib import Path
@@ -137,6 +140,8 @@ PYTHON
 # ----------------------------------------------------------------------------------------------- main
 stage setup "Python environment ($VENV)"
 run env VENV="$VENV" bash setup_env.sh
+DATASET_NAME="${DATASET_NAME:-$("$PY" recipes.py | sed -n 's/^DATASET_NAME=//p')}"
+LOSO_RUNS="$(run_tree LOSO_RUNS)" RESULTS_ROOT="$(run_tree RESULTS_DIR)"
 read_variants
 if [[ -n "$RAW_DIR" ]]; then extract_once; fi
 for variant in $VARIANTS; do
@@ -159,4 +164,4 @@ if enabled "$RUN_LOSO" && enabled "$RUN_COLLECT"; then
     summarize_variants
 fi
 echo
-echo "##### variants done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $VARIANTS x seeds $SEED_LIST; results in $LOSO_RUNS/results/"
+echo "##### variants done in $((SECONDS / 60)) min $((SECONDS % 60)) s: $VARIANTS x seeds $SEED_LIST; results in $RESULTS_ROOT/"

@@ -1,4 +1,4 @@
-"""Quick QAT demo for smoke-testing an install (seed 001 "Quick QAT Demo", SPEC §8.4): toy model -> QAT -> export.
+"""Quick QAT demo for smoke-testing an install: toy model -> QAT -> export.
 
 Builds an untrained SignBART from --config_path, wraps it for quantization-aware training (quantization.py),
 checks that every Dense kernel is fake-quantized, runs one short epoch of QAT on random toy clips (so the quantizer
@@ -23,13 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from config import load_config, num_keypoints
-from main_functional import HelpFormatter, compile_model
-from model_functional import build_model
+from main_functional import compile_model
 from preprocessing import pad_clip
-from quantization import dense_kernels, fake_quantized_kernels, quantize_for_training, save_qat_weights
-from runs import DEFAULT_SEED, atomic_save, cli, set_seed
-from tf_env import keras
-from tflite_export import export_tflite
+from runs import DEFAULT_SEED, HelpFormatter, atomic_save, cli, set_seed
 
 DEMO_EXPORTS = {  # file -> (model, converter mode)
     "signbart_fp32.tflite": ("fp32", "fp32"),
@@ -55,6 +51,11 @@ def main(argv=None):
     ap.add_argument("--clips", type=int, default=32, help="random toy clips (QAT steps, calibration, parity)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the weights and the toy clips")
     args = ap.parse_args(argv)
+    from model_functional import build_model
+    from quantization import (dense_kernels, fake_quantized_kernels, quantize_for_training,
+                              save_qat_weights)
+    from tf_env import keras
+    from tflite_export import export_tflite
     cfg, output_dir = load_config(args.config_path), Path(args.output_dir)
     set_seed(args.seed)
     keypoints, masks, labels = toy_clips(cfg, args.clips, args.seed)

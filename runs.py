@@ -1,18 +1,30 @@
-"""Run plumbing shared by every script: output paths, experiment names, signer discovery, atomic writes,
-seeding, logging, and turning user errors into one clear line.
+"""Run plumbing shared by every script: the run tree (every artefact path and file name),
+experiment names and their parsing, signer discovery, LOSO batches, atomic writes, seeding,
+logging, and turning user errors into one clear line. Imports no TensorFlow.
 
-Output layout (SPEC §7.4), computed here and nowhere else:
+The run tree, computed here and nowhere else (scripts and the pipeline shell ask this module):
   <output_root>/<dataset>/<loso|full>/
     checkpoints/<exp>/        final_model.h5, final_model_fp32.tflite (+ .json card), metadata.json
     logs/run_logs/<exp>.log   logs/training_csv/<exp>_training.csv   logs/tensorboard/<exp>/
     out-imgs/<exp>/training_curves.png
     training_metadata/<exp>_<timestamp>.json, <exp>_latest.json
-    exports/ptq[_<prefix>]/<user>/ ...   exports/qat[_<prefix>]/<user>/ ...
-    results/
+    exports/ptq[_<prefix>]/<user>/  model_<mode>.tflite (PTQ_FILES)
+    exports/qat[_<prefix>]/<user>/  qat_<mode>.tflite (QAT_FILES), qat_model_weights.h5,
+                                    qat_metadata.json
+    results/[<prefix>/]
 <output_root> is --output_root, else $SIGNBART_OUTPUT_ROOT, else outputs/.
+Experiment names: [<prefix>_]<dataset>_LOSO_<user> (loso_experiment_name) and <dataset>_full
+(full_experiment_name); parse_experiment_name is their inverse. LOSO data folders:
+<base>_LOSO_<user> (loso_data_path; loso_data_user is its inverse).
+
+The pipeline shell reads the tree, and the holdout list, from the CLI:
+    python runs.py paths --dataset_name demo --output_root outputs --exp_prefix p \\
+        --holdouts user01,user02 --ptq_modes dynamic       # NAME=value lines
+    python runs.py holdouts all data/demo-65kpts          # the holdouts, space-separated
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import logging
@@ -30,9 +42,29 @@ import numpy as np
 
 DEFAULT_HOLDOUTS = "user01,user08,user11"
 DEFAULT_SEED = 42
+DEFAULT_DATASET_NAME = "arabic_asl"
 USER_RE = re.compile(r"^user\d+$")
 SAMPLE_RE = re.compile(r"^(user\d+)_(G\d+)_(.+)\.pkl$")
 REPO_DIR = Path(__file__).resolve().parent
+
+# artefact file names
+FINAL_MODEL = "final_model.h5"            # checkpoints/<exp>/: the trained FP32 Keras model
+FP32_TFLITE = "final_model_fp32.tflite"   # checkpoints/<exp>/: its TFLite export (+ .json card)
+CHECKPOINT_METADATA = "metadata.json"     # checkpoints/<exp>/: config and data path of the run
+RESUME_DIR = "resume"                     # checkpoints/<exp>/: the epoch checkpoint of --resume
+RESUME_STATE_FILE = "state.json"          # in it: the epoch and LR-schedule state
+RESUME_STATE = f"{RESUME_DIR}/{RESUME_STATE_FILE}"
+PTQ_FILES = {  # PTQ converter mode -> file in exports/ptq*/<user>/
+    "fp32": "model_fp32.tflite", "dynamic": "model_dynamic_int8.tflite",
+    "float16": "model_float16.tflite", "int8": "model_int8.tflite",
+    "int8_io": "model_int8_io.tflite", "int16x8": "model_int16x8.tflite"}
+QAT_FILES = {"dynamic": "qat_dynamic_int8.tflite", "int8": "qat_int8.tflite"}  # mode -> file
+QAT_WEIGHTS = "qat_model_weights.h5"      # legacy HDF5 weights (".weights.h5" selects Keras 3's)
+QAT_METADATA = "qat_metadata.json"        # written last by a QAT run
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout and shows every flag's default."""
 
 
 class UserError(Exception):
@@ -73,6 +105,15 @@ class RunPaths:
     def run_log(self, exp: str) -> Path:
         return self.base / "logs" / "run_logs" / f"{exp}.log"
 
+    def resume_dir(self, exp: str) -> Path:
+        return self.checkpoint_dir(exp) / RESUME_DIR
+
+    def final_model(self, exp: str) -> Path:
+        return self.checkpoint_dir(exp) / FINAL_MODEL
+
+    def fp32_tflite(self, exp: str) -> Path:
+        return self.checkpoint_dir(exp) / FP32_TFLITE
+
     def training_csv(self, exp: str) -> Path:
         return self.base / "logs" / "training_csv" / f"{exp}_training.csv"
 
@@ -85,13 +126,28 @@ class RunPaths:
     def metadata_dir(self) -> Path:
         return self.base / "training_metadata"
 
+    def latest_record(self, exp: str) -> Path:
+        return self.metadata_dir() / f"{exp}_latest.json"
+
+    def record(self, exp: str, timestamp: str) -> Path:
+        return self.metadata_dir() / f"{exp}_{timestamp}.json"
+
+    def experiments(self) -> list[str]:
+        """Names of the experiments with a checkpoint folder or a latest training record."""
+        ckpt_root, meta_root = self.base / "checkpoints", self.metadata_dir()
+        names = [d.name for d in ckpt_root.iterdir() if d.is_dir()] if ckpt_root.is_dir() else []
+        if meta_root.is_dir():
+            names += [f.name[:-len("_latest.json")] for f in meta_root.glob("*_latest.json")]
+        return sorted(set(names))
+
     def export_dir(self, kind: str, prefix: str = "", user: str = "") -> Path:
         """exports/<ptq|qat>[_<prefix>][/<user>]"""
         d = self.base / "exports" / (f"{kind}_{prefix}" if prefix else kind)
         return d / user if user else d
 
-    def results_dir(self) -> Path:
-        return self.base / "results"
+    def results_dir(self, prefix: str = "") -> Path:
+        """results/[<prefix>/]"""
+        return self.base / "results" / prefix if prefix else self.base / "results"
 
 
 def run_paths(dataset: str, run_type: str, root: str | None = None) -> RunPaths:
@@ -107,8 +163,62 @@ def full_experiment_name(dataset: str) -> str:
     return f"{dataset}_full"
 
 
+@dataclass(frozen=True)
+class Experiment:
+    """What an experiment name says: see parse_experiment_name."""
+    dataset: str
+    run_type: str        # "loso" or "full"
+    user: str = ""       # the held-out signer of a LOSO experiment
+    prefix: str = ""
+
+
+LOSO_NAME_RE = re.compile(r"^(?P<dataset>.+)_LOSO_(?P<user>user\d+)$")
+FULL_NAME_RE = re.compile(r"^(?P<dataset>.+)_full$")
+
+
+def parse_experiment_name(name: str, dataset: str = "") -> Experiment | None:
+    """The inverse of loso_experiment_name and full_experiment_name; None for any other name.
+
+    With `dataset`, the name must be of that dataset and what precedes it is the prefix
+    ('p_demo_LOSO_user01', 'demo' -> Experiment('demo', 'loso', 'user01', 'p')). Without it, a
+    prefix cannot be told from the dataset: everything before _LOSO_/_full is the dataset."""
+    loso, full = LOSO_NAME_RE.match(name), FULL_NAME_RE.match(name)
+    if not (loso or full):
+        return None
+    user = loso["user"] if loso else ""
+    if not dataset:
+        return Experiment((loso or full)["dataset"], "loso" if loso else "full", user)
+    standard = loso_experiment_name(dataset, user) if loso else full_experiment_name(dataset)
+    if name == standard:
+        return Experiment(dataset, "loso" if loso else "full", user)
+    if name.endswith(f"_{standard}"):
+        return Experiment(dataset, "loso" if loso else "full", user, name[:-len(standard) - 1])
+    return None
+
+
 def loso_data_path(base_data_path: str, user: str) -> Path:
     return Path(f"{str(base_data_path).rstrip('/')}_LOSO_{user}")
+
+
+def loso_data_user(data_path) -> str:
+    """The held-out signer of a LOSO data folder (<base>_LOSO_<user>), else ''."""
+    m = re.search(r"_LOSO_(user\d+)$", Path(data_path).name)
+    return m.group(1) if m else ""
+
+
+def export_dir_for(checkpoint, kind: str) -> Path:
+    """exports/<kind>[_<prefix>][/<user>] of the run tree holding `checkpoint`
+    (<root>/<dataset>/<run_type>/checkpoints/<[prefix_]experiment>/final_model.h5)."""
+    experiment_dir = Path(checkpoint).resolve().parent
+    if experiment_dir.parent.name != "checkpoints":
+        raise UserError(f"{checkpoint} is not in <output_root>/<dataset>/<run_type>/checkpoints/"
+                        "<experiment>/: pass --output_dir")
+    run_tree = experiment_dir.parent.parent
+    dataset, run_type, name = run_tree.parent.name, run_tree.name, experiment_dir.name
+    of_dataset, any_dataset = parse_experiment_name(name, dataset), parse_experiment_name(name)
+    user = any_dataset.user if any_dataset else ""
+    prefix = of_dataset.prefix if of_dataset else ""
+    return run_paths(dataset, run_type, str(run_tree.parent.parent)).export_dir(kind, prefix, user)
 
 
 def require_file(path, what: str) -> Path:
@@ -157,6 +267,72 @@ def parse_holdouts(arg: str | None, base_data_path, holdout_only: str = "") -> l
 def comma_list(arg: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']: the items of a comma-separated flag, blanks dropped."""
     return [item.strip() for item in arg.split(",") if item.strip()]
+
+
+# ------------------------------------------------------------------------------------- LOSO batches
+@dataclass
+class LosoFold:
+    """One held-out signer of a batch export: the exact checkpoint, its LOSO data folder and the
+    output folder."""
+    user: str
+    checkpoint: Path
+    data_path: Path
+    output_dir: Path
+
+
+def add_loso_args(ap, kind: str) -> None:
+    """Flags of ptq_export_batch.py / train_loso_functional_qat_batch.py."""
+    ap.add_argument("--base_data_path", required=True,
+                    help="dataset root; folds are read from <base>_LOSO_<user>/")
+    ap.add_argument("--holdouts", default=DEFAULT_HOLDOUTS,
+                    help="comma list of holdout users, or 'all'")
+    ap.add_argument("--holdout_only", default="",
+                    help="this one holdout user only (overrides --holdouts)")
+    ap.add_argument("--exp_prefix", default="",
+                    help="experiment name prefix: <prefix>_<dataset>_LOSO_<user>")
+    ap.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
+                    help="dataset folder name under the output root")
+    ap.add_argument("--output_root", default="",
+                    help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
+    ap.add_argument("--output_base_dir", default="",
+                    help="folder holding <user>/ "
+                         f"('': <root>/<dataset>/loso/exports/{kind}[_<prefix>])")
+
+
+def loso_folds(args, kind: str) -> list[LosoFold]:
+    """The folds named by add_loso_args flags; checkpoints are the exact final_model.h5 of each
+    experiment."""
+    paths = run_paths(args.dataset_name, "loso", args.output_root or None)
+    folds = []
+    for user in parse_holdouts(args.holdouts, args.base_data_path, args.holdout_only):
+        experiment = loso_experiment_name(args.dataset_name, user, args.exp_prefix)
+        output_dir = (Path(args.output_base_dir) / user if args.output_base_dir
+                      else paths.export_dir(kind, args.exp_prefix, user))
+        folds.append(LosoFold(user, paths.final_model(experiment),
+                              loso_data_path(args.base_data_path, user), output_dir))
+    return folds
+
+
+def run_loso_batch(args, kind: str, what: str, job) -> int:
+    """job(fold, logger) for every fold of the add_loso_args flags; a failing fold (missing
+    checkpoint included) is logged without stopping the others. Returns the exit code: 1 if any
+    fold failed."""
+    logger = setup_logging(name=f"signbart.{kind}_batch")
+    folds, failed = loso_folds(args, kind), []
+    logger.info(f"{what} of {len(folds)} LOSO model(s): {', '.join(fold.user for fold in folds)}")
+    for fold in folds:
+        try:
+            require_file(fold.checkpoint, f"{fold.user}: checkpoint")
+            job(fold, logger)
+        except UserError as e:
+            logger.error(str(e))
+            failed.append(fold.user)
+        except Exception:  # a bug in one fold must not cost the other folds
+            logger.exception(f"{fold.user}: failed")
+            failed.append(fold.user)
+    logger.info(f"{len(folds) - len(failed)}/{len(folds)} fold(s) done"
+                + (f"; FAILED: {failed}" if failed else ""))
+    return 1 if failed else 0
 
 
 # ----------------------------------------------------------------------------------------------- atomic writes
@@ -247,3 +423,72 @@ def setup_logging(log_file=None, name: str = "signbart") -> logging.Logger:
         logger.addHandler(h)
     logger.propagate = False
     return logger
+
+
+# ---------------------------------------------------------------------------------- shell interface
+def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdouts: list[str],
+                   full_exp_name: str = "", ptq_modes: list[str] = ()) -> dict[str, str]:
+    """Every path and file name run_end_to_end_pipeline.sh needs, by shell variable name. Per
+    holdout U: LOSO_EXP_U, LOSO_CKPT_U (checkpoint folder), LOSO_RECORD_U (latest record)."""
+    loso, full = run_paths(dataset, "loso", output_root), run_paths(dataset, "full", output_root)
+    full_exp = full_exp_name or full_experiment_name(dataset)
+    ptq_modes = list(PTQ_FILES) if list(ptq_modes) == ["all"] else ptq_modes  # as ptq_export --modes
+    unknown = [m for m in ptq_modes if m not in PTQ_FILES]
+    if unknown:
+        raise UserError(f"PTQ modes {unknown} unknown; choose from {list(PTQ_FILES)}")
+    values = {
+        "LOSO_RUNS": loso.base, "FULL_RUNS": full.base, "RESULTS_DIR": loso.results_dir(exp_prefix),
+        "PTQ_LOSO_DIR": loso.export_dir("ptq", exp_prefix),
+        "QAT_LOSO_DIR": loso.export_dir("qat", exp_prefix),
+        "PTQ_FULL_DIR": full.export_dir("ptq", exp_prefix),
+        "QAT_FULL_DIR": full.export_dir("qat", exp_prefix),
+        "FULL_EXP_NAME": full_exp, "FULL_CKPT": full.checkpoint_dir(full_exp),
+        "FULL_RECORD": full.latest_record(full_exp),
+        "FINAL_MODEL": FINAL_MODEL, "FP32_TFLITE": FP32_TFLITE,
+        "FP32_CARD": Path(FP32_TFLITE).with_suffix(".json"), "RESUME_STATE": RESUME_STATE,
+        "PTQ_MODEL": PTQ_FILES["dynamic"], "QAT_MODEL": QAT_FILES["dynamic"],
+        "QAT_METADATA": QAT_METADATA,
+        "PTQ_CARDS": " ".join(Path(PTQ_FILES[m]).with_suffix(".json").name for m in ptq_modes),
+    }
+    for user in holdouts:
+        exp = loso_experiment_name(dataset, user, exp_prefix)
+        values |= {f"LOSO_EXP_{user}": exp, f"LOSO_CKPT_{user}": loso.checkpoint_dir(exp),
+                   f"LOSO_RECORD_{user}": loso.latest_record(exp)}
+    return {name: str(value) for name, value in values.items()}
+
+
+@cli
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    paths = sub.add_parser("paths", formatter_class=HelpFormatter,
+                           help="the pipeline's paths and file names as NAME=value lines")
+    paths.add_argument("--output_root", default="",
+                       help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
+    paths.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
+                       help="dataset folder under the output root")
+    paths.add_argument("--exp_prefix", default="", help="experiment name prefix")
+    paths.add_argument("--holdouts", default="", help="comma list of holdout users (resolved)")
+    paths.add_argument("--full_exp_name", default="",
+                       help="full-dataset experiment ('': <dataset>_full)")
+    paths.add_argument("--ptq_modes", default="",
+                       help="comma list of PTQ modes whose model cards mark PTQ done")
+    holdouts = sub.add_parser("holdouts", formatter_class=HelpFormatter,
+                              help="the holdout users, space-separated (parse_holdouts)")
+    holdouts.add_argument("holdouts",
+                          help="comma list of users, or 'all' (every signer in <base>/all)")
+    holdouts.add_argument("base_data_path", help="dataset root")
+    args = ap.parse_args(argv)
+    if args.command == "holdouts":
+        print(*parse_holdouts(args.holdouts, args.base_data_path))
+        return 0
+    values = pipeline_paths(args.output_root or None, args.dataset_name, args.exp_prefix,
+                            comma_list(args.holdouts), args.full_exp_name,
+                            comma_list(args.ptq_modes))
+    for name, value in values.items():
+        print(f"{name}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

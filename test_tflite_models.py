@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 
-from evaluation import (SUMMARY_METRICS, add_evaluation_args, check_card_matches, csv_text, evaluate_tflite,
-                        format_cell, load_eval_set, resolve_config, summary_row, text_table)
+from evaluation import (SUMMARY_METRICS, add_evaluation_args, csv_text, evaluate_tflite,
+                        format_cell, load_eval_set, summary_row, text_table)
 from runs import UserError, atomic_write_text, cli, require_file
+from tflite_runtime import check_card_matches, resolve_config
 
 
 def parse_args(argv=None):

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tensorflow.lite.tools import flatbuffer_utils
 
 from config import MAX_FRAMES, model_hparams, num_keypoints, selected_groups
 from keypoints import get_layout
 from preprocessing import BOX_MARGIN
 from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, tf
+from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
 from tflite_runtime import INPUT_NAMES, OUTPUT_NAME, TFLiteModel, card_path
 
 SEQUENCE_LENGTH = MAX_FRAMES
@@ -34,7 +34,7 @@ PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite 
 PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes: share
 #   of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
 CARD_VERSION = 2  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy
-PREPROCESSING_SPEC = "docs/preprocessing_spec.md"
+PREPROCESSING_DOC = "docs/preprocessing_spec.md"
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -188,7 +188,7 @@ def normalization_rule(cfg: dict) -> dict:
                  f"dy = {BOX_MARGIN}*h; start = clamp(min - (dx, dy), 0, 1), end = clamp(max + (dx, dy), 0, 1); "
                  "each detected point -> (p - start) / (end - start) per axis where end > start (else unchanged); "
                  "undetected points stay (0, 0)"),
-        "spec": PREPROCESSING_SPEC,
+        "spec": PREPROCESSING_DOC,
     }
 
 
@@ -241,7 +241,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "training": training or {},
         "parity": parity or {},
         "accuracy": measured_accuracy(parity),
-        "preprocessing_spec": PREPROCESSING_SPEC,
+        "preprocessing_spec": PREPROCESSING_DOC,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 

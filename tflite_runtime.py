@@ -1,4 +1,5 @@
-"""Running a .tflite model: THE one place that touches the TFLite interpreter (ai-edge-litert, ../shared/STACK.md rule 6).
+"""Running a .tflite model: THE one place that touches the TFLite interpreter (ai-edge-litert;
+tf.lite.Interpreter is deprecated).
 
     model = TFLiteModel("final_model_fp32.tflite")         # num_threads=1 by default (stable timings)
     logits = model(keypoints, mask)                         # (1, 64, K, 2), (1, 64) float32 -> (1, C) float32
@@ -8,6 +9,10 @@ Inputs are found by their signature NAMES (INPUT_NAMES below, which tflite_expor
 otherwise falls back to rank (4-D = keypoints, 2-D = mask), as the reference did. Models with integer I/O get
 their float inputs quantized and their outputs dequantized here, so callers always pass and receive float32.
 A model with a dynamic T is resized to the clips' length.
+
+Model card -> config: resolve_config(tflite_path[, config_path]) is the config recorded in the card
+beside a model (config_from_card), or a --config_path checked against it (check_card_matches);
+display_names formats class labels with their human names.
 
 This module imports no TensorFlow (only numpy and ai-edge-litert), so an app-side script that only runs models stays light.
 """
@@ -20,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from runs import UserError
+from config import load_config
+from runs import UserError, require_file
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
 OUTPUT_NAME = "logits"
@@ -128,3 +134,50 @@ class TFLiteModel:
         return [{"name": d["name"], "shape": d["shape"].tolist(), "dtype": np.dtype(d["dtype"]).name,
                  "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
                 for d in details]
+
+
+# ---------------------------------------------------------------------------- model card -> config
+CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels")  # must agree: card and config
+
+
+def config_from_card(card: dict, tflite_path) -> dict:
+    """The preprocessing/model config recorded in a model card (tflite_export.model_card), as
+    config.load_config would return it (index lists already expanded)."""
+    missing = [k for k in ("model", "layout", "joint_idx", "groups") if k not in card]
+    if missing:
+        raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
+    hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
+    return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
+                      "groups": {name: list(idx) for name, idx in card["groups"].items()},
+                      "config_path": f"{card_path(tflite_path)} "
+                                     f"(card of {card.get('config_path', '?')})"}
+
+
+def resolve_config(tflite_path, config_path: str | None = None) -> dict:
+    """--config_path when given (checked against the model card), else the card beside the model."""
+    card = read_model_card(require_file(tflite_path, "TFLite model"))
+    if config_path:
+        cfg = load_config(config_path)
+        check_card_matches(cfg, tflite_path)
+        return cfg
+    if not card:
+        raise UserError(f"{tflite_path}: no model card ({card_path(tflite_path).name}) beside it; "
+                        "pass --config_path")
+    return config_from_card(card, tflite_path)
+
+
+def check_card_matches(cfg: dict, tflite_path) -> None:
+    """A model whose card records another keypoint selection, grouping or class count cannot be fed
+    `cfg`'s clips."""
+    card = read_model_card(require_file(tflite_path, "TFLite model"))
+    if card:
+        from_card = config_from_card(card, tflite_path)
+        differ = [k for k in CARD_CONFIG_KEYS if from_card[k] != cfg[k]]
+        if differ:
+            raise UserError(f"{cfg['config_path']} disagrees with the model card of {tflite_path} "
+                            f"on {differ}")
+
+
+def display_names(labels: list[str], names: dict) -> list[str]:
+    """'G01 (Hi)' when a human name is known, else 'G01'."""
+    return [f"{label} ({names[label]})" if names.get(label) else label for label in labels]

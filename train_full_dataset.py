@@ -1,4 +1,4 @@
-"""Full-dataset training (SPEC §7.3): one FP32 SignBART on every clip of <base_data_path>/all.
+"""Full-dataset training: one FP32 SignBART on every clip of <base_data_path>/all.
 
 Nothing is held out, so nothing is evaluated after training except the TFLite parity check (on training clips).
 Experiment name: --exp_name, else <dataset_name>_full; outputs go to <output_root>/<dataset_name>/full/
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from main_functional import HelpFormatter, add_training_args, settings_from_args, train
-from runs import cli, full_experiment_name
+from main_functional import add_training_args, settings_from_args, train
+from runs import HelpFormatter, cli, full_experiment_name
 
 
 @cli

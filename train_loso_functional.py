@@ -1,4 +1,4 @@
-"""Leave-one-signer-out training (SPEC §7.2): one FP32 SignBART per held-out signer.
+"""Leave-one-signer-out training: one FP32 SignBART per held-out signer.
 
 For each holdout user, trains on <base_data_path>_LOSO_<user>/train (the held-out signer's files are never read
 while training) and, after training, evaluates once on <base_data_path>_LOSO_<user>/test. Experiment name:
@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from main_functional import HelpFormatter, add_training_args, settings_from_args, train
-from runs import DEFAULT_HOLDOUTS, UserError, cli, loso_data_path, loso_experiment_name, parse_holdouts, setup_logging
+from main_functional import add_training_args, settings_from_args, train
+from runs import (DEFAULT_HOLDOUTS, HelpFormatter, UserError, cli, loso_data_path,
+                  loso_experiment_name, parse_holdouts, setup_logging)
 
 
 def train_fold(args, user: str, logger) -> dict | None:

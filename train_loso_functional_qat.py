@@ -1,6 +1,6 @@
-"""Quantization-aware training (QAT) of a trained FP32 checkpoint, then its integer TFLite exports (SPEC §9.1).
+"""Quantization-aware training (QAT) of a trained FP32 checkpoint, then its integer TFLite exports.
 
-Unlike the reference (SPEC §9.4), every Dense layer really is fake-quantized: proj_x1, proj_y1, the q/k/v/out
+Unlike the reference, every Dense layer really is fake-quantized: proj_x1, proj_y1, the q/k/v/out
 projections of every attention, fc1, fc2 and the classifier get 8-bit kernel and output quantizers
 (quantization.py); the script checks the traced graph and stops if any Dense kernel lacks its FakeQuant op.
 
@@ -11,7 +11,7 @@ A run, in order:
   2. load the FP32 checkpoint, wrap it for QAT, and fine-tune: Adam(--lr, clipnorm 1.0), batch --batch_size,
      augmented clips, ReduceLROnPlateau(--scheduler_factor, --scheduler_patience) and EarlyStopping
      (--early_stop_patience, best weights restored) on the validation loss, or on the training loss without validation.
-  3. save qat_model_weights.h5 (a QAT model does not reload from .keras/.h5; ../shared/STACK.md rule 7), rebuild
+  3. save qat_model_weights.h5 (a QAT model does not reload from .keras/.h5), rebuild
      the QAT graph, load the file back, and export from that reloaded model:
        qat_dynamic_int8.tflite  the QAT weights in the float graph, dynamic-range converted (name of seed 001)
        qat_int8.tflite          the QAT graph itself, full integer: its FakeQuant ranges plus calibration on real
@@ -37,21 +37,12 @@ from pathlib import Path
 
 from config import load_config, model_hparams
 from dataset import make_dataset, read_label_maps, read_label_names
-from main_functional import (EVAL_BATCH, MIN_LR, HelpFormatter, add_validation_args, carve_validation,
+from main_functional import (EVAL_BATCH, MIN_LR, add_validation_args, carve_validation,
                              compile_model, evaluate, validation_from_args)
-from model_functional import load_model
-from quantization import (DEFAULT_CALIBRATION_CLIPS, QuantizationData, dense_kernels, export_dir_for,
-                          fake_quantized_kernels, float_model_from_qat, load_qat_model, quantize_for_training,
-                          save_qat_weights)
-from runs import (DEFAULT_SEED, atomic_save, atomic_write_json, cli, git_commit, require_file, set_seed,
-                  setup_logging)
-from tf_env import keras, tf
-from tflite_export import export_tflite
-from tflite_runtime import read_model_card
-from training_callbacks import EpochLogger
-
-WEIGHTS_FILE = "qat_model_weights.h5"  # legacy HDF5 weights format (".weights.h5" would select Keras 3's)
-QAT_FILES = {"dynamic": "qat_dynamic_int8.tflite", "int8": "qat_int8.tflite"}  # converter mode -> file
+from recipes import CALIBRATION_CLIPS, QAT_BATCH_SIZE, QAT_EPOCHS, QAT_LR
+from runs import (DEFAULT_SEED, FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, HelpFormatter,
+                  atomic_save, atomic_write_json, cli, export_dir_for, git_commit, require_file,
+                  set_seed, setup_logging)
 
 
 @dataclass
@@ -60,16 +51,16 @@ class QATSettings:
     data_path: str
     checkpoint: str
     output_dir: str
-    batch_size: int = 4
-    qat_epochs: int = 20
-    lr: float = 5e-5
+    batch_size: int = QAT_BATCH_SIZE
+    qat_epochs: int = QAT_EPOCHS
+    lr: float = QAT_LR
     seed: int = DEFAULT_SEED
     val_users: tuple = ()                 # the names main_functional.carve_validation reads
     val_fraction: float = 0.0
     scheduler_factor: float = 0.1
     scheduler_patience: int = 5
     early_stop_patience: int = 10
-    num_calibration_samples: int = DEFAULT_CALIBRATION_CLIPS
+    num_calibration_samples: int = CALIBRATION_CLIPS
 
     @property
     def validating(self) -> bool:
@@ -79,6 +70,7 @@ class QATSettings:
 # ----------------------------------------------------------------------------------------------- steps
 def check_fake_quant(qat_model: keras.Model, logger) -> dict:
     """Every Dense kernel must be read through a FakeQuant op (what the reference's QAT never had)."""
+    from quantization import dense_kernels, fake_quantized_kernels
     kernels, covered = set(dense_kernels(qat_model)), fake_quantized_kernels(qat_model)
     if kernels - covered:
         raise RuntimeError(f"QAT graph: Dense kernels without FakeQuant: {sorted(kernels - covered)}")
@@ -88,6 +80,8 @@ def check_fake_quant(qat_model: keras.Model, logger) -> dict:
 
 def fine_tune(qat_model, s: QATSettings, cfg: dict, fit_data, val_data, logger, csv_path: Path) -> dict:
     """QAT fine-tuning; returns {'epochs_run', 'best_epoch', 'history'}."""
+    from tf_env import keras
+    from training_callbacks import EpochLogger
     monitor = "val_loss" if val_data is not None else "loss"
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=s.early_stop_patience, restore_best_weights=True)
     callbacks = [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
@@ -105,6 +99,8 @@ def fine_tune(qat_model, s: QATSettings, cfg: dict, fit_data, val_data, logger, 
 
 def export_qat(qat_model, cfg: dict, data: QuantizationData, output_dir: Path, provenance: dict, log) -> dict:
     """qat_dynamic_int8.tflite from the float copy, qat_int8.tflite from the QAT graph; returns {file: card}."""
+    from quantization import float_model_from_qat
+    from tflite_export import export_tflite
     _, id2label = read_label_maps(data.data_path)
     sources = {"dynamic": float_model_from_qat(qat_model, cfg), "int8": qat_model}
     cards = {}
@@ -118,6 +114,11 @@ def export_qat(qat_model, cfg: dict, data: QuantizationData, output_dir: Path, p
 
 def run_qat(s: QATSettings) -> dict:
     """One QAT run end to end; returns the metadata record (also written to <output_dir>/qat_metadata.json)."""
+    from model_functional import load_model
+    from quantization import (QuantizationData, load_qat_model, quantize_for_training,
+                              save_qat_weights)
+    from tf_env import keras, tf
+    from tflite_runtime import read_model_card
     output_dir = Path(s.output_dir)
     logger = setup_logging(output_dir / "qat.log", name=f"signbart.qat.{output_dir.name}")
     cfg = load_config(s.config_path)
@@ -139,7 +140,7 @@ def run_qat(s: QATSettings) -> dict:
               "fake_quant": check_fake_quant(qat_model, logger)}
     record |= fine_tune(qat_model, s, cfg, fit_data, val_data, logger, output_dir / "qat_training.csv")
 
-    weights = atomic_save(output_dir / WEIGHTS_FILE, lambda p: save_qat_weights(qat_model, p))
+    weights = atomic_save(output_dir / QAT_WEIGHTS, lambda p: save_qat_weights(qat_model, p))
     qat_model = compile_model(load_qat_model(cfg, weights), cfg, s.lr)   # everything below uses the saved file
     if data.test is not None:
         record["test"] = evaluate(qat_model, data.test, cfg)
@@ -149,12 +150,13 @@ def run_qat(s: QATSettings) -> dict:
                   "qat_weights": str(weights), "qat_epochs_run": record["epochs_run"], "qat_lr": s.lr,
                   "qat_batch_size": s.batch_size, "qat_seed": s.seed, "qat_fit_users": record["fit_users"],
                   **data.provenance(),
-                  "fp32_training": read_model_card(checkpoint.parent / "final_model_fp32.tflite").get("training", {})}
+                  "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
+                                                                                         {})}
     cards = export_qat(qat_model, cfg, data, output_dir, provenance, logger.info)
     record |= {"weights": str(weights), "exports": {name: {"size_bytes": card.get("size_bytes"),
                                                             "parity": card["parity"]} for name, card in cards.items()},
                "duration_seconds": round(time.time() - start, 1)}
-    atomic_write_json(output_dir / "qat_metadata.json", record)
+    atomic_write_json(output_dir / QAT_METADATA, record)
     logger.info(f"done: {output_dir} ({record['duration_seconds']:.0f} s)")
     return record
 
@@ -163,13 +165,14 @@ def run_qat(s: QATSettings) -> dict:
 def add_qat_args(ap: argparse.ArgumentParser) -> None:
     """Flags shared with train_loso_functional_qat_batch.py."""
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
-    ap.add_argument("--batch_size", type=int, default=4, help="QAT batch size")
-    ap.add_argument("--qat_epochs", type=int, default=20, help="QAT fine-tuning epochs (at most)")
-    ap.add_argument("--lr", type=float, default=5e-5, help="Adam learning rate (clipnorm 1.0)")
+    ap.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE, help="QAT batch size")
+    ap.add_argument("--qat_epochs", type=int, default=QAT_EPOCHS,
+                    help="QAT fine-tuning epochs (at most)")
+    ap.add_argument("--lr", type=float, default=QAT_LR, help="Adam learning rate (clipnorm 1.0)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of shuffling, augmentation and calibration clips")
     add_validation_args(ap)
     ap.add_argument("--early_stop_patience", type=int, default=10, help="EarlyStopping patience (epochs)")
-    ap.add_argument("--num_calibration_samples", type=int, default=DEFAULT_CALIBRATION_CLIPS,
+    ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
                     help="training clips calibrating qat_int8.tflite's tensors that have no FakeQuant range")
 
 

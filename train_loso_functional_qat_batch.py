@@ -1,4 +1,4 @@
-"""Quantization-aware training of every LOSO model (SPEC §9.2): train_loso_functional_qat.py for each held-out signer.
+"""Quantization-aware training of every LOSO model: train_loso_functional_qat.py per holdout.
 
 For each holdout user: the FP32 checkpoint is exactly <root>/<dataset>/loso/checkpoints/[<prefix>_]<dataset>_LOSO_<user>/
 final_model.h5 (a missing one is an error naming that path), the data folder is <base_data_path>_LOSO_<user>
@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from main_functional import HelpFormatter
-from quantization import add_loso_args, run_loso_batch
-from runs import cli
+from runs import HelpFormatter, add_loso_args, cli, run_loso_batch
 from train_loso_functional_qat import add_qat_args, run_qat, settings_from_args
 
 

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from runs import UserError, atomic_save, atomic_write_json
+from runs import RESUME_STATE_FILE, UserError, atomic_save, atomic_write_json
 from tf_env import keras, tf
 
 
@@ -46,7 +46,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.plateau, self.best_checkpoint = plateau, best_checkpoint
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=1)
-        self.state_path = self.directory / "state.json"
+        self.state_path = self.directory / RESUME_STATE_FILE
         self.pending: dict | None = None  # state restored by restore(), applied in on_train_begin
 
     def restore(self) -> int:

@@ -19,15 +19,11 @@ from pathlib import Path
 import numpy as np
 
 import extraction
-
-with extraction.native_stderr_silenced():  # TensorFlow's C++ start-up chatter (CUDA probing) on first import
-    import tf_env  # noqa: F401
-from evaluation import display_names, resolve_config
 from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
 from runs import UserError
-from tflite_runtime import TFLiteModel, read_model_card
+from tflite_runtime import TFLiteModel, display_names, read_model_card, resolve_config
 
 CAPTION_COLOR = (40, 220, 40)  # BGR
 

@@ -28,8 +28,7 @@ import common
 from extract_65_keypoints import Job, extract_one, find_videos
 from extraction import DEFAULT_MIN_CONFIDENCE, native_stderr_silenced, open_holistic, process_frame
 from keypoints import LAYOUTS, get_layout
-from main_functional import HelpFormatter
-from runs import UserError, cli, comma_list
+from runs import HelpFormatter, UserError, cli, comma_list
 
 BENCH = "extraction"
 COLUMNS = {"workers": "workers", "videos": "videos", "frames": "frames", "seconds": "seconds",

@@ -13,7 +13,7 @@ Figures (predict_video's own timings, summarized by metrics.latency_summary):
   fps                   frames per second the whole pipeline sustains = 1000 / wall ms/frame
 
     python bench/bench_predict_video.py                            # fresh 65-kpt model, 20 videos
-    python bench/bench_predict_video.py --model outputs/.../final_model_fp32.tflite ../shared/data/mlr511-videos/user08
+    python bench/bench_predict_video.py --model outputs/.../final_model_fp32.tflite VIDEOS/user08
     python bench/bench_predict_video.py VIDEO.mp4 --max_frames 12 --window 8 --stride 4 --config_path CFG \\
         --data_path DATA --output_dir /tmp/bench                    # smallest setting (test_bench.py)
 
@@ -31,9 +31,8 @@ import common
 import predict_video
 from config import load_config
 from dataset import read_label_maps, read_label_names
-from main_functional import HelpFormatter
 from model_functional import build_model
-from runs import DEFAULT_SEED, UserError, cli, set_seed
+from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, set_seed
 from tflite_export import export_tflite
 
 BENCH = "predict_video"

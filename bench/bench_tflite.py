@@ -8,8 +8,9 @@ but --holdout (quantization.representative_clips); the invokes are timed on the 
 normalized and zero-padded to 64 frames as the app feeds them. --models times existing .tflite files instead
 (e.g. a QAT export; --config_path must then match their keypoints).
 
-Each model is timed by bench/time_tflite.py in a FRESH process, one after another, at --num_threads (default 1:
-../shared/STACK.md rule 6), so no model's memory is counted for another. That file's docstring defines the memory
+Each model is timed by bench/time_tflite.py in a FRESH process, one after another, at --num_threads
+(default 1: two threads never helped this model on a 2-core machine and were very noisy), so no
+model's memory is counted for another. That file's docstring defines the memory
 figures: model_rss_mb is what loading and running the model adds to the process; peak_rss_mb includes the Python,
 numpy and TensorFlow imports.
 
@@ -35,11 +36,13 @@ import numpy as np
 import common
 from config import load_config
 from dataset import load_split
-from main_functional import HelpFormatter, subset
+from main_functional import subset
 from model_functional import build_model, load_model
 from ptq_export import PTQ_FILES, parse_modes
-from quantization import DEFAULT_CALIBRATION_CLIPS, representative_clips
-from runs import DEFAULT_SEED, UserError, atomic_write_bytes, cli, comma_list, require_file, set_seed
+from quantization import representative_clips
+from recipes import CALIBRATION_CLIPS
+from runs import (DEFAULT_SEED, HelpFormatter, UserError, atomic_write_bytes, cli, comma_list,
+                  require_file, set_seed)
 from tflite_export import convert
 
 BENCH = "tflite"
@@ -96,7 +99,7 @@ def parse_args(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="timed passes over the clips")
     ap.add_argument("--warmup", type=int, default=5, help="untimed invokes before timing")
     ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads")
-    ap.add_argument("--calibration_clips", type=int, default=DEFAULT_CALIBRATION_CLIPS,
+    ap.add_argument("--calibration_clips", type=int, default=CALIBRATION_CLIPS,
                     help="clips calibrating the integer modes")
     ap.add_argument("--keep_dir", default="", help="keep the converted models here ('': a temporary folder)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the fresh model and the calibration clips")

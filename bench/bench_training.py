@@ -32,9 +32,9 @@ import numpy as np
 import common
 from config import load_config
 from dataset import load_split, make_dataset
-from main_functional import HelpFormatter, TrainSettings, compile_model
+from main_functional import TrainSettings, compile_model
 from model_functional import build_model
-from runs import DEFAULT_SEED, UserError, cli, comma_list, set_seed
+from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, comma_list, set_seed
 from tf_env import keras
 
 BENCH = "training"

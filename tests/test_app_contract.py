@@ -11,13 +11,12 @@ import make_test_vectors
 import predict_video
 from config import load_config
 from dataset import load_sample, load_split, make_dataset, read_label_names
-from evaluation import CARD_CONFIG_KEYS, resolve_config
 from extraction import read_frames
 from keypoints import get_layout
 from model_functional import load_model
 from preprocessing import model_inputs
 from ptq_export import PTQ_FILES, run_ptq
-from tflite_runtime import TFLiteModel
+from tflite_runtime import CARD_CONFIG_KEYS, TFLiteModel, resolve_config
 from video_recognition import Recognizer, tracked_frames
 
 VIDEO = "mlr511-videos/user01/G09/R01.mp4"          # 32 frames, the shortest of the shared videos

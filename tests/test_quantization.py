@@ -12,7 +12,8 @@ import ptq_export_batch
 from dataset import load_split
 from model_functional import build_model
 from preprocessing import length_mask
-from quantization import QuantizationData, export_dir_for
+from quantization import QuantizationData
+from runs import export_dir_for
 from tf_env import tf
 from tflite_export import convert
 from tflite_runtime import TFLiteModel
