@@ -29,9 +29,9 @@ if str(REPO_DIR) not in sys.path:
 
 from runs import atomic_write_text, git_commit  # noqa: E402
 
-SHARED_DATA = REPO_DIR.parent / "shared" / "data"
-DEFAULT_KEYPOINTS = SHARED_DATA / "mlr511-90kpts"
-DEFAULT_VIDEOS = SHARED_DATA / "mlr511-videos"
+# The MLR511 keypoints and 20-video subset where docs/data.md puts them (override with the flags)
+DEFAULT_KEYPOINTS = REPO_DIR / "data" / "arabic-asl-90kpts"
+DEFAULT_VIDEOS = REPO_DIR / "data" / "mlr511-videos-20"
 DEFAULT_CONFIG = REPO_DIR / "configs" / "arabic-asl-65kpts.yaml"
 DEFAULT_OUTPUT_DIR = REPO_DIR / "results" / "bench"
 PACKAGES = ("tensorflow", "tf-keras", "ai-edge-litert", "mediapipe", "numpy", "opencv-contrib-python")
