@@ -43,8 +43,13 @@ def configure_fp32(converter, representative_data=None) -> None:
 
 
 def configure_dynamic(converter, representative_data=None) -> None:
-    """Dynamic range: int8 weights, float activations (quantized on the fly inside the integer kernels)."""
+    """Dynamic range: int8 weights, float activations (quantized on the fly inside the integer kernels).
+    One weight scale per Dense kernel, not one per output channel: per-channel dynamic-range weights make the
+    converter emit FULLY_CONNECTED version 12, which TensorFlow Lite 2.12 (tflite_flutter on iOS, and on Android
+    with plugin 0.11) cannot load ("Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'");
+    per-tensor weights give version 9, which loads in every runtime of RUNTIMES (docs/runtimes.md)."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
 
 
 def configure_float16(converter, representative_data=None) -> None:
