@@ -4,7 +4,7 @@
 #   bash setup_env.sh          # runtime packages
 #   bash setup_env.sh --dev    # plus test tools (requirements-dev.txt)
 #   bash setup_env.sh --runtimes   # only the side venvs .venv-tflite-2.12 and .venv-tflite-2.17: the older TFLite
-#                                  # runtimes that Flutter apps ship, for check_runtimes.py (~1 GB each)
+#                                  # runtimes that Flutter apps ship, for check_runtimes.py (~1.5 GB each)
 #   VENV=/path/to/venv bash setup_env.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
