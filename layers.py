@@ -5,7 +5,7 @@
   LayerNorm         LayerNorm as `c = x - mean; var = mean(c * c)` (Keras' own lowers to SQUARED_DIFFERENCE,
                     which has no int16 kernel)
   LastValidToken    [hidden (B, T, d), length mask (B, T)] -> hidden at the last valid frame (B, d), selected by
-                    a shifted-mask product instead of a CAST + GATHER
+                    a shifted-mask one-hot matmul instead of a CAST + GATHER (or a SUM, wrong in TFLite 2.12 int8)
 
 `build_sublayers` builds the inner layers of a custom layer under name scopes. None of these holds a Dense layer; the Dense layers live in attention.py, encoder.py, decoder.py and, at the top
 level of the model, model_functional.py. Several tensors go to a layer as ONE list (tfmot forwards only `inputs`).
@@ -99,13 +99,18 @@ class LastValidToken(keras.layers.Layer):
 
     The mask must be a LENGTH mask (a prefix of ones, preprocessing.length_mask). Its last one is where the mask
     is 1 and the next entry is 0: one_hot = mask * (1 - next). An all-zero mask gives a zero vector.
+    The selection is one_hot (B, 1, T) @ hidden (B, T, d), a BATCH_MATMUL, not reduce_sum(hidden * one_hot): in
+    float both are exact (one term is h, the others are 0), but TensorFlow Lite 2.12's int8 SUM kernel (the
+    runtime of every iOS Flutter app) mishandles the zero point when it sums the 64 frames and returned
+    saturated values, so full-int8 models lost ~15 points of top-1 there (docs/runtimes.md).
     """
 
     def call(self, inputs):
         hidden, mask = inputs
         following = tf.pad(mask[:, 1:], [[0, 0], [0, 1]])                 # (B, T): mask shifted left by one
         last = mask * (1.0 - following)                                    # (B, T) one-hot of the last frame
-        return tf.reduce_sum(hidden * tf.expand_dims(last, -1), axis=1)    # (B, d)
+        selected = tf.matmul(tf.expand_dims(last, 1), hidden)              # (B, 1, d)
+        return tf.reshape(selected, [-1, hidden.shape[-1]])                # (B, d)
 
     def compute_output_shape(self, input_shape):
         hidden_shape = input_shape[0]

@@ -33,7 +33,14 @@ SEQUENCE_LENGTH = MAX_FRAMES
 PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| accepted per mode
 PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes: share
 #   of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
-CARD_VERSION = 2  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy
+CARD_VERSION = 3  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support
+# Where each mode's files run (check_runtimes.py measures it; docs/runtimes.md has the table). Apps ship older
+# runtimes than ours: tflite_flutter 0.11/0.12 bundle TensorFlow Lite 2.12 on iOS, 2.11 / LiteRT 1.4 on Android.
+EVERY_RUNTIME = ("runs in ai-edge-litert 2.3, TensorFlow Lite 2.17 and TensorFlow Lite 2.12 (every tflite_flutter "
+                 "0.11/0.12 app on Android and iOS) with the same predictions; check_runtimes.py verifies a file")
+RUNTIME_SUPPORT = {mode: EVERY_RUNTIME for mode in ("fp32", "float16", "dynamic", "int8", "int8_io")} | {
+    "int16x8": ("ai-edge-litert only: TensorFlow Lite 2.17 has no int16 GELU kernel and 2.12 no int16 RSQRT "
+                "kernel, so no tflite_flutter 0.11/0.12 app can run it; ship int8 or dynamic instead")}
 PREPROCESSING_DOC = "docs/preprocessing_spec.md"
 
 
@@ -43,8 +50,13 @@ def configure_fp32(converter, representative_data=None) -> None:
 
 
 def configure_dynamic(converter, representative_data=None) -> None:
-    """Dynamic range: int8 weights, float activations (quantized on the fly inside the integer kernels)."""
+    """Dynamic range: int8 weights, float activations (quantized on the fly inside the integer kernels).
+    One weight scale per Dense kernel, not one per output channel: per-channel dynamic-range weights make the
+    converter emit FULLY_CONNECTED version 12, which TensorFlow Lite 2.12 (tflite_flutter on iOS, and on Android
+    with plugin 0.11) cannot load ("Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'");
+    per-tensor weights give version 9, which loads in every runtime of RUNTIMES (docs/runtimes.md)."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
 
 
 def configure_float16(converter, representative_data=None) -> None:
@@ -241,6 +253,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "training": training or {},
         "parity": parity or {},
         "accuracy": measured_accuracy(parity),
+        "runtime_support": RUNTIME_SUPPORT[mode],
         "preprocessing_spec": PREPROCESSING_DOC,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -269,4 +282,6 @@ def export_tflite(model: keras.Model, cfg: dict, path, id2label: dict, mode: str
     atomic_write_json(card_path(path), card)
     atomic_write_text(Path(path).parent / "labels.txt", "".join(f"{label}\n" for label in card["labels"]))
     log(f"wrote {path} ({len(tflite_bytes) / 2**20:.2f} MB, {mode}) + {card_path(path).name} + labels.txt")
+    if RUNTIME_SUPPORT[mode] != EVERY_RUNTIME:
+        log(f"note: {Path(path).name} ({mode}) {RUNTIME_SUPPORT[mode]}")
     return card

@@ -15,6 +15,8 @@ beside a model (config_from_card), or a --config_path checked against it (check_
 display_names formats class labels with their human names.
 
 This module imports no TensorFlow (only numpy and ai-edge-litert), so an app-side script that only runs models stays light.
+`interpreter="tensorflow"` runs the same code on `tf.lite.Interpreter` instead: tflite_worker.py uses it to run a model
+in an older TensorFlow Lite runtime (a side venv that has only numpy and tensorflow-cpu; see check_runtimes.py).
 """
 from __future__ import annotations
 
@@ -23,13 +25,39 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 from config import load_config
 from runs import UserError, require_file
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
 OUTPUT_NAME = "logits"
+
+
+INTERPRETERS = ("litert", "tensorflow")  # ai_edge_litert.interpreter.Interpreter, tf.lite.Interpreter
+
+# The runtimes every export is checked in (check_runtimes.py), oldest last: name -> (interpreter, python that runs
+# tflite_worker.py: None = this venv, else a side venv made by `bash setup_env.sh --runtimes`, relative to the repo).
+# tflite_flutter 0.11.x ships TensorFlow Lite 2.11 (Android) / 2.12 (iOS); 0.12.x ships LiteRT 1.4, a 2.17-era
+# runtime (Android) / 2.12 (iOS). TensorFlow Lite 2.12 therefore stands for every iOS app and for Android on 0.11.
+RUNTIMES = {
+    "litert-2.3": ("litert", None),
+    "tflite-2.17": ("tensorflow", ".venv-tflite-2.17/bin/python"),
+    "tflite-2.12": ("tensorflow", ".venv-tflite-2.12/bin/python"),
+}
+PINNED_RUNTIME = "litert-2.3"      # the reference the others are compared with
+RUNTIME_MIN_AGREEMENT = 0.99       # argmax agreement with PINNED_RUNTIME that a runtime must reach on real clips
+RUNTIME_MAX_LOGIT_DIFF = {"fp32": 1e-4, "float16": 1e-4}  # and, for float modes, max |dlogit| against it
+
+
+def interpreter_class(interpreter: str = "litert"):
+    """The Interpreter class of the pinned ai-edge-litert ('litert') or of an installed TensorFlow ('tensorflow')."""
+    if interpreter == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    if interpreter == "tensorflow":
+        import tensorflow as tf
+        return tf.lite.Interpreter
+    raise UserError(f"unknown interpreter {interpreter!r}; choose one of {list(INTERPRETERS)}")
 
 
 def card_path(tflite_path) -> Path:
@@ -76,8 +104,9 @@ def find_inputs(details: list[dict], source: str) -> tuple[dict, dict]:
 class TFLiteModel:
     """A loaded .tflite classifier with the app signature (see tflite_export)."""
 
-    def __init__(self, model, num_threads: int = 1):
-        """model: a .tflite path or the model's bytes."""
+    def __init__(self, model, num_threads: int = 1, interpreter: str = "litert"):
+        """model: a .tflite path or the model's bytes; interpreter: one of INTERPRETERS."""
+        Interpreter = interpreter_class(interpreter)
         if isinstance(model, (bytes, bytearray)):
             self.source = "<in-memory model>"
             self.interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)

@@ -25,11 +25,15 @@ A run, in order:
         --data_path data/arabic-asl-65kpts_LOSO_user01 \\
         --checkpoint outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model.h5 \\
         --batch_size 4 --qat_epochs 20 --lr 5e-5 --no_validation
+
+--export_only (same flags) skips steps 1-2: it reloads the qat_model_weights.h5 of an earlier run from the output
+folder and writes step 3's exports again with the current exporter (e.g. after an exporter fix).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -146,18 +150,45 @@ def run_qat(s: QATSettings) -> dict:
         record["test"] = evaluate(qat_model, data.test, cfg)
         logger.info(f"QAT Keras model on {data.test.split} ({record['test']['samples']} clips): "
                     f"top-1 {record['test']['accuracy']:.4f}, top-5 {record['test']['top5_accuracy']:.4f}")
-    provenance = {"source_checkpoint": str(checkpoint), "quantization": "quantization-aware training",
-                  "qat_weights": str(weights), "qat_epochs_run": record["epochs_run"], "qat_lr": s.lr,
-                  "qat_batch_size": s.batch_size, "qat_seed": s.seed, "qat_fit_users": record["fit_users"],
-                  **data.provenance(),
-                  "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
-                                                                                         {})}
-    cards = export_qat(qat_model, cfg, data, output_dir, provenance, logger.info)
-    record |= {"weights": str(weights), "exports": {name: {"size_bytes": card.get("size_bytes"),
-                                                            "parity": card["parity"]} for name, card in cards.items()},
+    cards = export_qat(qat_model, cfg, data, output_dir, qat_provenance(s, checkpoint, weights, record, data),
+                       logger.info)
+    record |= {"weights": str(weights), "exports": export_summary(cards),
                "duration_seconds": round(time.time() - start, 1)}
     atomic_write_json(output_dir / QAT_METADATA, record)
     logger.info(f"done: {output_dir} ({record['duration_seconds']:.0f} s)")
+    return record
+
+
+def qat_provenance(s: QATSettings, checkpoint: Path, weights: Path, record: dict, data: QuantizationData) -> dict:
+    """What the cards of the QAT exports record about their training."""
+    from tflite_runtime import read_model_card
+    return {"source_checkpoint": str(checkpoint), "quantization": "quantization-aware training",
+            "qat_weights": str(weights), "qat_epochs_run": record["epochs_run"], "qat_lr": s.lr,
+            "qat_batch_size": s.batch_size, "qat_seed": s.seed, "qat_fit_users": record["fit_users"],
+            **data.provenance(),
+            "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training", {})}
+
+
+def export_summary(cards: dict) -> dict:
+    return {name: {"size_bytes": card.get("size_bytes"), "parity": card["parity"]} for name, card in cards.items()}
+
+
+def reexport_qat(s: QATSettings) -> dict:
+    """--export_only: rebuild the QAT model from <output_dir>/qat_model_weights.h5 of an earlier run and export it
+    again with the current exporter (no training); updates the exports in qat_metadata.json."""
+    from quantization import QuantizationData, load_qat_model
+    output_dir = Path(s.output_dir)
+    meta_path = require_file(output_dir / QAT_METADATA, "QAT metadata of an earlier run")
+    weights = require_file(output_dir / QAT_WEIGHTS, "QAT weights of an earlier run")
+    record = json.loads(meta_path.read_text())
+    cfg = load_config(s.config_path)
+    set_seed(s.seed)
+    data = QuantizationData.load(s.data_path, cfg, s.num_calibration_samples, s.seed)
+    qat_model = compile_model(load_qat_model(cfg, weights), cfg, s.lr)
+    provenance = qat_provenance(s, Path(s.checkpoint), weights, record, data)
+    record["exports"] = export_summary(export_qat(qat_model, cfg, data, output_dir, provenance, print))
+    record["reexported"] = {"git_commit": git_commit(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write_json(meta_path, record)
     return record
 
 
@@ -194,10 +225,12 @@ def main(argv=None):
     ap.add_argument("--output_dir", default="",
                     help="output folder ('': exports/qat[_<prefix>][/<user>] of the checkpoint's run tree)")
     add_qat_args(ap)
+    ap.add_argument("--export_only", action="store_true",
+                    help="no training: re-export the QAT weights an earlier run saved in the output folder")
     args = ap.parse_args(argv)
     output_dir = args.output_dir or str(export_dir_for(args.checkpoint, "qat"))
-    record = run_qat(settings_from_args(args, data_path=args.data_path, checkpoint=args.checkpoint,
-                                        output_dir=output_dir))
+    settings = settings_from_args(args, data_path=args.data_path, checkpoint=args.checkpoint, output_dir=output_dir)
+    record = (reexport_qat if args.export_only else run_qat)(settings)
     print(f"QAT exports in {output_dir}: {', '.join(record['exports'])}")
 
 

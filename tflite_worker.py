@@ -1,0 +1,88 @@
+"""Run one .tflite model in one TFLite runtime on padded clips and save its logits: the worker of
+check_runtimes.py.
+
+It needs only numpy and an interpreter: the pinned ai-edge-litert (`--interpreter litert`), or
+`tf.lite.Interpreter` of whatever TensorFlow the running Python has (`--interpreter tensorflow`),
+e.g. the side venvs that `bash setup_env.sh --runtimes` creates with the older TensorFlow Lite
+releases that mobile apps ship. It imports only tflite_runtime (numpy + the interpreter) and runs
+(numpy), never the TensorFlow 2.19 modules of the project. check_runtimes.py starts it once per
+model and runtime, so a runtime that aborts on a model (some old kernels do) ends only this process.
+
+    .venv-tflite-2.12/bin/python tflite_worker.py --interpreter tensorflow \\
+        --model model_int8.tflite --clips clips.npz --output logits.npz
+
+--clips: an .npz with `keypoints` (N, T, K, 2) and `attention_mask` (N, T) float32 (padded clips as
+the app feeds them). --output: an .npz with `runtime` ("<package> <version>"), `stage` ("ok", "load"
+or "run"), `error` (the interpreter's first message line, "" when ok), `logits` (N, C) float32 and
+`invoke_seconds` (N,). Exit code 0 when the model ran, 1 when it failed to load or run (the output
+still says why), 2 on bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from tflite_runtime import INTERPRETERS
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--interpreter", choices=INTERPRETERS, default="litert",
+                    help="litert: ai_edge_litert.interpreter; tensorflow: tf.lite.Interpreter "
+                         "(default: litert)")
+    ap.add_argument("--model", required=True, help="the .tflite file")
+    ap.add_argument("--clips", required=True,
+                    help=".npz with keypoints (N, T, K, 2) and attention_mask (N, T)")
+    ap.add_argument("--output", required=True, help=".npz to write (see above)")
+    ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
+    return ap.parse_args(argv)
+
+
+def runtime_version(interpreter: str) -> str:
+    """'ai-edge-litert 2.3.0' or 'tensorflow 2.12.0': the package whose kernels ran the model."""
+    if interpreter == "litert":
+        from importlib.metadata import version
+        return f"ai-edge-litert {version('ai-edge-litert')}"
+    import tensorflow as tf
+    return f"tensorflow {tf.__version__}"
+
+
+def first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def run(args) -> dict:
+    """Load and run the model; the result dict is what goes into --output."""
+    from tflite_runtime import TFLiteModel
+    clips = np.load(args.clips)
+    keypoints, masks = clips["keypoints"], clips["attention_mask"]
+    result = {"runtime": runtime_version(args.interpreter), "stage": "load", "error": "",
+              "logits": np.zeros((0, 0), np.float32), "invoke_seconds": np.zeros(0)}
+    try:
+        model = TFLiteModel(args.model, num_threads=args.num_threads, interpreter=args.interpreter)
+    except Exception as e:  # noqa: BLE001 - any interpreter failure is the answer we report
+        return result | {"error": first_line(e)}
+    try:
+        logits, seconds = model.predict(keypoints, masks)
+    except Exception as e:  # noqa: BLE001
+        return result | {"stage": "run", "error": first_line(e)}
+    return result | {"stage": "ok", "logits": logits.astype(np.float32), "invoke_seconds": seconds}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    np.savez(args.output, **result)
+    if result["stage"] != "ok":
+        print(f"{args.model}: {result['stage']} failed in {result['runtime']}: {result['error']}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
