@@ -33,8 +33,7 @@ from keypoints import get_layout
 from metrics import softmax
 from preprocessing import group_box, pad_clip, model_inputs, normalize_groups, select_and_clip, uniform_frame_indices
 from runs import UserError, atomic_write_text, cli, parse_sample_name, require_file
-from tflite_export import PARITY_TOLERANCE
-from tflite_runtime import TFLiteModel, read_model_card, resolve_config
+from tflite_runtime import PARITY_TOLERANCE, TFLiteModel, read_model_card, resolve_config
 
 FORMAT_VERSION = 1
 NORMALIZED_TOLERANCE = 1e-5  # float32 ports of the float64 reference land within ~1e-7

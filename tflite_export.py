@@ -27,12 +27,10 @@ from preprocessing import BOX_MARGIN
 from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, tf
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
-from tflite_runtime import INPUT_NAMES, OUTPUT_NAME, TFLiteModel, card_path
+from tflite_runtime import (INPUT_NAMES, OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARITY_TOLERANCE, TFLiteModel,
+                            card_path)
 
 SEQUENCE_LENGTH = MAX_FRAMES
-PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| accepted per mode
-PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes: share
-#   of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
 CARD_VERSION = 3  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support
 # Where each mode's files run (check_runtimes.py measures it; docs/runtimes.md has the table). Apps ship older
 # runtimes than ours: tflite_flutter 0.11/0.12 bundle TensorFlow Lite 2.12 on iOS, 2.11 / LiteRT 1.4 on Android.

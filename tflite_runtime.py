@@ -44,6 +44,10 @@ RUNTIMES = {
     "tflite-2.17": ("tensorflow", ".venv-tflite-2.17/bin/python"),
     "tflite-2.12": ("tensorflow", ".venv-tflite-2.12/bin/python"),
 }
+# Export parity (Keras vs the exported file, in the pinned runtime), checked by tflite_export and the test vectors
+PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| per float mode
+PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes:
+#   share of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
 PINNED_RUNTIME = "litert-2.3"      # the reference the others are compared with
 RUNTIME_MIN_AGREEMENT = 0.99       # argmax agreement with PINNED_RUNTIME that a runtime must reach on real clips
 RUNTIME_MAX_LOGIT_DIFF = {"fp32": 1e-4, "float16": 1e-4}  # and, for float modes, max |dlogit| against it
