@@ -1,7 +1,7 @@
 """End-to-end latency of predict_video.py: per frame (MediaPipe) and per window (the model), and the whole run.
 
-Runs predict_video.main in this process on the given videos (default: the 20-video MLR511 subset in data/mlr511-videos-20) in its
-sliding-window mode (--window 40 --stride 5 by default, the live mode of a webcam; --window 0 = one prediction per
+Runs predict_video.main in this process on the given videos (default: the 20-video MLR511 subset in
+data/mlr511-videos-20) in its sliding-window mode (--window 40 --stride 5 by default, the live mode of a webcam; --window 0 = one prediction per
 whole video), with --model, or with a freshly built model when none is given (seeded random weights, exported by
 tflite_export.export_tflite with its card; the latency does not depend on the weights' values).
 
