@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import pickle
 import sys
 import time
 from collections import Counter, defaultdict
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from extraction import DEFAULT_MIN_CONFIDENCE, VIDEO_SUFFIXES, detected_frames, extract_video
 from keypoints import Layout, get_layout
 from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli, comma_list
+from safe_pickle import UnsafePickleError, load_pickle
 
 
 @dataclass(frozen=True)
@@ -172,12 +172,11 @@ def extract_one(job: Job) -> VideoResult:
 def reuse_existing(job: Job) -> VideoResult | None:
     """The result of an earlier run when its pickle is readable and made with the same layout and flip; else None."""
     try:
-        with open(job.out_path, "rb") as f:
-            sample = pickle.load(f)
+        sample = load_pickle(job.out_path)
         keypoints = sample["keypoints"]
         if keypoints.shape[1:] != (job.layout_size, 3) or sample.get("flipped", False) != job.flipped:
             return None
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError, IndexError, TypeError, ValueError):
+    except (OSError, UnsafePickleError, KeyError, AttributeError, IndexError, TypeError, ValueError):
         return None
     return result_of(job.video, keypoints, get_layout(job.layout_size), "skipped")
 

@@ -8,11 +8,13 @@ A run, in order:
   2. build the model (model_functional.py); AdamW(lr, config weight_decay), sparse cross-entropy from logits,
      top-1/top-5 accuracy, ReduceLROnPlateau(factor 0.1, patience 5, min 1e-7) on the training loss (the
      validation loss when validating).
-  3. fit for --epochs; every epoch is re-augmented from a generator seeded with (seed, epoch), and a checkpoint is
-     written after each epoch, so --resume continues an interrupted run on the same data sequence.
+  3. fit for --epochs; every epoch is re-augmented from a generator seeded with (seed, epoch), and a checkpoint
+     (weights, optimizer, the dropout generators' state) is written after each epoch, so --resume continues an
+     interrupted run on the same data and dropout sequence and ends with the same weights.
   4. the final weights (last epoch, or best validation epoch when validating) are saved as final_model.h5; that
      FILE is reloaded, exported to final_model_fp32.tflite (parity-checked against Keras on real clips) and
-     evaluated. Only now is the test split read, once, for the report.
+     evaluated on the test split. The test split is read once, before the first epoch (so a bad file stops the
+     run before hours of training), and is used only now.
 
 Outputs (runs.run_paths, SPEC §7.4) under <output_root>/<dataset>/<loso|full>/: checkpoints/<exp>/{final_model.h5,
 final_model_fp32.tflite, final_model_fp32.json, labels.txt, metadata.json, resume/}, logs/run_logs/<exp>.log,
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 import time
@@ -143,7 +146,14 @@ def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray, np
 
 
 # ----------------------------------------------------------------------------------------------- training
-def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
+def resume_key(s: TrainSettings, cfg: dict) -> dict:
+    """What a --resume must share with the run it continues (more --epochs is fine)."""
+    return {"model_config": model_hparams(cfg), "joint_idx": cfg["joint_idx"], "seed": s.seed,
+            "batch_size": s.batch_size or cfg["batch_size"], "lr": s.lr, "validating": s.validating}
+
+
+def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
+                   logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
     exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
     monitor = "val_loss" if s.validating else "loss"
     plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
@@ -152,7 +162,7 @@ def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple
                                             save_best_only=True, save_weights_only=True) if s.validating else None)
     paths.training_csv(exp).parent.mkdir(parents=True, exist_ok=True)
     epoch_logger = EpochLogger(logger, s.epochs)
-    resume = ResumeCheckpoint(ckpt_dir / "resume", model, model.optimizer, plateau, best)
+    resume = ResumeCheckpoint(ckpt_dir / "resume", model, model.optimizer, plateau, best, run_config=resume_key(s, cfg))
     callbacks = [plateau, *([best] if best else []), epoch_logger,
                  keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
                  keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,
@@ -163,7 +173,7 @@ def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple
 
 def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths, logger) -> dict:
     """Train (or resume) up to s.epochs; returns the epoch bookkeeping for the metadata record."""
-    callbacks, resume, epoch_logger = make_callbacks(s, paths, model, logger)
+    callbacks, resume, epoch_logger = make_callbacks(s, cfg, paths, model, logger)
     model.optimizer.build(model.trainable_variables)  # slots exist before a restore
     initial_epoch = resume.restore() if s.resume else 0
     if s.resume:
@@ -180,8 +190,9 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
             "first_epoch_seconds": seconds[0] if seconds else None}
 
 
-def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, logger, training_info: dict) -> dict:
-    """Save final_model.h5, reload it, export + parity-check the TFLite, then read and evaluate the test split."""
+def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data: SplitData | None, paths, logger,
+             training_info: dict) -> dict:
+    """Save final_model.h5, reload it, export + parity-check the TFLite, then evaluate the test split."""
     ckpt_dir = paths.checkpoint_dir(s.experiment_name)
     if s.validating:
         model.load_weights(str(require_file(ckpt_dir / "best_model.weights.h5", "best validation checkpoint")))
@@ -189,8 +200,7 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, log
     with warnings.catch_warnings():  # Keras calls .h5 "legacy"; it is the artefact format of the reference
         warnings.simplefilter("ignore", UserWarning)
         final_h5 = atomic_save(ckpt_dir / "final_model.h5", lambda p: model.save(p, include_optimizer=False))
-    model = compile_model(load_model(final_h5), cfg, s.lr)  # everything below uses exactly the saved file
-    test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
+    model = compile_model(load_model(final_h5, cfg), cfg, s.lr)  # everything below uses exactly the saved file
     _, id2label = read_label_maps(s.data_path)
     keypoints, masks, labels = parity_clips(fit_data if test_data is None else test_data, cfg)
     card = export_tflite(model, cfg, ckpt_dir / "final_model_fp32.tflite", id2label, mode="fp32",
@@ -206,15 +216,28 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, log
     return results
 
 
-def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict) -> None:
-    """checkpoints/<exp>/metadata.json and training_metadata/<exp>_<timestamp>.json + <exp>_latest.json."""
-    exp = s.experiment_name
-    atomic_write_json(paths.checkpoint_dir(exp) / "metadata.json", {
+def holds_success(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("success") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None) -> None:
+    """training_metadata/<exp>_<timestamp>.json always; checkpoints/<exp>/metadata.json and <exp>_latest.json
+    too, unless this run failed and they record a successful run (a failed run never replaces that record)."""
+    exp, meta_dir = s.experiment_name, paths.metadata_dir()
+    stamped = atomic_write_json(meta_dir / f"{exp}_{record['timestamp']}.json", record)
+    summary, latest = paths.checkpoint_dir(exp) / "metadata.json", meta_dir / f"{exp}_latest.json"
+    if not record["success"] and (holds_success(latest) or holds_success(summary)):
+        if logger:
+            logger.info(f"run failed: its record is {stamped}; {latest.name} and metadata.json still "
+                        "describe the earlier successful run")
+        return
+    atomic_write_json(summary, {
         "experiment_name": exp, "config_path": s.config_path, "data_path": s.data_path,
         "num_keypoints": num_keypoints(cfg), "timestamp": record["timestamp"], "success": record["success"]})
-    meta_dir = paths.metadata_dir()
-    atomic_write_json(meta_dir / f"{exp}_{record['timestamp']}.json", record)
-    atomic_write_json(meta_dir / f"{exp}_latest.json", record)
+    atomic_write_json(latest, record)
 
 
 def train(s: TrainSettings) -> dict:
@@ -236,11 +259,14 @@ def train(s: TrainSettings) -> dict:
         keras.backend.clear_session()
         set_seed(s.seed)
         fit_data, val_data = carve_validation(load_training_data(s, cfg), s)
+        # read and checked now, so a bad test file stops the run before the epochs; used only after training
+        test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
         record |= {"train_users": sorted(set(fit_data.users)), "train_samples": len(fit_data),
                    "val_users": sorted(set(val_data.users)) if val_data else [],
                    "val_samples": len(val_data) if val_data else 0}
         logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
                     + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
+        keras.backend.experimental.enable_tf_random_generator()  # dropout state is then saved for --resume
         model = build_model(cfg)
         if s.pretrained_path:
             model.load_weights(str(require_file(s.pretrained_path, "--pretrained_path weights")))
@@ -251,14 +277,14 @@ def train(s: TrainSettings) -> dict:
         record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
         training_info = {k: record[k] for k in ("experiment_name", "data_path", "epochs", "learning_rate", "seed",
                                                 "batch_size", "train_users", "holdout_user", "git_commit")}
-        record |= finalize(model, s, cfg, fit_data, paths, logger, training_info)
+        record |= finalize(model, s, cfg, fit_data, test_data, paths, logger, training_info)
         plot_training_curves(paths.training_csv(s.experiment_name), paths.curves_png(s.experiment_name),
                              s.experiment_name)
         record["success"] = True
     finally:
         record |= {"end_time": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_seconds": round(time.time() - start, 1),
                    "timestamp": time.strftime("%Y%m%d_%H%M%S")}
-        write_metadata(s, cfg, paths, record)
+        write_metadata(s, cfg, paths, record, logger)
     return record
 
 
@@ -329,7 +355,7 @@ def evaluate_checkpoint(s: TrainSettings, checkpoint: str) -> dict:
     path = Path(checkpoint) if checkpoint else run_paths(s.dataset_name, s.run_type, s.output_root).checkpoint_dir(
         s.experiment_name)
     path = require_file(path / "final_model.h5" if path.is_dir() else path, "checkpoint")
-    model = compile_model(load_model(path), cfg, s.lr)
+    model = compile_model(load_model(path, cfg), cfg, s.lr)
     results = evaluate(model, load_split(s.data_path, s.test_split, cfg), cfg)
     print(f"{path} on {Path(s.data_path) / s.test_split}: {results['samples']} clips, "
           f"top-1 {results['accuracy']:.4f}, top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}")

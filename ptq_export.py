@@ -80,7 +80,7 @@ def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path,
     log(data.describe())
     provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
                   "fp32_training": read_model_card(checkpoint.parent / "final_model_fp32.tflite").get("training", {})}
-    return export_ptq(load_model(checkpoint), cfg, data, output_dir, modes, provenance, log)
+    return export_ptq(load_model(checkpoint, cfg), cfg, data, output_dir, modes, provenance, log)
 
 
 def add_quantization_args(ap: argparse.ArgumentParser) -> None:

@@ -2,7 +2,6 @@
 the real MLR511 keypoints in ../shared/data (MediaPipe 0.10.21 on CPU is deterministic for those videos)."""
 import contextlib
 import io
-import pickle
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +13,7 @@ import pytest
 import extract_65_keypoints as extractor
 import extraction
 from keypoints import get_layout
+from safe_pickle import load_pickle
 
 # Short real videos (frames): user01 G09 (32) and user08 G07 (30), one per signer.
 SHARED_VIDEOS = ("user01/G09/R01.mp4", "user08/G07/R01.mp4")
@@ -55,8 +55,7 @@ def pickles(root: Path) -> dict[str, bytes]:
 
 
 def load(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    return load_pickle(path)
 
 
 @pytest.fixture(scope="module")

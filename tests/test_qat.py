@@ -35,7 +35,7 @@ def qat_run(trained_fold, tmp_path_factory):
 
 
 def test_every_dense_kernel_is_fake_quantized(trained_fold):
-    fp32 = load_model(trained_fold.h5)
+    fp32 = load_model(trained_fold.h5, trained_fold.cfg)
     expected = set(dense_layer_paths(fp32))
     assert len(expected) == 3 + 6 + 10   # proj_x1, proj_y1, classifier; encoder layer 6; decoder layer 10 (tiny)
     assert {"proj_x1", "classifier", "encoder_layer_0/fc1", "decoder_layer_0/encoder_attn/out_proj"} <= expected
@@ -45,7 +45,7 @@ def test_every_dense_kernel_is_fake_quantized(trained_fold):
 
 def test_qat_weights_round_trip_exactly(trained_fold, tmp_path):
     cfg = trained_fold.cfg
-    model = quantize_for_training(load_model(trained_fold.h5))
+    model = quantize_for_training(load_model(trained_fold.h5, cfg))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(True))
     rng = np.random.default_rng(0)
     inputs = {"keypoints": rng.uniform(0, 1, (8, 64, 65, 2)).astype(np.float32),
