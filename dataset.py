@@ -98,6 +98,8 @@ def load_sample(path) -> dict:
         raise DataError(f"{path}: empty sequence (0 frames)")
     if not np.isfinite(kp[..., :2]).all():
         raise DataError(f"{path}: keypoints contain NaN or infinite values")
+    if not kp[..., :2].any():
+        raise DataError(f"{path}: keypoints are all zeros (nothing was detected in any frame)")
     sample["keypoints"] = kp
     return sample
 
