@@ -53,10 +53,14 @@ def config_from_card(card: dict, tflite_path) -> dict:
     missing = [k for k in ("model", "layout", "joint_idx", "groups") if k not in card]
     if missing:
         raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
-    hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
-    return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
-                      "groups": {name: list(idx) for name, idx in card["groups"].items()},
-                      "config_path": f"{card_path(tflite_path)} (card of {card.get('config_path', '?')})"}
+    try:
+        hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
+        return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
+                          "groups": {name: list(idx) for name, idx in card["groups"].items()},
+                          "config_path": f"{card_path(tflite_path)} (card of {card.get('config_path', '?')})"}
+    except (AttributeError, TypeError) as e:
+        raise UserError(f"{card_path(tflite_path)}: model card has a malformed model/joint_idx/groups entry "
+                        f"({e}); pass --config_path") from None
 
 
 def resolve_config(tflite_path, config_path: str | None = None) -> dict:

@@ -50,6 +50,7 @@ class ClipResult:
     top_k: list                  # top-k of the clip (whole-clip mode) or of the most confident window
     events: list = field(default_factory=list)
     annotated: str | None = None
+    warning: str = ""            # e.g. no hand in any frame: then no sign is named
 
     @property
     def predicted(self) -> str | None:
@@ -87,6 +88,8 @@ def run_source(source: Source, recognizer: Recognizer, args) -> ClipResult:
         rows, seconds, results = follow(resampled(frames, fps, args.fps), recognizer, args, sliding, sink)
         if not rows:
             raise extraction.VideoError(f"{source.spec}: no frames could be read (empty or corrupt video)")
+        if extraction.hand_frames(np.stack(rows), recognizer.layout) == 0:
+            return nothing_to_recognise(source, recognizer, rows, seconds, path)
         if sliding is None:
             predictions = [recognizer.classify(np.stack(rows))]     # (T, N, 3) -> one prediction
             if sink.path or sink.display:
@@ -102,6 +105,13 @@ def run_source(source: Source, recognizer: Recognizer, args) -> ClipResult:
                       sliding.events if sliding else [], str(path) if path else None)
 
 
+def nothing_to_recognise(source: Source, recognizer: Recognizer, rows: list, seconds: list, path) -> ClipResult:
+    """No hand in any frame: the model would still name a sign (from all-zero input), so none is named."""
+    warning = f"no hand detected in any of {len(rows)} frames (no signer in view?); no sign named"
+    return ClipResult(source.spec, true_label(source, recognizer.labels), len(rows), [1e3 * s for s in seconds[1:]],
+                      1e3 * seconds[0], [], [], [], str(path) if path else None, warning)
+
+
 def annotate_again(source: Source, args, fps: float, results: list, caption: str, sink: VideoSink) -> None:
     """Whole-clip mode: read the (same, deterministic) frames again and draw the stored landmarks + the label."""
     frames, _ = source.open(args.max_frames)
@@ -115,6 +125,8 @@ def describe(result: ClipResult) -> str:
         f"  [true {result.true_label}: {'correct' if result.predicted == result.true_label else 'WRONG'}]")
     ranked = "  ".join(f"{i}. {t['label']}{' ' + t['name'] if t['name'] else ''} {t['probability']:.1%}"
                        for i, t in enumerate(result.top_k, 1))
+    if result.warning:
+        return f"{result.source} ({result.frames} frames): WARNING {result.warning}{verdict}"
     lines = [f"{result.source} ({result.frames} frames): {ranked}{verdict}"]
     if len(result.predictions) > 1 or result.events:
         events = ", ".join(f"{e['label']} frames {e['start']}-{e['end']} ({e['probability']:.0%})"
@@ -133,9 +145,10 @@ def summary(results: list[ClipResult]) -> dict:
            "extraction_ms_per_frame": latency_summary(np.concatenate([r.extraction_ms for r in results]) / 1e3)
            if any(r.extraction_ms for r in results) else None,
            "startup_ms": float(np.mean([r.startup_ms for r in results])),
-           "model_ms_per_window": latency_summary([(p.preprocess_ms + p.invoke_ms) / 1e3 for p in windows]),
-           "invoke_ms_per_window": latency_summary([p.invoke_ms / 1e3 for p in windows]),
-           "windows": len(windows)}
+           "model_ms_per_window": latency_summary([(p.preprocess_ms + p.invoke_ms) / 1e3 for p in windows])
+           if windows else None,
+           "invoke_ms_per_window": latency_summary([p.invoke_ms / 1e3 for p in windows]) if windows else None,
+           "windows": len(windows), "no_sign_named": sum(bool(r.warning) for r in results)}
     if labelled:
         correct = sum(r.predicted == r.true_label for r in labelled)
         out |= {"labelled_clips": len(labelled), "correct": correct, "accuracy": correct / len(labelled)}
@@ -152,8 +165,11 @@ def format_summary(s: dict) -> str:
                      f"{e['p90_ms']:.1f} over {e['clips']} frames (+ {s['startup_ms']:.0f} ms tracker start-up "
                      f"per clip)")
     m, i = s["model_ms_per_window"], s["invoke_ms_per_window"]
-    lines.append(f"model       median {m['median_ms']:.2f} ms/window (preprocessing + invoke; invoke alone "
-                 f"{i['median_ms']:.2f}) over {s['windows']} windows")
+    if m:
+        lines.append(f"model       median {m['median_ms']:.2f} ms/window (preprocessing + invoke; invoke alone "
+                     f"{i['median_ms']:.2f}) over {s['windows']} windows")
+    if s["no_sign_named"]:
+        lines.append(f"WARNING: {s['no_sign_named']} clip(s) without any detected hand: no sign named")
     return "\n".join(lines)
 
 
@@ -163,7 +179,8 @@ def result_json(result: ClipResult) -> dict:
             "windows": [{"start": p.start, "end": p.end, "probabilities": p.probabilities.tolist(),
                          "logits": p.logits.tolist(), "preprocess_ms": p.preprocess_ms, "invoke_ms": p.invoke_ms}
                         for p in result.predictions],
-            "extraction_ms": result.extraction_ms, "startup_ms": result.startup_ms, "annotated": result.annotated}
+            "extraction_ms": result.extraction_ms, "startup_ms": result.startup_ms, "annotated": result.annotated,
+            "warning": result.warning}
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -193,6 +210,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.window < 0 or args.stride < 1 or args.top_k < 1 or not 0.0 <= args.threshold <= 1.0 or args.fps < 0:
         raise UserError("need --window >= 0, --stride >= 1, --top_k >= 1, --threshold in [0, 1], --fps >= 0")
+    extraction.check_min_confidence(args.min_confidence)
     return args
 
 

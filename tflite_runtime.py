@@ -32,9 +32,19 @@ def card_path(tflite_path) -> Path:
 
 
 def read_model_card(tflite_path) -> dict:
-    """The card written beside a .tflite ({} when there is none, e.g. a foreign model)."""
+    """The card written beside a .tflite ({} when there is none, e.g. a foreign model); a card that is not a JSON
+    object is a UserError naming it."""
     path = card_path(tflite_path)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        card = json.loads(path.read_bytes())
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path}: the model card is not valid JSON ({e}); re-export the model, or remove the "
+                        "card and pass --config_path") from None
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: the model card is not a JSON object")
+    return card
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
