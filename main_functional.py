@@ -267,9 +267,8 @@ def train(s: TrainSettings) -> dict:
         logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
                     + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
         keras.backend.experimental.enable_tf_random_generator()  # dropout state is then saved for --resume
-        model = build_model(cfg)
-        if s.pretrained_path:
-            model.load_weights(str(require_file(s.pretrained_path, "--pretrained_path weights")))
+        model = (load_model(require_file(s.pretrained_path, "--pretrained_path weights"), cfg) if s.pretrained_path
+                 else build_model(cfg))
         compile_model(model, cfg, s.lr)
         record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
         logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, lr {s.lr}, "

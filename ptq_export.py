@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from config import load_config
-from dataset import read_label_maps, read_label_names
+from dataset import read_json, read_label_maps, read_label_names
 from main_functional import HelpFormatter
 from model_functional import load_model
 from quantization import DEFAULT_CALIBRATION_CLIPS, QuantizationData, export_dir_for
@@ -54,7 +54,11 @@ def recorded_data_path(checkpoint: Path) -> str:
     meta = checkpoint.parent / "metadata.json"
     if not meta.is_file():
         raise UserError(f"no --data_path given and {meta} not found: pass --data_path")
-    return json.loads(meta.read_text())["data_path"]
+    record = read_json(meta, "training metadata")
+    data_path = record.get("data_path") if isinstance(record, dict) else None
+    if not isinstance(data_path, str):
+        raise UserError(f"{meta}: records no data_path: pass --data_path")
+    return data_path
 
 
 def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path, modes: list[str],
