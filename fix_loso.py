@@ -17,9 +17,9 @@ and stale entries of train/ and test/ (deleted samples, signs no longer selected
 (or the older one) makes are ever removed: links, and sample files named userXX_GYY_*.pkl. Any other file in a
 split folder is left where it is and named in the summary; a .pkl among them is refused (training would read it).
 Signer and sign come from the file name (userXX_GYY_*.pkl), else from the pickle's `user` / `class` fields; they
-become folder names, so they must be simple names (letters, digits, '_', '-', '.', not starting with '.'). Afterwards each split is read back
-from disk and checked: the held-out signer only in test, every other sample only in train, each sample of
-<base_root>/all exactly once; the summary says so, and a violation is an error.
+become folder names, so they must be simple names (letters, digits, '_', '-', '.', not starting with '.').
+Afterwards each split is read back from disk and checked: the held-out signer only in test, every other sample only
+in train, each sample of <base_root>/all exactly once; the summary says so, and a violation is an error.
 """
 from __future__ import annotations
 

@@ -162,7 +162,8 @@ def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
                                             save_best_only=True, save_weights_only=True) if s.validating else None)
     paths.training_csv(exp).parent.mkdir(parents=True, exist_ok=True)
     epoch_logger = EpochLogger(logger, s.epochs)
-    resume = ResumeCheckpoint(ckpt_dir / "resume", model, model.optimizer, plateau, best, run_config=resume_key(s, cfg))
+    resume = ResumeCheckpoint(ckpt_dir / "resume", model, model.optimizer, plateau, best,
+                              run_config=resume_key(s, cfg))
     callbacks = [plateau, *([best] if best else []), epoch_logger,
                  keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
                  keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,

@@ -1,4 +1,5 @@
-"""SignBART as a tf_keras Functional model (SPEC §6): `build_model(cfg)`, `load_model(path, cfg)`, `parameter_breakdown`.
+"""SignBART as a tf_keras Functional model (SPEC §6): `build_model(cfg)`, `load_model(path, cfg)` (weights only),
+`parameter_breakdown`.
 
 Inputs:  keypoints (B, T, K, 2) float32 (group-normalized, zero-padded) and attention_mask (B, T) float32, the
          LENGTH mask of preprocessing.length_mask (a prefix of ones). T is dynamic unless `max_frames` is given.
@@ -66,7 +67,8 @@ def load_model(path, cfg: dict) -> keras.Model:
         model.load_weights(str(path))
     except (ValueError, OSError, KeyError, TypeError, AttributeError, IndexError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise UserError(f"{path}: cannot load its weights into the model of {cfg['config_path']} ({reason})") from None
+        raise UserError(f"{path}: cannot load its weights into the model of {cfg['config_path']} "
+                        f"({reason})") from None
     return model
 
 

@@ -155,7 +155,8 @@ def test_a_video_without_a_signer_names_no_sign(trained_fold, tmp_path, capsys, 
     clip = result["clips"][0]
     assert clip.predicted is None and clip.top_k == [] and clip.events == [] and clip.predictions == []
     out = capsys.readouterr().out
-    assert "nobody.avi (6 frames): WARNING no hand detected in any of 6 frames (no signer in view?); no sign named" in out
+    assert ("nobody.avi (6 frames): WARNING no hand detected in any of 6 frames (no signer in view?); "
+            "no sign named") in out
     assert "WARNING: 1 clip(s) without any detected hand: no sign named" in out
 
 
@@ -173,9 +174,11 @@ def test_a_corrupt_model_card_is_one_line(trained_fold, shared_data, tmp_path, c
     model = tmp_path / "model.tflite"
     shutil.copy(trained_fold.tflite, model)
     (tmp_path / "model.json").write_text(card)
-    for main, argv in ((predict_video.main, [str(shared_data / VIDEO)]),
-                       (evaluate_tflite_single.main, ["--data_path", str(trained_fold.data_path), "--split", "test"])):
+    evaluate_argv = ["--data_path", str(trained_fold.data_path), "--split", "test"]
+    for main, argv in ((predict_video.main, ["--model", str(model), str(shared_data / VIDEO)]),
+                       (evaluate_tflite_single.main, ["--tflite_path", str(model), *evaluate_argv])):
         with pytest.raises(SystemExit) as exit_info:
-            main(["--model" if main is predict_video.main else "--tflite_path", str(model), *argv])
+            main(argv)
         err = capsys.readouterr().err.strip().splitlines()
-        assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'model.json'}: ")
+        assert exit_info.value.code == 2 and len(err) == 1
+        assert err[0].startswith(f"error: {tmp_path / 'model.json'}: ")

@@ -41,7 +41,8 @@ def test_pickles_that_call_anything_are_refused(tmp_path, function, name):
 def test_plain_values_and_numpy_load_with_every_protocol():
     sample = {"keypoints": np.random.default_rng(0).random((3, 65, 3)).astype(np.float32), "class": "G01",
               "n": np.int64(3), "x": np.float32(0.5), "flags": {1, 2}, "frozen": frozenset("a"), "c": 1 + 2j,
-              "b": b"raw", "t": (1, None, True), "strided": np.ones((4, 4))[::2], "f": np.asfortranarray(np.ones((2, 3)))}
+              "b": b"raw", "t": (1, None, True), "strided": np.ones((4, 4))[::2],
+              "f": np.asfortranarray(np.ones((2, 3)))}
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         loaded = safe_pickle.loads(pickle.dumps(sample, protocol=protocol))
         assert loaded.keys() == sample.keys() and loaded["keypoints"].dtype == np.float32
