@@ -88,28 +88,26 @@ def run_source(source: Source, recognizer: Recognizer, args) -> ClipResult:
         rows, seconds, results = follow(resampled(frames, fps, args.fps), recognizer, args, sliding, sink)
         if not rows:
             raise extraction.VideoError(f"{source.spec}: no frames could be read (empty or corrupt video)")
-        if extraction.hand_frames(np.stack(rows), recognizer.layout) == 0:
-            return nothing_to_recognise(source, recognizer, rows, seconds, path)
+        no_hands = extraction.hand_frames(np.stack(rows), recognizer.layout) == 0
         if sliding is None:
             predictions = [recognizer.classify(np.stack(rows))]     # (T, N, 3) -> one prediction
             if sink.path or sink.display:
-                annotate_again(source, args, fps, results, recognizer.caption(predictions[0]), sink)
+                caption = "no hand detected" if no_hands else recognizer.caption(predictions[0])
+                annotate_again(source, args, fps, results, caption, sink)
         else:
             sliding.finish()
             predictions = sliding.windows
     finally:
         sink.close()
+    result = ClipResult(source.spec, true_label(source, recognizer.labels), len(rows),
+                        [1e3 * s for s in seconds[1:]], 1e3 * seconds[0], predictions, [], [],
+                        str(path) if path else None)
+    if no_hands:  # the model still answers for all-zero hands; that is not a sign (its timings still count)
+        result.warning = f"no hand detected in any of {len(rows)} frames (no signer in view?); no sign named"
+        return result
     shown = predictions[0] if sliding is None else max(predictions, key=lambda p: p.probabilities[p.top1])
-    return ClipResult(source.spec, true_label(source, recognizer.labels), len(rows), [1e3 * s for s in seconds[1:]],
-                      1e3 * seconds[0], predictions, recognizer.top_k(shown, args.top_k),
-                      sliding.events if sliding else [], str(path) if path else None)
-
-
-def nothing_to_recognise(source: Source, recognizer: Recognizer, rows: list, seconds: list, path) -> ClipResult:
-    """No hand in any frame: the model would still name a sign (from all-zero input), so none is named."""
-    warning = f"no hand detected in any of {len(rows)} frames (no signer in view?); no sign named"
-    return ClipResult(source.spec, true_label(source, recognizer.labels), len(rows), [1e3 * s for s in seconds[1:]],
-                      1e3 * seconds[0], [], [], [], str(path) if path else None, warning)
+    result.top_k, result.events = recognizer.top_k(shown, args.top_k), sliding.events if sliding else []
+    return result
 
 
 def annotate_again(source: Source, args, fps: float, results: list, caption: str, sink: VideoSink) -> None:
@@ -145,9 +143,8 @@ def summary(results: list[ClipResult]) -> dict:
            "extraction_ms_per_frame": latency_summary(np.concatenate([r.extraction_ms for r in results]) / 1e3)
            if any(r.extraction_ms for r in results) else None,
            "startup_ms": float(np.mean([r.startup_ms for r in results])),
-           "model_ms_per_window": latency_summary([(p.preprocess_ms + p.invoke_ms) / 1e3 for p in windows])
-           if windows else None,
-           "invoke_ms_per_window": latency_summary([p.invoke_ms / 1e3 for p in windows]) if windows else None,
+           "model_ms_per_window": latency_summary([(p.preprocess_ms + p.invoke_ms) / 1e3 for p in windows]),
+           "invoke_ms_per_window": latency_summary([p.invoke_ms / 1e3 for p in windows]),
            "windows": len(windows), "no_sign_named": sum(bool(r.warning) for r in results)}
     if labelled:
         correct = sum(r.predicted == r.true_label for r in labelled)
@@ -165,9 +162,8 @@ def format_summary(s: dict) -> str:
                      f"{e['p90_ms']:.1f} over {e['clips']} frames (+ {s['startup_ms']:.0f} ms tracker start-up "
                      f"per clip)")
     m, i = s["model_ms_per_window"], s["invoke_ms_per_window"]
-    if m:
-        lines.append(f"model       median {m['median_ms']:.2f} ms/window (preprocessing + invoke; invoke alone "
-                     f"{i['median_ms']:.2f}) over {s['windows']} windows")
+    lines.append(f"model       median {m['median_ms']:.2f} ms/window (preprocessing + invoke; invoke alone "
+                 f"{i['median_ms']:.2f}) over {s['windows']} windows")
     if s["no_sign_named"]:
         lines.append(f"WARNING: {s['no_sign_named']} clip(s) without any detected hand: no sign named")
     return "\n".join(lines)
