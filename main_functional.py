@@ -29,6 +29,7 @@ training_metadata/<exp>_<timestamp>.json + <exp>_latest.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import re
@@ -146,6 +147,21 @@ def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray, np
 
 
 # ----------------------------------------------------------------------------------------------- training
+@contextlib.contextmanager
+def dropout_generators_enabled():
+    """Dropout layers built inside draw their masks from a tf.random.Generator (a variable that a checkpoint can
+    save and restore) instead of TensorFlow's stateful ops, whose position cannot be saved. The setting is
+    global in Keras, so it is restored afterwards; layers keep the generator they were built with."""
+    experimental = keras.backend.experimental
+    was_enabled = experimental.is_tf_random_generator_enabled()
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            experimental.disable_tf_random_generator()
+
+
 def resume_key(s: TrainSettings, cfg: dict) -> dict:
     """What a --resume must share with the run it continues (more --epochs is fine)."""
     return {"model_config": model_hparams(cfg), "joint_idx": cfg["joint_idx"], "seed": s.seed,
@@ -267,9 +283,9 @@ def train(s: TrainSettings) -> dict:
                    "val_samples": len(val_data) if val_data else 0}
         logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
                     + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
-        keras.backend.experimental.enable_tf_random_generator()  # dropout state is then saved for --resume
-        model = (load_model(require_file(s.pretrained_path, "--pretrained_path weights"), cfg) if s.pretrained_path
-                 else build_model(cfg))
+        with dropout_generators_enabled():  # their state is saved with each epoch checkpoint, for --resume
+            model = (load_model(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
+                     if s.pretrained_path else build_model(cfg))
         compile_model(model, cfg, s.lr)
         record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
         logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, lr {s.lr}, "
