@@ -37,7 +37,7 @@ import numpy as np
 from evaluation import csv_text
 from runs import DEFAULT_SEED, UserError, atomic_write_json, atomic_write_text, cli
 from tflite_runtime import (PINNED_RUNTIME, RUNTIME_MAX_LOGIT_DIFF, RUNTIME_MIN_AGREEMENT, RUNTIMES,
-                            card_path, read_model_card)
+                            card_path, read_model_card, resolve_config)
 
 REPO = Path(__file__).resolve().parent
 WORKER = REPO / "tflite_worker.py"
@@ -110,7 +110,7 @@ def selected_runtimes(spec: str) -> list[str]:
 def write_clips(model: Path, args, folder: Path, cache: dict):
     """The held-out clips preprocessed for this model's card, as an .npz for the worker (cached
     per config)."""
-    from evaluation import load_eval_set, resolve_config
+    from evaluation import load_eval_set
     cfg = resolve_config(model)
     key = repr((cfg["layout"], cfg["joint_idx"], cfg["groups"]))
     if key not in cache:

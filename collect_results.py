@@ -36,6 +36,7 @@ import numpy as np
 
 import metrics
 from config import model_hparams
+from dataset import read_json
 from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, load_eval_set, model_file_info,
                         summary_row)
 from results_report import model_info_rows, write_report
@@ -130,7 +131,7 @@ def discover_runs(args, paths) -> list[Run]:
             exp = loso_experiment_name(args.dataset_name, user, prefix)
             meta_file = paths.latest_record(exp)
             run = Run(seed, user, exp, paths.checkpoint_dir(exp),
-                      json.loads(meta_file.read_text()) if meta_file.is_file() else {})
+                      read_json(meta_file, "training metadata") if meta_file.is_file() else {})
             find_models(run, ptq_base / user, qat_base / user)
             runs.append(run)
     if not runs:
@@ -154,9 +155,12 @@ def stored_result(cache: Path, path: Path, data_path: str, split: str) -> dict |
     """A stored evaluation, if it belongs to this very file (size, mtime) and split."""
     if not cache.is_file():
         return None
-    result, now = json.loads(cache.read_text()), model_file_info(path)
-    same_file = all(result["model"].get(k) == now[k] for k in ("path", "size_bytes", "mtime_ns"))
-    return result if same_file and result["data_path"] == data_path and result["split"] == split else None
+    try:
+        result, now = json.loads(cache.read_text()), model_file_info(path)
+        same_file = all(result["model"].get(k) == now[k] for k in ("path", "size_bytes", "mtime_ns"))
+        return result if same_file and result["data_path"] == data_path and result["split"] == split else None
+    except (ValueError, KeyError, TypeError, AttributeError):  # a damaged cache is evaluated again, not trusted
+        return None
 
 
 def evaluate_run(run: Run, cfg: dict, args, cache_root: Path) -> None:

@@ -10,6 +10,8 @@ Any problem raises ConfigError naming the file and the key.
 from __future__ import annotations
 
 import sys
+from collections.abc import Hashable
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -126,15 +128,51 @@ def _check_indices(cfg: dict, path: str) -> None:
     cfg["groups"] = groups
 
 
-def load_config(path: str) -> dict:
-    """Read and validate a YAML config; returns a plain dict with index lists expanded and defaults filled."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.YAMLError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+            if isinstance(key, Hashable):
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """e.g. "expected the node content, but found '<stream end>' (line 2)": what PyYAML found, where."""
+    problem, mark = getattr(error, "problem", None), getattr(error, "problem_mark", None)
+    if not problem:
+        return str(error).splitlines()[0]
+    return f"{problem} (line {mark.line + 1})" if mark else problem
+
+
+def read_yaml(path) -> object:
+    """The YAML document of a file; ConfigError (one line naming the file) when it cannot be read or parsed."""
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); expected a YAML config") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+
+
+def load_config(path: str) -> dict:
+    """Read and validate a YAML config; returns a plain dict with index lists expanded and defaults filled."""
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
     cfg = _check_types(raw, path)
@@ -172,12 +210,23 @@ def model_hparams(cfg: dict) -> dict:
     return {k: cfg[k] for k in keys} | {"num_keypoints": num_keypoints(cfg)}
 
 
-if __name__ == "__main__":
-    for p in sys.argv[1:]:
+def main(paths: list[str]) -> int:
+    """Validate each config; exit status 1 when any is bad (each bad one gets an ERROR line), else 0."""
+    if not paths:
+        print("usage: python config.py CONFIG.yaml [...]", file=sys.stderr)
+        return 2
+    failed = 0
+    for p in paths:
         try:
             c = load_config(p)
         except ConfigError as e:
-            print(f"ERROR {e}")
+            print(f"ERROR {e}", file=sys.stderr)
+            failed += 1
             continue
         sizes = {name: len(idx) for name, idx in c["groups"].items()}
         print(f"{p}: layout {c['layout']}, K={num_keypoints(c)}, classes={c['num_labels']}, groups {sizes}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import pickle
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from augmentations import augment
 from config import MAX_FRAMES, load_config, mirror_permutation, readable_layouts, selected_groups
 from preprocessing import normalize_groups, pad_clip, prepare_clip
 from runs import UserError, cli, parse_sample_name
+from safe_pickle import UnsafePickleError, load_pickle
 
 
 class DataError(UserError):
@@ -42,14 +42,21 @@ def read_json(path, what: str) -> dict:
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: {what} is not valid JSON ({e})") from None
+    except OSError as e:  # a folder, or a path through a file
+        raise DataError(f"{path}: cannot read {what} ({e.strerror})") from None
 
 
 def read_label_maps(root) -> tuple[dict, dict]:
     """label2id {'G01': 0, ...} and id2label {0: 'G01', ...} (int keys) from a dataset root."""
     label2id = read_json(Path(root) / "label2id.json", "label map label2id.json")
-    id2label = {int(k): v for k, v in read_json(Path(root) / "id2label.json", "label map id2label.json").items()}
+    raw_id2label = read_json(Path(root) / "id2label.json", "label map id2label.json")
+    if not (isinstance(label2id, dict) and all(isinstance(i, int) for i in label2id.values())):
+        raise DataError(f"{Path(root) / 'label2id.json'}: expected {{\"label\": id, ...}} with integer ids")
+    if not (isinstance(raw_id2label, dict) and all(k.strip().isdigit() for k in raw_id2label)):
+        raise DataError(f"{Path(root) / 'id2label.json'}: expected {{\"id\": \"label\", ...}} with integer ids")
+    id2label = {int(k): v for k, v in raw_id2label.items()}
     if sorted(label2id.values()) != list(range(len(label2id))) or any(id2label.get(i) != lab for lab, i in label2id.items()):
         raise DataError(f"{root}: label2id.json and id2label.json disagree or ids are not 0..N-1")
     return label2id, id2label
@@ -72,19 +79,28 @@ def list_split(root, split: str) -> list[Path]:
 def load_sample(path) -> dict:
     """Read one pickle and check its keypoints: a finite (T, N, C>=2) array with T >= 1."""
     try:
-        with open(path, "rb") as f:
-            sample = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
-        raise DataError(f"{path}: cannot read pickle ({type(e).__name__}: {e})") from None
+        sample = load_pickle(path)
+    except UnsafePickleError as e:
+        raise DataError(f"{path}: cannot read pickle ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror})") from None
     if not isinstance(sample, dict) or "keypoints" not in sample:
         raise DataError(f"{path}: not a sample dict with a 'keypoints' array")
-    kp = np.asarray(sample["keypoints"])
+    try:
+        kp = np.asarray(sample["keypoints"])
+    except ValueError:  # a ragged nested list
+        raise DataError(f"{path}: keypoints are ragged (frames or points of different sizes)") from None
     if kp.ndim != 3 or kp.shape[2] < 2 or not np.issubdtype(kp.dtype, np.number):
         raise DataError(f"{path}: keypoints have shape {kp.shape} {kp.dtype}, expected numeric (T, N, 2 or 3)")
+    if not np.issubdtype(kp.dtype, np.floating):
+        raise DataError(f"{path}: keypoints are {kp.dtype}, expected floats (normalized image coordinates, "
+                        "e.g. 0.0-1.0); convert them, e.g. pixels / frame size")
     if kp.shape[0] == 0:
         raise DataError(f"{path}: empty sequence (0 frames)")
     if not np.isfinite(kp[..., :2]).all():
         raise DataError(f"{path}: keypoints contain NaN or infinite values")
+    if not kp[..., :2].any():
+        raise DataError(f"{path}: keypoints are all zeros (nothing was detected in any frame)")
     sample["keypoints"] = kp
     return sample
 
@@ -138,6 +154,8 @@ def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples:
             sample = load_sample(path)
             check_layout(path, sample["keypoints"], cfg)
             label = sample.get("class", parsed[1] if parsed else None)
+            if not isinstance(label, str):
+                raise DataError(f"{path}: class {label!r} is not a label name (a string such as 'G01')")
             if label not in label2id:
                 raise DataError(f"{path}: class {label!r} is not in {Path(root) / 'label2id.json'}")
             if label2id[label] >= cfg["num_labels"]:
@@ -187,7 +205,10 @@ def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool
 
         spec = (tf.TensorSpec((MAX_FRAMES, k, 2), tf.float32), tf.TensorSpec((MAX_FRAMES,), tf.float32),
                 tf.TensorSpec((), tf.int32))
-        ds = tf.data.Dataset.from_generator(one_epoch, output_signature=spec).batch(batch_size)
+        # a known length: Keras then ends each epoch after its last batch instead of probing one step further,
+        # a probe that advances the optimizer's step counter once per session (and would break --resume)
+        ds = tf.data.Dataset.from_generator(one_epoch, output_signature=spec)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(data))).batch(batch_size)
     if trim:
         ds = ds.map(_trim_to_longest)
     else:

@@ -25,9 +25,9 @@ With --workers > 1 the videos are split over processes; the pickles are identica
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
-import pickle
 import sys
 import time
 from collections import Counter, defaultdict
@@ -36,9 +36,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from extraction import DEFAULT_MIN_CONFIDENCE, VIDEO_SUFFIXES, detected_frames, extract_video
+from extraction import (DEFAULT_MIN_CONFIDENCE, VIDEO_SUFFIXES, check_min_confidence, detected_frames, extract_video,
+                        person_frames)
 from keypoints import Layout, get_layout
 from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli, comma_list
+from safe_pickle import UnsafePickleError, load_pickle
 
 
 @dataclass(frozen=True)
@@ -165,19 +167,24 @@ def extract_one(job: Job) -> VideoResult:
     except Exception as e:  # one bad video must not stop a 1,200-video run; it is reported by name instead
         message = str(e) if isinstance(e, UserError) else f"{video.path}: {type(e).__name__}: {e}"
         return VideoResult(video.relative, video.user, video.sign, "failed", error=message)
+    result = result_of(video, keypoints, layout, "done")
+    if person_frames(keypoints) == 0:  # an all-zero sample would train and test as a real one
+        return dataclasses.replace(result, status="failed", error=f"{video.path}: no person detected in any of "
+                                   f"{result.frames} frames; no pickle written")
     atomic_write_pickle(job.out_path, sample_dict(video, keypoints, layout, job.flipped))
-    return result_of(video, keypoints, layout, "done")
+    return result
 
 
 def reuse_existing(job: Job) -> VideoResult | None:
     """The result of an earlier run when its pickle is readable and made with the same layout and flip; else None."""
     try:
-        with open(job.out_path, "rb") as f:
-            sample = pickle.load(f)
+        sample = load_pickle(job.out_path)
         keypoints = sample["keypoints"]
         if keypoints.shape[1:] != (job.layout_size, 3) or sample.get("flipped", False) != job.flipped:
             return None
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, AttributeError, IndexError, TypeError, ValueError):
+    except (OSError, UnsafePickleError, KeyError, AttributeError, IndexError, TypeError, ValueError):
+        return None
+    if person_frames(keypoints) == 0:  # an all-zero pickle of an older version: extracted (and failed) again
         return None
     return result_of(job.video, keypoints, get_layout(job.layout_size), "skipped")
 
@@ -296,6 +303,7 @@ def parse_args(argv=None, layout_default: int = 65):
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
+    check_min_confidence(args.min_confidence)
     return args
 
 
@@ -304,6 +312,8 @@ def main(argv=None, layout_default: int = 65) -> int:
     args = parse_args(argv, layout_default)
     layout = get_layout(args.layout)
     input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output_dir {output_dir}: is a file, not a folder")
     videos = find_videos(input_dir)
     flip = parse_flip_users(args.flip_users, {v.user for v in videos})
     odd_names = sorted({v.user for v in videos if not USER_RE.match(v.user)})

@@ -85,11 +85,17 @@ def _mediapipe():
     return sys.modules["mediapipe"]
 
 
+def check_min_confidence(value: float) -> float:
+    """--min_confidence is a probability; scripts check it at start-up, before any video is opened."""
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"--min_confidence must be in [0, 1], got {value}")
+    return value
+
+
 def open_holistic(min_confidence: float = DEFAULT_MIN_CONFIDENCE):
     """A fresh Holistic tracker in video mode. model_complexity=1 is the only setting whose models ship in the
     mediapipe 0.10.21 wheel (0 and 2 try to download them, which fails offline)."""
-    if not 0.0 <= min_confidence <= 1.0:
-        raise UserError(f"--min_confidence must be in [0, 1], got {min_confidence}")
+    check_min_confidence(min_confidence)
     return _mediapipe().solutions.holistic.Holistic(
         static_image_mode=False, model_complexity=1, smooth_landmarks=True, refine_face_landmarks=False,
         min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
@@ -188,6 +194,17 @@ def extract_video(path, layout: Layout, min_confidence: float = DEFAULT_MIN_CONF
     if len(keypoints) == 0:
         raise VideoError(f"{path}: no frames could be read (empty or corrupt video)")
     return keypoints
+
+
+def person_frames(keypoints: np.ndarray) -> int:
+    """Frames in which anything (pose, a hand or the face) was detected; 0 means no person in the video."""
+    return int(np.any(keypoints[..., :2] != 0, axis=(1, 2)).sum())
+
+
+def hand_frames(keypoints: np.ndarray, layout: Layout) -> int:
+    """Frames with at least one hand detected; 0 means there is no sign to recognise."""
+    hands = detected_frames(keypoints, layout, "left_hand") | detected_frames(keypoints, layout, "right_hand")
+    return int(hands.sum())
 
 
 def detected_frames(keypoints: np.ndarray, layout: Layout, part: str) -> np.ndarray:

@@ -13,27 +13,30 @@ folder moves as a whole. --link hardlink makes hard links instead (same file sys
 files, so run fix_loso.py again afterwards).
 
 Re-running is idempotent: correct links are kept, missing or wrong ones (e.g. the copies of an older tool) replaced,
-and stale entries of train/ and test/ (deleted samples, signs no longer selected) removed. Signer and sign come from
-the file name (userXX_GYY_*.pkl), else from the pickle's `user` / `class` fields. Afterwards each split is read back
-from disk and checked: the held-out signer only in test, every other sample only in train, each sample of
-<base_root>/all exactly once; the summary says so, and a violation is an error.
+and stale entries of train/ and test/ (deleted samples, signs no longer selected) removed. Only entries this tool
+(or the older one) makes are ever removed: links, and sample files named userXX_GYY_*.pkl. Any other file in a
+split folder is left where it is and named in the summary; a .pkl among them is refused (training would read it).
+Signer and sign come from the file name (userXX_GYY_*.pkl), else from the pickle's `user` / `class` fields; they
+become folder names, so they must be simple names (letters, digits, '_', '-', '.', not starting with '.').
+Afterwards each split is read back from disk and checked: the held-out signer only in test, every other sample only
+in train, each sample of <base_root>/all exactly once; the summary says so, and a violation is an error.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset import DataError, load_sample
+from dataset import DataError, load_sample, read_json
 from runs import (DEFAULT_HOLDOUTS, USER_RE, UserError, atomic_write_bytes, cli, comma_list, loso_data_path,
                   parse_holdouts, parse_sample_name)
 
 SPLITS = ("train", "test")
 LABEL_FILES = ("label2id.json", "id2label.json", "label2name.json")
+SIMPLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one path component that stays in its folder
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,10 @@ def parse_gestures(arg: str, base_root: Path) -> list[str]:
     if arg == "auto":
         label_map = base_root / "label2id.json"
         if label_map.is_file():
-            return sorted(json.loads(label_map.read_text()), key=lambda s: (sign_number(s), s))
+            labels = read_json(label_map, "label map label2id.json")
+            if not isinstance(labels, dict):
+                raise DataError(f"{label_map}: expected {{\"label\": id, ...}}, got {type(labels).__name__}")
+            return sorted(labels, key=lambda s: (sign_number(s), s))
         folders = [d.name for d in (base_root / "all").glob("G*") if d.is_dir() and re.fullmatch(r"G\d+", d.name)]
         return sorted(folders, key=sign_number)
     bounds = re.fullmatch(r"G(\d+)-G(\d+)", arg.strip())
@@ -68,6 +74,14 @@ def parse_gestures(arg: str, base_root: Path) -> list[str]:
     return signs
 
 
+def check_simple_name(name, where: str) -> str:
+    """A signer or sign name that becomes a folder name: refused unless it is one plain path component."""
+    if not (isinstance(name, str) and SIMPLE_NAME.match(name)):
+        raise DataError(f"{where} {name!r} is not a simple name (letters, digits, '_', '-', '.'; "
+                        "no '/', no leading '.'); it would become a folder name")
+    return name
+
+
 def identify(path: Path) -> tuple[str, str]:
     """(user, sign) of a sample: from its file name, else from the pickle's fields."""
     parsed = parse_sample_name(path.name)
@@ -78,14 +92,14 @@ def identify(path: Path) -> tuple[str, str]:
     if not (isinstance(user, str) and USER_RE.match(user) and isinstance(sign, str)):
         raise DataError(f"{path}: cannot tell its signer: the name is not userXX_GYY_*.pkl and the pickle has "
                         f"user={user!r}, class={sign!r}")
-    return user, sign
+    return user, check_simple_name(sign, f"{path}: class")
 
 
 def base_samples(base_root: Path, signs: list[str]) -> list[Sample]:
     """Every pickle of <base_root>/all/<sign>/ for the selected signs (symlinked sign folders followed)."""
     samples = []
     for sign in signs:
-        folder = base_root / "all" / sign
+        folder = base_root / "all" / check_simple_name(sign, "sign")
         if folder.is_dir():
             samples += [Sample(p, *identify(p)) for p in sorted(folder.glob("*.pkl"))]
     if not samples:
@@ -116,38 +130,64 @@ def make_link(dest: Path, src: Path, mode: str) -> None:
 
 
 def real_dir(folder: Path, counts: Counter) -> None:
-    """Make sure folder is a real directory: a symlinked one is unlinked (never emptied: it points at real data)."""
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+    """Make sure folder is a real directory: a symlinked one is unlinked (never emptied: it points at real data);
+    a file in its place is the user's and is refused, never deleted."""
+    if folder.is_symlink():
         folder.unlink()
         counts["removed"] += 1
+    elif folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: a file where the split folder goes; fix_loso.py did not create it, "
+                        "move it away")
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def sync_links(loso_root: Path, wanted: dict[Path, Path], mode: str) -> Counter:
-    """Make <loso_root>/{train,test} hold exactly `wanted` ({relative dest: source}); returns what changed."""
-    counts = Counter()
+def made_by_a_split_tool(entry: Path) -> bool:
+    """A link (symbolic or hard), or a sample copy named userXX_GYY_*.pkl (what an older tool made)."""
+    if entry.is_symlink():
+        return True
+    return entry.is_file() and (os.stat(entry).st_nlink > 1 or parse_sample_name(entry.name) is not None)
+
+
+def remove_stale(folder: Path, keep, counts: Counter, foreign: list) -> None:
+    """Remove the stale entries of a split or sign folder that a split tool made; note the others in `foreign`."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            continue
+        if keep(entry):
+            continue
+        if made_by_a_split_tool(entry):
+            entry.unlink()
+            counts["removed"] += 1
+        else:
+            foreign.append(entry)
+
+
+def sync_links(loso_root: Path, wanted: dict[Path, Path], mode: str) -> tuple[Counter, list[Path]]:
+    """Make <loso_root>/{train,test} hold exactly `wanted` ({relative dest: source}); returns what changed and
+    the files left in place because no split tool made them."""
+    counts, foreign = Counter(), []
     for split in SPLITS:
         real_dir(loso_root / split, counts)
-        for sign_dir in sorted((loso_root / split).iterdir()):
-            if sign_dir.is_symlink() or not sign_dir.is_dir():
-                sign_dir.unlink()
-                counts["removed"] += 1
-                continue
-            for entry in sorted(sign_dir.iterdir()):
-                if entry.relative_to(loso_root) not in wanted and (entry.is_symlink() or entry.is_file()):
-                    entry.unlink()
-                    counts["removed"] += 1
+        remove_stale(loso_root / split, lambda entry: False, counts, foreign)
+        for sign_dir in sorted(d for d in (loso_root / split).iterdir() if d.is_dir() and not d.is_symlink()):
+            remove_stale(sign_dir, lambda entry: entry.relative_to(loso_root) in wanted, counts, foreign)
             if not any(sign_dir.iterdir()):
                 sign_dir.rmdir()
+    samples = [f for f in foreign if f.suffix == ".pkl"]
+    if samples:
+        raise UserError(f"{samples[0]}: a .pkl that fix_loso.py did not create is in a split folder (training "
+                        f"would read it; {len(samples)} such file(s)); move it out of {loso_root}")
     for rel, src in sorted(wanted.items()):
         dest = loso_root / rel
+        if not dest.parent.resolve().is_relative_to(loso_root.resolve()):  # names are checked; a last guard
+            raise UserError(f"{dest}: would be outside {loso_root}; refused")
         dest.parent.mkdir(parents=True, exist_ok=True)
         if is_correct_link(dest, src, mode):
             counts["kept"] += 1
         else:
             counts["replaced" if dest.exists() or dest.is_symlink() else "created"] += 1
             make_link(dest, src, mode)
-    return counts
+    return counts, foreign
 
 
 def copy_label_files(base_root: Path, loso_root: Path) -> list[str]:
@@ -193,12 +233,14 @@ def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample]) -> st
 def build_split(base_root: Path, holdout: str, samples: list[Sample], mode: str) -> str:
     loso_root = loso_data_path(base_root, holdout)
     wanted = {Path("test" if s.user == holdout else "train", s.sign, s.path.name): s.path for s in samples}
-    counts = sync_links(loso_root, wanted, mode)
+    counts, foreign = sync_links(loso_root, wanted, mode)
     copied = copy_label_files(base_root, loso_root)
     proof = check_no_leakage(loso_root, holdout, samples)
     missing = "" if "label2id.json" in copied else "; WARNING: no label2id.json in the base root"
+    left = (f"; left {len(foreign)} file(s) it did not create, e.g. {foreign[0].relative_to(loso_root)}"
+            if foreign else "")
     return (f"{loso_root}: {mode}s {counts['created']} created, {counts['replaced']} replaced, "
-            f"{counts['kept']} kept, {counts['removed']} stale removed{missing}\n  {proof}")
+            f"{counts['kept']} kept, {counts['removed']} stale removed{missing}{left}\n  {proof}")
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -8,11 +8,13 @@ A run, in order:
   2. build the model (model_functional.py); AdamW(lr, config weight_decay), sparse cross-entropy from logits,
      top-1/top-5 accuracy, ReduceLROnPlateau(factor 0.1, patience 5, min 1e-7) on the training loss (the
      validation loss when validating).
-  3. fit for --epochs; every epoch is re-augmented from a generator seeded with (seed, epoch), and a checkpoint is
-     written after each epoch, so --resume continues an interrupted run on the same data sequence.
+  3. fit for --epochs; every epoch is re-augmented from a generator seeded with (seed, epoch), and a checkpoint
+     (weights, optimizer, the dropout generators' state) is written after each epoch, so --resume continues an
+     interrupted run on the same data and dropout sequence and ends with the same weights.
   4. the final weights (last epoch, or best validation epoch when validating) are saved as final_model.h5; that
      FILE is reloaded, exported to final_model_fp32.tflite (parity-checked against Keras on real clips) and
-     evaluated. Only now is the test split read, once, for the report.
+     evaluated on the test split. The test split is read once, before the first epoch (so a bad file stops the
+     run before hours of training), and is used only now.
 
 Outputs (runs.py) under <output_root>/<dataset>/<loso|full>/: checkpoints/<exp>/{final_model.h5,
 final_model_fp32.tflite, final_model_fp32.json, labels.txt, metadata.json, resume/}, logs/run_logs/<exp>.log,
@@ -27,7 +29,9 @@ training_metadata/<exp>_<timestamp>.json + <exp>_latest.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import sys
 import time
 import warnings
@@ -136,9 +140,30 @@ def parity_clips(data: SplitData, cfg: dict) -> tuple[np.ndarray, np.ndarray, np
 
 
 # ----------------------------------------------------------------------------------------------- training
-def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
+@contextlib.contextmanager
+def dropout_generators_enabled():
+    """Dropout layers built inside draw their masks from a tf.random.Generator (a variable that a checkpoint can
+    save and restore) instead of TensorFlow's stateful ops, whose position cannot be saved. The setting is
+    global in Keras, so it is restored afterwards; layers keep the generator they were built with."""
     from tf_env import keras
-    from training_callbacks import EpochLogger, ResumeCheckpoint
+    experimental = keras.backend.experimental
+    was_enabled = experimental.is_tf_random_generator_enabled()
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            experimental.disable_tf_random_generator()
+
+
+def resume_key(s: TrainSettings, cfg: dict) -> dict:
+    """What a --resume must share with the run it continues (more --epochs is fine)."""
+    return {"model_config": model_hparams(cfg), "joint_idx": cfg["joint_idx"], "seed": s.seed,
+            "batch_size": s.batch_size or cfg["batch_size"], "lr": s.lr, "validating": s.validating}
+
+
+def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
+                   logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
     exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
     monitor = "val_loss" if s.validating else "loss"
     plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
@@ -147,7 +172,8 @@ def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple
                                             save_best_only=True, save_weights_only=True) if s.validating else None)
     paths.training_csv(exp).parent.mkdir(parents=True, exist_ok=True)
     epoch_logger = EpochLogger(logger, s.epochs)
-    resume = ResumeCheckpoint(paths.resume_dir(exp), model, model.optimizer, plateau, best)
+    resume = ResumeCheckpoint(paths.resume_dir(exp), model, model.optimizer, plateau, best,
+                              run_config=resume_key(s, cfg))
     callbacks = [plateau, *([best] if best else []), epoch_logger,
                  keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
                  keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,
@@ -158,7 +184,7 @@ def make_callbacks(s: TrainSettings, paths, model: keras.Model, logger) -> tuple
 
 def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths, logger) -> dict:
     """Train (or resume) up to s.epochs; returns the epoch bookkeeping for the metadata record."""
-    callbacks, resume, epoch_logger = make_callbacks(s, paths, model, logger)
+    callbacks, resume, epoch_logger = make_callbacks(s, cfg, paths, model, logger)
     model.optimizer.build(model.trainable_variables)  # slots exist before a restore
     initial_epoch = resume.restore() if s.resume else 0
     if s.resume:
@@ -175,8 +201,9 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
             "first_epoch_seconds": seconds[0] if seconds else None}
 
 
-def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, logger, training_info: dict) -> dict:
-    """Save final_model.h5, reload it, export + parity-check the TFLite, then read and evaluate the test split."""
+def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data: SplitData | None, paths, logger,
+             training_info: dict) -> dict:
+    """Save final_model.h5, reload it, export + parity-check the TFLite, then evaluate the test split."""
     from model_functional import load_model
     from tflite_export import export_tflite
     ckpt_dir = paths.checkpoint_dir(s.experiment_name)
@@ -187,8 +214,7 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, log
         warnings.simplefilter("ignore", UserWarning)
         final_h5 = atomic_save(paths.final_model(s.experiment_name),
                                lambda p: model.save(p, include_optimizer=False))
-    model = compile_model(load_model(final_h5), cfg, s.lr)  # everything below uses exactly the saved file
-    test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
+    model = compile_model(load_model(final_h5, cfg), cfg, s.lr)  # everything below uses exactly the saved file
     _, id2label = read_label_maps(s.data_path)
     keypoints, masks, labels = parity_clips(fit_data if test_data is None else test_data, cfg)
     card = export_tflite(model, cfg, paths.fp32_tflite(s.experiment_name), id2label, mode="fp32",
@@ -204,19 +230,33 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, paths, log
     return results
 
 
-def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict) -> None:
-    """checkpoints/<exp>/metadata.json and training_metadata/<exp>_<timestamp>.json + <exp>_latest.json."""
+def holds_success(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("success") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None) -> None:
+    """training_metadata/<exp>_<timestamp>.json always; checkpoints/<exp>/metadata.json and <exp>_latest.json
+    too, unless this run failed and they record a successful run (a failed run never replaces that record)."""
     exp = s.experiment_name
-    atomic_write_json(paths.checkpoint_dir(exp) / CHECKPOINT_METADATA, {
+    stamped = atomic_write_json(paths.record(exp, record["timestamp"]), record)
+    summary, latest = paths.checkpoint_dir(exp) / CHECKPOINT_METADATA, paths.latest_record(exp)
+    if not record["success"] and (holds_success(latest) or holds_success(summary)):
+        if logger:
+            logger.info(f"run failed: its record is {stamped}; {latest.name} and {summary.name} still "
+                        "describe the earlier successful run")
+        return
+    atomic_write_json(summary, {
         "experiment_name": exp, "config_path": s.config_path, "data_path": s.data_path,
         "num_keypoints": num_keypoints(cfg), "timestamp": record["timestamp"], "success": record["success"]})
-    atomic_write_json(paths.record(exp, record["timestamp"]), record)
-    atomic_write_json(paths.latest_record(exp), record)
+    atomic_write_json(latest, record)
 
 
 def train(s: TrainSettings) -> dict:
     """Run one experiment end to end; returns the metadata record (also written to training_metadata/)."""
-    from model_functional import build_model, parameter_breakdown
+    from model_functional import build_model, load_model, parameter_breakdown
     from tf_env import keras, tf, thread_settings
     from training_callbacks import plot_training_curves
     cfg = load_config(s.config_path)
@@ -236,14 +276,16 @@ def train(s: TrainSettings) -> dict:
         keras.backend.clear_session()
         set_seed(s.seed)
         fit_data, val_data = carve_validation(load_training_data(s, cfg), s)
+        # read and checked now, so a bad test file stops the run before the epochs; used only after training
+        test_data = load_split(s.data_path, s.test_split, cfg) if s.test_split else None
         record |= {"train_users": sorted(set(fit_data.users)), "train_samples": len(fit_data),
                    "val_users": sorted(set(val_data.users)) if val_data else [],
                    "val_samples": len(val_data) if val_data else 0}
         logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
                     + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
-        model = build_model(cfg)
-        if s.pretrained_path:
-            model.load_weights(str(require_file(s.pretrained_path, "--pretrained_path weights")))
+        with dropout_generators_enabled():  # their state is saved with each epoch checkpoint, for --resume
+            model = (load_model(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
+                     if s.pretrained_path else build_model(cfg))
         compile_model(model, cfg, s.lr)
         record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
         logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, lr {s.lr}, "
@@ -251,14 +293,14 @@ def train(s: TrainSettings) -> dict:
         record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
         training_info = {k: record[k] for k in ("experiment_name", "data_path", "epochs", "learning_rate", "seed",
                                                 "batch_size", "train_users", "holdout_user", "git_commit")}
-        record |= finalize(model, s, cfg, fit_data, paths, logger, training_info)
+        record |= finalize(model, s, cfg, fit_data, test_data, paths, logger, training_info)
         plot_training_curves(paths.training_csv(s.experiment_name), paths.curves_png(s.experiment_name),
                              s.experiment_name)
         record["success"] = True
     finally:
         record |= {"end_time": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_seconds": round(time.time() - start, 1),
                    "timestamp": time.strftime("%Y%m%d_%H%M%S")}
-        write_metadata(s, cfg, paths, record)
+        write_metadata(s, cfg, paths, record, logger)
     return record
 
 
@@ -328,7 +370,7 @@ def evaluate_checkpoint(s: TrainSettings, checkpoint: str) -> dict:
     path = Path(checkpoint) if checkpoint else run_paths(s.dataset_name, s.run_type, s.output_root).checkpoint_dir(
         s.experiment_name)
     path = require_file(path / FINAL_MODEL if path.is_dir() else path, "checkpoint")
-    model = compile_model(load_model(path), cfg, s.lr)
+    model = compile_model(load_model(path, cfg), cfg, s.lr)
     results = evaluate(model, load_split(s.data_path, s.test_split, cfg), cfg)
     print(f"{path} on {Path(s.data_path) / s.test_split}: {results['samples']} clips, "
           f"top-1 {results['accuracy']:.4f}, top-5 {results['top5_accuracy']:.4f}, loss {results['loss']:.4f}")

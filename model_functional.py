@@ -1,4 +1,4 @@
-"""SignBART as a tf_keras Functional model: `build_model(cfg)`, `load_model(path)`,
+"""SignBART as a tf_keras Functional model: `build_model(cfg)`, `load_model(path, cfg)` (weights only),
 `parameter_breakdown`, `count_flops(cfg)`.
 
 Inputs:  keypoints (B, T, K, 2) float32 (group-normalized, zero-padded) and attention_mask (B, T) float32, the
@@ -26,7 +26,7 @@ from config import MAX_FRAMES, load_config, num_keypoints
 from decoder import decode
 from encoder import encode
 from layers import CoordinatePlane, LastValidToken
-from runs import cli
+from runs import UserError, cli
 from tf_env import keras
 
 MODEL_NAME = "signbart_functional"
@@ -57,9 +57,19 @@ def build_model(cfg: dict, max_frames: int | None = None, batch_size: int | None
     return keras.Model({"keypoints": keypoints, "attention_mask": mask}, logits, name=MODEL_NAME)
 
 
-def load_model(path) -> keras.Model:
-    """Load a saved model (.h5) without its optimizer; the custom layers are registered on import."""
-    return keras.models.load_model(str(path), compile=False)
+def load_model(path, cfg: dict) -> keras.Model:
+    """Weights-only loading: build the model from the config, then read the weights of a .h5 (a full-model
+    save such as final_model.h5, or a weights file) by topology. Nothing stored in the file is deserialized as
+    code (a Lambda layer or a custom object in a hostile .h5 is never built). A file that does not fit the
+    config's model raises UserError naming both."""
+    model = build_model(cfg)
+    try:
+        model.load_weights(str(path))
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, IndexError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(f"{path}: cannot load its weights into the model of {cfg['config_path']} "
+                        f"({reason})") from None
+    return model
 
 
 def parameter_breakdown(model: keras.Model) -> dict:

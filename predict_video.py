@@ -50,6 +50,7 @@ class ClipResult:
     top_k: list                  # top-k of the clip (whole-clip mode) or of the most confident window
     events: list = field(default_factory=list)
     annotated: str | None = None
+    warning: str = ""            # e.g. no hand in any frame: then no sign is named
 
     @property
     def predicted(self) -> str | None:
@@ -87,19 +88,26 @@ def run_source(source: Source, recognizer: Recognizer, args) -> ClipResult:
         rows, seconds, results = follow(resampled(frames, fps, args.fps), recognizer, args, sliding, sink)
         if not rows:
             raise extraction.VideoError(f"{source.spec}: no frames could be read (empty or corrupt video)")
+        no_hands = extraction.hand_frames(np.stack(rows), recognizer.layout) == 0
         if sliding is None:
             predictions = [recognizer.classify(np.stack(rows))]     # (T, N, 3) -> one prediction
             if sink.path or sink.display:
-                annotate_again(source, args, fps, results, recognizer.caption(predictions[0]), sink)
+                caption = "no hand detected" if no_hands else recognizer.caption(predictions[0])
+                annotate_again(source, args, fps, results, caption, sink)
         else:
             sliding.finish()
             predictions = sliding.windows
     finally:
         sink.close()
+    result = ClipResult(source.spec, true_label(source, recognizer.labels), len(rows),
+                        [1e3 * s for s in seconds[1:]], 1e3 * seconds[0], predictions, [], [],
+                        str(path) if path else None)
+    if no_hands:  # the model still answers for all-zero hands; that is not a sign (its timings still count)
+        result.warning = f"no hand detected in any of {len(rows)} frames (no signer in view?); no sign named"
+        return result
     shown = predictions[0] if sliding is None else max(predictions, key=lambda p: p.probabilities[p.top1])
-    return ClipResult(source.spec, true_label(source, recognizer.labels), len(rows), [1e3 * s for s in seconds[1:]],
-                      1e3 * seconds[0], predictions, recognizer.top_k(shown, args.top_k),
-                      sliding.events if sliding else [], str(path) if path else None)
+    result.top_k, result.events = recognizer.top_k(shown, args.top_k), sliding.events if sliding else []
+    return result
 
 
 def annotate_again(source: Source, args, fps: float, results: list, caption: str, sink: VideoSink) -> None:
@@ -115,6 +123,8 @@ def describe(result: ClipResult) -> str:
         f"  [true {result.true_label}: {'correct' if result.predicted == result.true_label else 'WRONG'}]")
     ranked = "  ".join(f"{i}. {t['label']}{' ' + t['name'] if t['name'] else ''} {t['probability']:.1%}"
                        for i, t in enumerate(result.top_k, 1))
+    if result.warning:
+        return f"{result.source} ({result.frames} frames): WARNING {result.warning}{verdict}"
     lines = [f"{result.source} ({result.frames} frames): {ranked}{verdict}"]
     if len(result.predictions) > 1 or result.events:
         events = ", ".join(f"{e['label']} frames {e['start']}-{e['end']} ({e['probability']:.0%})"
@@ -135,7 +145,7 @@ def summary(results: list[ClipResult]) -> dict:
            "startup_ms": float(np.mean([r.startup_ms for r in results])),
            "model_ms_per_window": latency_summary([(p.preprocess_ms + p.invoke_ms) / 1e3 for p in windows]),
            "invoke_ms_per_window": latency_summary([p.invoke_ms / 1e3 for p in windows]),
-           "windows": len(windows)}
+           "windows": len(windows), "no_sign_named": sum(bool(r.warning) for r in results)}
     if labelled:
         correct = sum(r.predicted == r.true_label for r in labelled)
         out |= {"labelled_clips": len(labelled), "correct": correct, "accuracy": correct / len(labelled)}
@@ -154,6 +164,8 @@ def format_summary(s: dict) -> str:
     m, i = s["model_ms_per_window"], s["invoke_ms_per_window"]
     lines.append(f"model       median {m['median_ms']:.2f} ms/window (preprocessing + invoke; invoke alone "
                  f"{i['median_ms']:.2f}) over {s['windows']} windows")
+    if s["no_sign_named"]:
+        lines.append(f"WARNING: {s['no_sign_named']} clip(s) without any detected hand: no sign named")
     return "\n".join(lines)
 
 
@@ -163,7 +175,8 @@ def result_json(result: ClipResult) -> dict:
             "windows": [{"start": p.start, "end": p.end, "probabilities": p.probabilities.tolist(),
                          "logits": p.logits.tolist(), "preprocess_ms": p.preprocess_ms, "invoke_ms": p.invoke_ms}
                         for p in result.predictions],
-            "extraction_ms": result.extraction_ms, "startup_ms": result.startup_ms, "annotated": result.annotated}
+            "extraction_ms": result.extraction_ms, "startup_ms": result.startup_ms, "annotated": result.annotated,
+            "warning": result.warning}
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -193,6 +206,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.window < 0 or args.stride < 1 or args.top_k < 1 or not 0.0 <= args.threshold <= 1.0 or args.fps < 0:
         raise UserError("need --window >= 0, --stride >= 1, --top_k >= 1, --threshold in [0, 1], --fps >= 0")
+    extraction.check_min_confidence(args.min_confidence)
     return args
 
 

@@ -22,12 +22,11 @@ output folder is --output_dir, else exports/ptq[_<prefix>][/<user>] of the run t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from config import load_config
-from dataset import read_label_maps, read_label_names
+from dataset import read_json, read_label_maps, read_label_names
 from recipes import CALIBRATION_CLIPS, PTQ_MODES
 from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FP32_TFLITE, PTQ_FILES, HelpFormatter,
                   UserError, cli, comma_list, export_dir_for, require_file, set_seed)
@@ -48,7 +47,11 @@ def recorded_data_path(checkpoint: Path) -> str:
     meta = checkpoint.parent / CHECKPOINT_METADATA
     if not meta.is_file():
         raise UserError(f"no --data_path given and {meta} not found: pass --data_path")
-    return json.loads(meta.read_text())["data_path"]
+    record = read_json(meta, "training metadata")
+    data_path = record.get("data_path") if isinstance(record, dict) else None
+    if not isinstance(data_path, str):
+        raise UserError(f"{meta}: records no data_path: pass --data_path")
+    return data_path
 
 
 def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path, modes: list[str],
@@ -79,7 +82,7 @@ def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path,
     provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
                   "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
                                                                                          {})}
-    return export_ptq(load_model(checkpoint), cfg, data, output_dir, modes, provenance, log)
+    return export_ptq(load_model(checkpoint, cfg), cfg, data, output_dir, modes, provenance, log)
 
 
 def add_quantization_args(ap: argparse.ArgumentParser) -> None:

@@ -72,12 +72,13 @@ class UserError(Exception):
 
 
 def cli(main):
-    """Decorator for script entry points: a UserError or missing file becomes `error: ...` and exit code 2."""
+    """Decorator for script entry points: a UserError or a file-system error (missing file, a folder where a file
+    should be, no permission, disk full; the message names the path) becomes `error: ...` and exit code 2."""
     @functools.wraps(main)
     def run(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except (UserError, FileNotFoundError) as e:
+        except (UserError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
     return run
@@ -344,12 +345,18 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artefacts are meant to be shared (app builds, CI)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; a plain open() would follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path, text: str) -> Path:

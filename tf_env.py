@@ -13,7 +13,6 @@ the device probe run with the C++ stderr captured; those known lines are dropped
 passed on. GPUs stay visible and usable.
 """
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path

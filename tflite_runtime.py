@@ -70,9 +70,19 @@ def card_path(tflite_path) -> Path:
 
 
 def read_model_card(tflite_path) -> dict:
-    """The card written beside a .tflite ({} when there is none, e.g. a foreign model)."""
+    """The card written beside a .tflite ({} when there is none, e.g. a foreign model); a card that is not a JSON
+    object is a UserError naming it."""
     path = card_path(tflite_path)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        card = json.loads(path.read_bytes())
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path}: the model card is not valid JSON ({e}); re-export the model, or remove the "
+                        "card and pass --config_path") from None
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: the model card is not a JSON object")
+    return card
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -179,11 +189,15 @@ def config_from_card(card: dict, tflite_path) -> dict:
     missing = [k for k in ("model", "layout", "joint_idx", "groups") if k not in card]
     if missing:
         raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
-    hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
-    return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
-                      "groups": {name: list(idx) for name, idx in card["groups"].items()},
-                      "config_path": f"{card_path(tflite_path)} "
-                                     f"(card of {card.get('config_path', '?')})"}
+    try:
+        hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
+        return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
+                          "groups": {name: list(idx) for name, idx in card["groups"].items()},
+                          "config_path": f"{card_path(tflite_path)} "
+                                         f"(card of {card.get('config_path', '?')})"}
+    except (AttributeError, TypeError) as e:
+        raise UserError(f"{card_path(tflite_path)}: model card has a malformed model/joint_idx/groups "
+                        f"entry ({e}); pass --config_path") from None
 
 
 def resolve_config(tflite_path, config_path: str | None = None) -> dict:

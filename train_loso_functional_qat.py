@@ -122,7 +122,6 @@ def run_qat(s: QATSettings) -> dict:
     from quantization import (QuantizationData, load_qat_model, quantize_for_training,
                               save_qat_weights)
     from tf_env import keras, tf
-    from tflite_runtime import read_model_card
     output_dir = Path(s.output_dir)
     logger = setup_logging(output_dir / "qat.log", name=f"signbart.qat.{output_dir.name}")
     cfg = load_config(s.config_path)
@@ -135,7 +134,7 @@ def run_qat(s: QATSettings) -> dict:
     logger.info(f"QAT of {checkpoint}: {len(fit_data)} clips of {sorted(set(fit_data.users))}"
                 + (f", {len(val_data)} validation clips of {sorted(set(val_data.users))}" if val_data else
                    ", no validation"))
-    qat_model = compile_model(quantize_for_training(load_model(checkpoint)), cfg, s.lr,
+    qat_model = compile_model(quantize_for_training(load_model(checkpoint, cfg)), cfg, s.lr,
                               optimizer=keras.optimizers.Adam(learning_rate=s.lr, clipnorm=1.0))
     record = {"checkpoint": str(checkpoint), "settings": dataclasses.asdict(s), "seed": s.seed,
               "config_path": s.config_path, "model_config": model_hparams(cfg), "git_commit": git_commit(),

@@ -2,9 +2,10 @@
 
   EpochLogger        one line per epoch (metrics, lr, seconds) into the run log, which therefore holds the
                      whole history (the reference's .log never did); also collects wall seconds per epoch
-  ResumeCheckpoint   after every epoch: model + optimizer (tf.train.Checkpoint) and the callback state
-                     (epoch, ReduceLROnPlateau and best-model bookkeeping) under checkpoints/<exp>/resume/;
-                     `restore()` brings a run back to where it stopped (--resume)
+  ResumeCheckpoint   after every epoch: model + optimizer + the dropout random generators (tf.train.Checkpoint)
+                     and the callback state (epoch, ReduceLROnPlateau and best-model bookkeeping, the run's
+                     config) under checkpoints/<exp>/resume/; `restore()` brings a run back to where it stopped
+                     (--resume), so a resumed run ends with the same weights as an uninterrupted one
   plot_training_curves  training_curves.png from the epoch CSV (so a resumed run plots its whole history)
 """
 from __future__ import annotations
@@ -36,26 +37,53 @@ class EpochLogger(keras.callbacks.Callback):
         self.logger.info(f"epoch {epoch + 1}/{self.total_epochs} {metrics} lr={lr:.2e} ({self.seconds[-1]:.1f} s)")
 
 
+def dropout_generators(model) -> list:
+    """The tf.random.Generator of every dropout layer, in layer order (empty unless the model was built after
+    keras.backend.experimental.enable_tf_random_generator()). Keras does not track them in a checkpoint
+    itself, so ResumeCheckpoint saves them: their state is where the dropout masks of the next step come from."""
+    generators = []
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            generators.append(generator)
+    return generators
+
+
 class ResumeCheckpoint(keras.callbacks.Callback):
     """Epoch-level checkpoint for --resume. Put it AFTER the callbacks it tracks: Keras resets
-    ReduceLROnPlateau in on_train_begin, and this callback puts the saved state back right after."""
+    ReduceLROnPlateau in on_train_begin, and this callback puts the saved state back right after.
+    `run_config` (JSON-able) is stored with the state; a resume with a different one is refused."""
 
-    def __init__(self, directory, model, optimizer, plateau=None, best_checkpoint=None):
+    def __init__(self, directory, model, optimizer, plateau=None, best_checkpoint=None, run_config=None):
         super().__init__()
         self.directory = Path(directory)
-        self.plateau, self.best_checkpoint = plateau, best_checkpoint
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.plateau, self.best_checkpoint, self.run_config = plateau, best_checkpoint, run_config
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                              dropout_generators=dropout_generators(model))
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=1)
         self.state_path = self.directory / RESUME_STATE_FILE
         self.pending: dict | None = None  # state restored by restore(), applied in on_train_begin
 
     def restore(self) -> int:
-        """Load the last checkpoint; returns the number of completed epochs. Missing -> UserError naming the path."""
+        """Load the last checkpoint; returns the number of completed epochs. Missing, unreadable or made with
+        another config -> UserError naming the path."""
         if not self.state_path.is_file() or self.manager.latest_checkpoint is None:
             raise UserError(f"--resume: no checkpoint to resume from in {self.directory}")
-        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-        self.pending = json.loads(self.state_path.read_text())
-        return int(self.pending["epoch"])
+        try:
+            state = json.loads(self.state_path.read_text())
+            epoch = int(state["epoch"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--resume: {self.state_path} is unreadable ({type(e).__name__}: {e})") from None
+        if self.run_config is not None and state.get("run_config", self.run_config) != self.run_config:
+            raise UserError(f"--resume: {self.directory} was written by a run with another config or seed; "
+                            "resume with the same flags, or train without --resume")
+        try:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as e:
+            raise UserError(f"--resume: the checkpoint in {self.directory} does not fit this model "
+                            f"({str(e).splitlines()[0][:200]})") from None
+        self.pending = state
+        return epoch
 
     def on_train_begin(self, logs=None):
         if not self.pending:
@@ -68,7 +96,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.manager.save(checkpoint_number=epoch + 1)
-        state = {"epoch": epoch + 1}
+        state = {"epoch": epoch + 1, "run_config": self.run_config}
         if self.plateau is not None:
             state |= {"plateau_wait": self.plateau.wait, "plateau_cooldown": self.plateau.cooldown_counter,
                       "plateau_best": float(self.plateau.best)}

@@ -66,7 +66,7 @@ def load_clips(args, cfg: dict) -> tuple[tuple, tuple]:
 def convert_models(args, cfg: dict, calibration: tuple, folder: Path) -> list[tuple[str, Path]]:
     """[(mode, <folder>/<ptq_export file name of the mode>)], from the checkpoint or a fresh seeded model."""
     set_seed(args.seed)
-    model = load_model(require_file(args.checkpoint, "checkpoint")) if args.checkpoint else build_model(cfg)
+    model = load_model(require_file(args.checkpoint, "checkpoint"), cfg) if args.checkpoint else build_model(cfg)
     models = []
     for mode in args.modes:
         path = folder / PTQ_FILES[mode]

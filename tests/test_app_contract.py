@@ -160,7 +160,7 @@ def keras_logits(trained_fold, shared_data, tmp_path_factory) -> np.ndarray:
         shutil.copy(shared_data / "mlr511-90kpts" / name, root / name)
     data = load_split(root, "test", trained_fold.cfg)
     batch, _ = next(iter(make_dataset(data, trained_fold.cfg, batch_size=1)))
-    return load_model(trained_fold.h5)(batch, training=False).numpy()[0]
+    return load_model(trained_fold.h5, trained_fold.cfg)(batch, training=False).numpy()[0]
 
 
 def test_video_extraction_is_the_stored_clip(video_rows, shared_data):

@@ -2,7 +2,6 @@
 machine record. The figures are checked for presence and consistency, never against a time budget."""
 import csv
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import common  # noqa: E402
 from runs import UserError  # noqa: E402
+from safe_pickle import load_pickle  # noqa: E402
 
 MACHINE_KEYS = {"date", "cpu_model", "usable_cores", "python", "tensorflow", "ai-edge-litert", "mediapipe", "numpy",
                 "git_commit", "load_average_1min"}
@@ -122,8 +122,8 @@ def test_bench_extraction(shared_data, tmp_path, capsys):
                                     "--workers", "1", "--output_dir", str(tmp_path)])
     assert "frames/s" in capsys.readouterr().out
     (row,) = record["rows"]
-    with open(shared_data / "mlr511-90kpts" / "all" / "G01" / "user01_G01_R01.pkl", "rb") as f:
-        frames = pickle.load(f)["num_frames"]  # the first video, extracted with the same extractor
+    # the first video, extracted with the same extractor
+    frames = load_pickle(shared_data / "mlr511-90kpts" / "all" / "G01" / "user01_G01_R01.pkl")["num_frames"]
     assert (row["workers"], row["videos"], row["frames"]) == (1, 1, frames)
     assert row["frames_per_s"] == pytest.approx(frames / row["seconds"]) and row["speedup"] == 1.0
     check_written(tmp_path, "extraction", record)

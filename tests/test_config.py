@@ -1,6 +1,9 @@
-"""Config validation and layout consistency."""
+"""Config validation and layout consistency; bad files (binary, folders, repeated keys) are one-line errors."""
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -8,6 +11,8 @@ from config import ConfigError, load_config, mirror_permutation, num_keypoints, 
 from keypoints import LAYOUTS, get_layout
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "configs"
 EXPECTED_K = {"90kpts": 90, "65kpts": 65, "63kpts": 63, "42kpts": 42, "44kpts": 44, "46kpts": 46, "48kpts": 48}
 
 
@@ -83,3 +88,62 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("d_model: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def run_config_cli(*paths):
+    return subprocess.run([sys.executable, str(REPO / "config.py"), *map(str, paths)], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+def test_cli_exit_status_says_whether_every_config_is_valid(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("d_model: [1,\n")
+    bad = run_config_cli(CONFIG_DIR / "demo-65kpts.yaml", broken)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"ERROR {broken}: not valid YAML (expected the node content, but "
+                                               "found '<stream end>' (line 2))"]
+    assert run_config_cli(CONFIG_DIR / "demo-65kpts.yaml").returncode == 0
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(bytes(range(256)) * 4), "not a text file"),
+    (lambda p: p.mkdir(), "is a folder, not a config file"),
+    (lambda p: p.write_bytes(b"\x00\x01\x02binary"), "not valid YAML"),
+    (lambda p: p.write_text("[" * 5000), "not valid YAML"),
+    (lambda p: p.write_text(""), "expected a mapping of keys, got NoneType"),
+])
+def test_binary_files_and_folders_are_one_line_errors(tmp_path, make, message):
+    path = tmp_path / "config.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    result = run_config_cli(path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and message in result.stderr
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    text = (CONFIG_DIR / "demo-65kpts.yaml").read_text()
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "\nd_model: 64\n")
+    with pytest.raises(ConfigError, match=r"key 'd_model' is given twice \(line \d+\)"):
+        load_config(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(text.replace("groups:\n", "groups:\n  pose: [0]\n", 1))
+    with pytest.raises(ConfigError, match="key 'pose' is given twice"):
+        load_config(nested)
+
+
+def test_fuzzed_configs_never_raise_anything_but_config_error(tmp_path):
+    rng = np.random.default_rng(0)
+    text = (CONFIG_DIR / "demo-65kpts.yaml").read_bytes()
+    for i in range(200):
+        data = bytearray(text)
+        for _ in range(rng.integers(1, 8)):
+            data[rng.integers(len(data))] = rng.integers(256)
+        path = tmp_path / f"fuzz{i}.yaml"
+        path.write_bytes(bytes(data[:rng.integers(len(data) + 1)]))
+        try:
+            load_config(path)
+        except ConfigError as e:
+            assert str(path) in str(e) and "\n" not in str(e)

@@ -2,6 +2,7 @@
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +85,16 @@ def put(root, name, obj, raw=False):
     (lambda g: g | {"keypoints": np.where(np.ones_like(g["keypoints"]) > 0, np.nan, 0)}, "NaN or infinite"),
     (lambda g: g | {"keypoints": g["keypoints"][:0]}, r"empty sequence \(0 frames\)"),
     (lambda g: g | {"class": "G99"}, "class 'G99' is not in .*label2id.json"),
+    (lambda g: g | {"class": ["G01"]}, r"class \['G01'\] is not a label name"),
+    (lambda g: g | {"keypoints": [[[0.5, 0.5]] * 65, [[0.5, 0.5]] * 64]}, "keypoints are ragged"),
+    (lambda g: g | {"keypoints": np.round(g["keypoints"] * 100).astype(np.int64)},
+     "keypoints are int64, expected floats"),
+    (lambda g: g | {"keypoints": np.zeros_like(g["keypoints"])}, r"all zeros \(nothing was detected"),
+    (lambda g: g | {"keypoints": g["keypoints"].astype(np.complex64)}, "keypoints are complex64, expected floats"),
+    (lambda g: g | {"keypoints": "not an array"}, r"keypoints have shape \(\)"),
+    (lambda g: [g], "not a sample dict"),
+    (lambda g: pickle.dumps(g)[:-20], "cannot read pickle .*truncated|cannot read pickle"),
+    (lambda g: pickle.dumps(g | {"extra": Path("x")}), "refused to load pathlib.PosixPath"),
 ])
 def test_bad_samples_name_the_file(bad_root, demo_cfg, make, message):
     root, good = bad_root
@@ -109,3 +120,60 @@ def test_missing_label_map_and_split(tmp_path, demo_cfg):
     (tmp_path / "id2label.json").write_text(json.dumps({"0": "G01"}))
     with pytest.raises(DataError, match="split folder not found"):
         load_split(tmp_path, "train", demo_cfg)
+
+
+def test_skip_bad_counts_malformed_fields(bad_root, demo_cfg):
+    root, good = bad_root
+    put(root, "user01_G01_R01.pkl", good)
+    put(root, "user01_G01_R02.pkl", good | {"class": ["G01"]})
+    put(root, "user01_G01_R03.pkl", good | {"keypoints": [[[0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]]})
+    data = load_split(root, "all", demo_cfg, skip_bad=True)
+    assert len(data) == 1 and [p.rsplit("/", 1)[1] for p, _ in data.skipped] == ["user01_G01_R02.pkl",
+                                                                                  "user01_G01_R03.pkl"]
+
+
+@pytest.mark.parametrize("label2id, id2label, message", [
+    ("{broken", '{"0": "G01"}', "label2id.json: label map label2id.json is not valid JSON"),
+    (b"\xff\xfe\x00binary", '{"0": "G01"}', "label2id.json: label map label2id.json is not valid JSON"),
+    ('["G01"]', '{"0": "G01"}', "label2id.json: expected"),
+    ('{"G01": "zero"}', '{"0": "G01"}', "label2id.json: expected"),
+    ('{"G01": 0}', '{"zero": "G01"}', "id2label.json: expected"),
+    ('{"G01": 0}', '{"0": "G02"}', "disagree"),
+])
+def test_corrupt_label_maps_are_one_line(tmp_path, label2id, id2label, message):
+    for name, content in (("label2id.json", label2id), ("id2label.json", id2label)):
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataError, match=message) as err:
+        read_label_maps(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_data_path_that_is_a_file_is_one_line(tmp_path, demo_cfg):
+    not_a_folder = tmp_path / "data.pkl"
+    not_a_folder.write_bytes(b"x")
+    with pytest.raises(DataError, match="data.pkl/label2id.json: cannot read label map"):
+        load_split(not_a_folder, "train", demo_cfg)
+
+
+def test_fuzzed_pickles_give_data_errors_only(bad_root, demo_cfg):
+    """Random bytes, truncations and bit flips of a real sample: every one is a DataError naming the file or a
+    sample that still passes every check; never another exception."""
+    root, good = bad_root
+    data = pickle.dumps(good)
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        kind = i % 3
+        if kind == 0:
+            blob = rng.bytes(int(rng.integers(0, 200)))
+        elif kind == 1:
+            blob = data[:int(rng.integers(0, len(data)))]
+        else:
+            flipped = bytearray(data)
+            for _ in range(int(rng.integers(1, 6))):
+                flipped[int(rng.integers(len(flipped)))] = int(rng.integers(256))
+            blob = bytes(flipped)
+        path = put(root, "user01_G01_R01.pkl", blob, raw=True)
+        try:
+            load_split(root, "all", demo_cfg)
+        except DataError as e:
+            assert str(path) in str(e) and "\n" not in str(e)

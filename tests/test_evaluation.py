@@ -55,7 +55,7 @@ def quantized_model(h5: str, config_path: str, data_path: str, mode: str) -> Pat
     from model_functional import load_model
     cfg = load_config(config_path)
     keypoints, masks, _ = load_split(data_path, "train", cfg, max_samples=32).padded(cfg)
-    tflite_bytes = tflite_export.convert(load_model(h5), cfg, mode, representative_data=(keypoints, masks))
+    tflite_bytes = tflite_export.convert(load_model(h5, cfg), cfg, mode, representative_data=(keypoints, masks))
     path = Path(tempfile.mkdtemp(prefix=f"signbart_{mode}_")) / f"model_{mode}.tflite"
     path.write_bytes(tflite_bytes)
     return path

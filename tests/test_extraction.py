@@ -2,6 +2,7 @@
 the real MLR511 keypoints in ../shared/data (MediaPipe 0.10.21 on CPU is deterministic for those videos)."""
 import contextlib
 import io
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import extract_65_keypoints as extractor
 import extraction
 from keypoints import get_layout
+from safe_pickle import load_pickle
 
 # Short real videos (frames): user01 G09 (32) and user08 G07 (30), one per signer.
 SHARED_VIDEOS = ("user01/G09/R01.mp4", "user08/G07/R01.mp4")
@@ -55,8 +57,7 @@ def pickles(root: Path) -> dict[str, bytes]:
 
 
 def load(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    return load_pickle(path)
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +280,61 @@ def test_flip_users_moves_the_signing_hand_to_the_other_slot(real_videos, real_e
     assert user01_row.endswith("dominant: left")
     assert "WARNING: signers disagree on the dominant hand slot" in report and "left: user01; right: user08" in report
 
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def write_blank_video(path: Path, frames: int = 4) -> Path:
+    """A grey clip with nobody in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (256, 256))
+    for i in range(frames):
+        writer.write(np.full((256, 256, 3), 90 + i, np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_video_without_a_person_fails_and_is_not_saved(tmp_path):
+    videos = tmp_path / "videos"
+    write_video(videos / "user01" / "G01" / "R01.avi")
+    blank = write_blank_video(videos / "user01" / "G01" / "R02.avi")
+    code, out = run_cli("--input_dir", videos, "--output_dir", tmp_path / "out", "--workers", 1)
+    assert code == 1 and "1 extracted, 0 skipped (already extracted), 1 failed" in out
+    assert f"FAILED {blank}: no person detected in any of 4 frames; no pickle written" in out
+    assert sorted(pickles(tmp_path / "out")) == ["all/G01/user01_G01_R01.pkl"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--min_confidence", "2"], "--min_confidence must be in [0, 1], got 2.0"),
+    (["--min_confidence", "-0.1"], "--min_confidence must be in [0, 1], got -0.1"),
+])
+def test_bad_flags_are_refused_before_any_video(synthetic_videos, tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.setattr(extractor, "run_jobs", lambda *a: pytest.fail("videos were processed"))
+    with pytest.raises(SystemExit) as exit_info:
+        extractor.main(["--input_dir", str(synthetic_videos), "--output_dir", str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_output_dir_that_is_a_file_is_one_line(synthetic_videos, tmp_path, capsys):
+    taken = tmp_path / "out"
+    taken.write_text("a file")
+    with pytest.raises(SystemExit) as exit_info:
+        extractor.main(["--input_dir", str(synthetic_videos), "--output_dir", str(taken)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: --output_dir {taken}: is a file, not a folder"
+    assert taken.read_text() == "a file"
+
+
+def test_resume_refuses_to_run_a_hostile_pickle(synthetic_videos, uninterrupted, tmp_path):
+    out = tmp_path / "demo-65kpts"
+    shutil.copytree(uninterrupted, out)
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    hostile = out / "all" / "G01" / "user01_G01_R01.pkl"
+    hostile.write_bytes(pickle.dumps({"keypoints": Payload()}))
+    code, report = run_cli("--input_dir", synthetic_videos, "--output_dir", out, "--workers", 1)
+    assert code == 0 and "1 extracted, 2 skipped" in report  # the hostile file is re-extracted, never run
+    assert not marker.exists() and pickles(out) == pickles(uninterrupted)

@@ -1,9 +1,11 @@
 """fix_loso.py: LOSO splits made of links, no leakage, idempotent re-runs that remove stale entries."""
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fix_loso
@@ -138,3 +140,75 @@ def test_comma_separated_flags_drop_blanks_and_spaces(base):
     assert parse_holdouts("user02 ,user01", base) == ["user02", "user01"]
     assert parse_holdouts("all", base) == ["user01", "user02", "user03"]
     assert fix_loso.parse_gestures(" G01, G02 ", base) == ["G01", "G02"]
+
+
+def hostile_sample(base: Path, name: str, **fields) -> Path:
+    path = base / "all" / "G01" / name
+    path.write_bytes(pickle.dumps({"keypoints": np.full((2, 65, 3), 0.5, np.float32)} | fields))
+    return path
+
+
+@pytest.mark.parametrize("sign, message", [
+    ("../../../ESCAPED", "not a simple name"), ("..", "not a simple name"), ("G01/../../x", "not a simple name"),
+    (".hidden", "not a simple name"), (["G01"], r"class=\['G01'\]")])
+def test_class_from_a_pickle_cannot_leave_the_split_folder(base, tmp_path, capsys, sign, message):
+    hostile_sample(base, "clip.pkl", user="user02", **{"class": sign})
+    with pytest.raises(SystemExit) as exit_:
+        fix_loso.main(["--base_root", str(base), "--holdouts", "user01"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "clip.pkl: c" in err and re.search(message, err)
+    assert len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("ESCAPED")) and not Path(f"{base}_LOSO_user01").exists()
+
+
+def test_hostile_pickle_does_not_run_code(base, tmp_path, capsys):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    (base / "all" / "G01" / "clip.pkl").write_bytes(pickle.dumps({"keypoints": Payload(), "user": "user02"}))
+    with pytest.raises(SystemExit):
+        fix_loso.main(["--base_root", str(base), "--holdouts", "user01"])
+    assert "refused to load posix.system" in capsys.readouterr().err and not marker.exists()
+
+
+def test_corrupt_label_map_is_one_line(base, capsys):
+    (base / "label2id.json").write_text("{not json")
+    with pytest.raises(SystemExit) as exit_:
+        fix_loso.main(["--base_root", str(base), "--holdouts", "user01"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "label2id.json: label map label2id.json is not valid JSON" in err
+    (base / "label2id.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit):
+        fix_loso.main(["--base_root", str(base), "--holdouts", "user01"])
+    assert "label2id.json: expected" in capsys.readouterr().err
+
+
+def test_files_it_did_not_create_are_left_and_named(base, capsys):
+    run(capsys, "--base_root", base, "--holdouts", "user01")
+    loso = Path(f"{base}_LOSO_user01")
+    notes = loso / "train" / "G01" / "notes.txt"
+    notes.write_text("my notes")
+    readme = loso / "test" / "README"
+    readme.write_text("mine")
+    out = run(capsys, "--base_root", base, "--holdouts", "user01")
+    assert notes.read_text() == "my notes" and readme.read_text() == "mine"
+    assert "left 2 file(s) it did not create" in out and "no leakage" in out
+    own = loso / "train" / "G01" / "my_extra_clip.pkl"
+    own.write_bytes(b"mine too")
+    with pytest.raises(SystemExit):
+        fix_loso.main(["--base_root", str(base), "--holdouts", "user01"])
+    assert "my_extra_clip.pkl: a .pkl that fix_loso.py did not create" in capsys.readouterr().err
+    assert own.read_bytes() == b"mine too"
+
+
+def test_a_file_in_place_of_a_split_folder_is_refused_not_deleted(base, capsys):
+    loso = Path(f"{base}_LOSO_user01")
+    loso.mkdir()
+    (loso / "train").write_text("mine")
+    with pytest.raises(SystemExit):
+        fix_loso.main(["--base_root", str(base), "--holdouts", "user01"])
+    assert "a file where the split folder goes" in capsys.readouterr().err
+    assert (loso / "train").read_text() == "mine"

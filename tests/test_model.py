@@ -81,11 +81,11 @@ def test_last_valid_token_takes_the_last_frame_of_the_length_mask():
     np.testing.assert_array_equal(out, hidden[[0, 1], [2, 4]])
 
 
-def test_h5_round_trip_gives_identical_logits(demo_model, demo_clips, tmp_path):
+def test_h5_round_trip_gives_identical_logits(demo_model, demo_cfg, demo_clips, tmp_path):
     keypoints, mask = pad_clip(demo_clips[0])
     path = tmp_path / "model.h5"
     demo_model.save(path, include_optimizer=False)
-    reloaded = load_model(path)
+    reloaded = load_model(path, demo_cfg)
     np.testing.assert_array_equal(logits(reloaded, keypoints[None], mask[None]),
                                   logits(demo_model, keypoints[None], mask[None]))
     assert reloaded.count_params() == demo_model.count_params()

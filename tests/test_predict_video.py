@@ -137,3 +137,48 @@ def test_consecutive_confident_windows_make_one_event():
     assert [p is not None for p in emitted] == [False, False, False, True, False, True] * 1 + [False, True] * 3
     assert [(e["label"], e["start"], e["end"]) for e in window.events] == [("A", 0, 6), ("B", 6, 10), ("A", 8, 12)]
     assert window.events[0]["name"] == "Alpha" and window.events[0]["probability"] == pytest.approx(0.9)
+
+
+def write_blank_video(path, frames: int = 6):
+    import cv2
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15, (320, 240))
+    for i in range(frames):
+        writer.write(np.full((240, 320, 3), 120 + i, np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("window", [[], ["--window", "4", "--stride", "2", "--threshold", "0"]])
+def test_a_video_without_a_signer_names_no_sign(trained_fold, tmp_path, capsys, window):
+    blank = write_blank_video(tmp_path / "nobody.avi")
+    result = predict_video.main(["--model", str(trained_fold.tflite), str(blank), *window])
+    clip = result["clips"][0]
+    assert clip.predicted is None and clip.top_k == [] and clip.events == [] and clip.predictions  # timed
+    out = capsys.readouterr().out
+    assert ("nobody.avi (6 frames): WARNING no hand detected in any of 6 frames (no signer in view?); "
+            "no sign named") in out
+    assert "WARNING: 1 clip(s) without any detected hand: no sign named" in out
+
+
+def test_min_confidence_out_of_range_is_refused_at_start(trained_fold, shared_data, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        predict_video.main(["--model", str(trained_fold.tflite), str(shared_data / VIDEO), "--min_confidence", "2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: --min_confidence must be in [0, 1], got 2.0"
+
+
+@pytest.mark.parametrize("card", ["{truncated", "[1, 2]", '{"model": 3, "layout": 65, "joint_idx": 1, "groups": 2}'])
+def test_a_corrupt_model_card_is_one_line(trained_fold, shared_data, tmp_path, capsys, card):
+    import shutil
+    import evaluate_tflite_single
+    model = tmp_path / "model.tflite"
+    shutil.copy(trained_fold.tflite, model)
+    (tmp_path / "model.json").write_text(card)
+    evaluate_argv = ["--data_path", str(trained_fold.data_path), "--split", "test"]
+    for main, argv in ((predict_video.main, ["--model", str(model), str(shared_data / VIDEO)]),
+                       (evaluate_tflite_single.main, ["--tflite_path", str(model), *evaluate_argv])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1
+        assert err[0].startswith(f"error: {tmp_path / 'model.json'}: ")

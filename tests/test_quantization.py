@@ -122,3 +122,22 @@ def test_batch_exports_each_fold_and_reports_missing_ones(trained_fold, tmp_path
     assert (out / "user01" / "model_dynamic_int8.tflite").is_file() and not (out / "user02").exists()
     expected = trained_fold.output_root / "demo" / "loso" / "checkpoints" / "demo_LOSO_user02" / "final_model.h5"
     assert str(expected) in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_model_or_a_corrupt_record_is_one_line(trained_fold, tmp_path, capsys):
+    import shutil
+    ckpt = tmp_path / "checkpoints" / "x"
+    ckpt.mkdir(parents=True)
+    shutil.copy(trained_fold.h5, ckpt / "final_model.h5")
+    (ckpt / "metadata.json").write_text("{cut off")
+    argv = ["--config_path", str(trained_fold.config_path), "--checkpoint", str(ckpt / "final_model.h5"),
+            "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        ptq_export.main(argv)
+    assert "metadata.json: training metadata is not valid JSON" in capsys.readouterr().err
+    (ckpt / "final_model.h5").write_bytes(b"not an h5 file")
+    with pytest.raises(SystemExit) as exit_info:
+        ptq_export.main([*argv, "--data_path", str(trained_fold.data_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {ckpt / 'final_model.h5'}: cannot load its weights into the model of")

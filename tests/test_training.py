@@ -1,9 +1,13 @@
 """FP32 training: the LOSO CLI writes the whole output tree, runs are deterministic given the seed, the held-out
-signer is never read before training ends, validation comes from training signers, and --resume continues."""
+signer is checked before training and never trained on, validation comes from training signers, --resume ends
+like an uninterrupted run, and a failed run never replaces the record of a successful one."""
 import csv
 import json
 import os
+import shutil
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -84,13 +88,13 @@ def test_metadata_records_the_run(cli_run, tiny_cfg):
     assert record["tf_threads"]["cpu_count"] == os.cpu_count()  # thread pools are part of the recipe
 
 
-def test_held_out_signer_is_never_read_before_training_ends(cli_run):
-    _, events, _ = cli_run
+def test_held_out_signer_is_read_once_before_training_and_never_trained_on(cli_run):
+    _, events, record = cli_run
     end = events.index(("fit done", ""))
     held_out = [i for i, (kind, path) in enumerate(events) if f"{HOLDOUT}_" in path.rsplit("/", 1)[-1]]
-    assert held_out, "the test split is evaluated after training"
-    assert min(held_out) > end
+    assert held_out and max(held_out) < end, "the test split is checked before the first epoch"
     assert len(held_out) == 30, "the test split is read once"
+    assert HOLDOUT not in record["train_users"] and record["train_samples"] == 90
 
 
 def test_eval_task_reproduces_the_test_metrics(cli_run, loso_base, tiny_config_path, capsys):
@@ -171,3 +175,79 @@ def test_full_dataset_training_uses_all_and_evaluates_nothing(demo_root, tiny_co
     assert record["success"] and record["train_samples"] == 120 and "test" not in record
     assert record["train_users"] == ["user01", "user02", "user03", "user04"]
     assert (paths.checkpoint_dir("demo_full") / "final_model_fp32.tflite").is_file()
+
+
+def settings_for(loso_base, tiny_config_path, out, **changes) -> TrainSettings:
+    return TrainSettings(**{"experiment_name": EXP, "config_path": str(tiny_config_path),
+                            "data_path": str(loso_data_path(loso_base, HOLDOUT)), "dataset_name": "demo",
+                            "run_type": "loso", "holdout_user": HOLDOUT, "epochs": 3, "batch_size": 16,
+                            "output_root": str(out)} | changes)
+
+
+def h5_weights(path) -> list:
+    arrays = []
+    with h5py.File(path, "r") as f:
+        f["model_weights"].visititems(lambda name, obj: arrays.append((name, obj[()]))
+                                      if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+class Interrupt(Exception):
+    """Stands in for SIGKILL: the run stops in the middle of an epoch, after the checkpoint of the previous one."""
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, tiny_config_path, tmp_path,
+                                                                      monkeypatch):
+    whole = train(settings_for(loso_base, tiny_config_path, tmp_path / "whole"))
+    real_make_callbacks = main_functional.make_callbacks
+
+    class StopInEpoch2(main_functional.keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.epoch == 1 and batch == 2:
+                raise Interrupt
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    def make_callbacks_then_stop(*args, **kwargs):
+        callbacks, resume, epoch_logger = real_make_callbacks(*args, **kwargs)
+        return [*callbacks, StopInEpoch2()], resume, epoch_logger
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as mp:
+        mp.setattr(main_functional, "make_callbacks", make_callbacks_then_stop)
+        with pytest.raises(Interrupt):
+            train(settings_for(loso_base, tiny_config_path, out))
+    resumed = train(settings_for(loso_base, tiny_config_path, out, resume=True))
+    assert resumed["initial_epoch"] == 1 and resumed["epochs_this_session"] == 2
+    names = lambda ws: [n for n, _ in ws]  # noqa: E731
+    whole_w, resumed_w = h5_weights(whole["final_model"]), h5_weights(resumed["final_model"])
+    assert names(whole_w) == names(resumed_w)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(whole_w, resumed_w))
+    assert resumed["test"] == whole["test"] and resumed["train"] == whole["train"]
+    assert history(run_paths("demo", "loso", str(out)))[-1] == history(run_paths("demo", "loso",
+                                                                                 str(tmp_path / "whole")))[-1]
+
+
+def test_failed_resume_keeps_the_record_of_the_successful_run(loso_base, tiny_config_path, tmp_path):
+    done = train(settings_for(loso_base, tiny_config_path, tmp_path, epochs=1))
+    paths = run_paths("demo", "loso", str(tmp_path))
+    latest = paths.metadata_dir() / f"{EXP}_latest.json"
+    summary = paths.checkpoint_dir(EXP) / "metadata.json"
+    before = latest.read_text(), summary.read_text()
+    other = tmp_path / "other.yaml"
+    other.write_text(Path(tiny_config_path).read_text().replace("d_model: 32", "d_model: 16"))
+    with pytest.raises(UserError, match="--resume: .* another config or seed"):
+        train(settings_for(loso_base, other, tmp_path, epochs=2, resume=True))
+    assert (latest.read_text(), summary.read_text()) == before and done["success"]
+    records = sorted(paths.metadata_dir().glob(f"{EXP}_2*.json"))  # the success, then the failure
+    assert [json.loads(r.read_text())["success"] for r in records] == [True, False]
+
+
+def test_bad_test_file_stops_the_run_before_the_first_epoch(loso_base, tiny_config_path, tmp_path, monkeypatch):
+    data = tmp_path / "fold"
+    shutil.copytree(loso_data_path(loso_base, HOLDOUT), data, symlinks=False)
+    (data / "test" / "G01" / f"{HOLDOUT}_G01_R01.pkl").write_bytes(b"\x80\x04truncated")
+    monkeypatch.setattr(main_functional, "fit", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(UserError, match=f"{HOLDOUT}_G01_R01.pkl: cannot read pickle"):
+        train(settings_for(loso_base, tiny_config_path, tmp_path, data_path=str(data)))
