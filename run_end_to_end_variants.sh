@@ -8,16 +8,19 @@
 #   VARIANTS="42kpts-hands 65kpts" SEED_LIST=42,511 HOLDOUTS=user01,user08,user11 bash run_end_to_end_variants.sh
 #
 # Variant V uses the config CONFIG_TEMPLATE with {variant} = V (default configs/arabic-asl-V.yaml) and the
-# experiment prefix <DATASET_NAME>_<V with '-' -> '_'> (e.g. arabic_asl_42kpts_hands). Seed S trains
-# <prefix>_seed<S>_<DATASET_NAME>_LOSO_<user> with seed S and exports PTQ/QAT, with the same seed, into
-# exports/{ptq,qat}_<prefix>_seed<S>/<user>/. The full-dataset model is <prefix>_full (seed FULL_SEED, default the
+# experiment prefix of `runs.py variant_prefix V`: <DATASET_NAME>_<V with '-' -> '_'> (e.g.
+# arabic_asl_42kpts_hands), but arabic_asl_65kpts_pose_hands for 65kpts, as in the reference.
+# Seed S trains <prefix>_seed<S>_<DATASET_NAME>_LOSO_<user> with seed S and exports PTQ/QAT, with
+# the same seed, into exports/{ptq,qat}_<prefix>_seed<S>/<user>/ (exports/{ptq,qat}_<prefix> links
+# to seed FULL_SEED's). The full-dataset model is <prefix>_full (seed FULL_SEED, default the
 # first seed), exported into full/exports/{ptq,qat}_<prefix>/.
 #
 # Data: one extracted dataset serves every variant whose layout allows it. A config of layout 65 reads 65- and
 # 90-point pickles (keypoints.READABLE_FROM), so when a variant needs the 90-point layout DATA_DIR_65 defaults to
 # DATA_DIR_90 and the videos are extracted once, with 90 points. Layout L reads DATA_DIR_<L> (default
 # data/arabic-asl-<L>kpts). With RAW_DIR each dataset folder in use is extracted once (FLIP_USERS, EXTRACT_WORKERS);
-# without RAW_DIR the folders must already hold keypoints.
+# without RAW_DIR the folders must already hold keypoints, and a variant needing 90 points that are
+# not there is skipped (one line). FLIPPED_DIR is refused: set FLIP_USERS.
 #
 # Settings (environment): VARIANTS, SEED_LIST, HOLDOUTS (default all), RUN_LOSO, RUN_FULL_DATASET, RUN_COLLECT,
 # CONFIG_TEMPLATE, DATASET_NAME, OUTPUT_ROOT, RAW_DIR, DATA_DIR_65, DATA_DIR_90, FLIP_USERS, EXTRACT_WORKERS,

@@ -130,10 +130,11 @@ def test_clear_errors(output_tree, tmp_path, capsys):
     assert "holdout user03" in capsys.readouterr().out
 
 
-def test_full_run_type_reports_size_card_parity_flops_and_labels_training_data(trained_fold, tmp_path):
-    """--run_type full on a full-dataset tree (the trained model placed as demo_full, PTQ exported by
-    ptq_export.py, no QAT): sizes, the cards' parity, FLOPs; an evaluation on signers it trained on is
-    labelled TRAINING DATA, one on the others 'held-out signers'."""
+def test_full_run_type_reports_size_card_parity_flops_and_labels_training_data(trained_fold,
+                                                                                tmp_path):
+    """--run_type full on a full-dataset tree (the trained model placed as demo_full, PTQ exported
+    by ptq_export.py, no QAT): sizes, the cards' parity, FLOPs; an evaluation on signers it trained
+    on is labelled TRAINING DATA, one on the others 'held-out signers'."""
     import collect_results
     import ptq_export
     loso, full = run_paths("demo", "loso", str(trained_fold.output_root)), run_paths("demo", "full",
@@ -145,7 +146,8 @@ def test_full_run_type_reports_size_card_parity_flops_and_labels_training_data(t
     ptq_export.main(["--config_path", str(trained_fold.config_path), "--modes", "dynamic",
                      "--checkpoint", str(full.final_model("demo_full")),
                      "--data_path", str(trained_fold.data_path)])
-    base = ["--run_type", "full", "--dataset_name", "demo", "--output_root", str(tmp_path), "--no-console"]
+    base = ["--run_type", "full", "--dataset_name", "demo", "--output_root", str(tmp_path),
+            "--no-console"]
     out = collect_results.main(base)
     rows = {r["model"]: r for r in read_csv(full.results_dir() / "full_models.csv")}
     assert set(rows) == {"FP32", "PTQ"}
@@ -156,10 +158,12 @@ def test_full_run_type_reports_size_card_parity_flops_and_labels_training_data(t
     assert float(info["FLOPs per clip (forward pass)"]["value"]) > 0
     assert "no held-out" in out["report"].read_text()
 
-    on_train = collect_results.main(base + ["--data_path", str(trained_fold.data_path), "--split", "train"])
+    data = ["--data_path", str(trained_fold.data_path), "--split"]
+    on_train = collect_results.main(base + data + ["train"])
     assert {r["eval_is"] for r in on_train["rows"]} == {"TRAINING DATA (not a test accuracy)"}
-    on_test = collect_results.main(base + ["--data_path", str(trained_fold.data_path), "--split", "test"])
+    on_test = collect_results.main(base + data + ["test"])
     assert {r["eval_is"] for r in on_test["rows"]} == {"held-out signers"}
     fp32 = next(r for r in on_test["rows"] if r["model"] == "FP32")
-    assert fp32["eval_top1_pct"] == pytest.approx(100 * trained_fold.record["test"]["accuracy"], abs=0.01)
+    keras_test_top1 = 100 * trained_fold.record["test"]["accuracy"]
+    assert fp32["eval_top1_pct"] == pytest.approx(keras_test_top1, abs=0.01)
     assert "TRAINING DATA" in on_train["report"].read_text()

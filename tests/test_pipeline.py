@@ -133,24 +133,27 @@ def test_failing_stage_is_named(tmp_path, tiny_config_path):
 
 
 def test_variants_script(tmp_path, tiny_config_path):
-    """One variant (65 points) x one seed x one holdout, 1 epoch, PTQ only, the 90-point variant skipped
-    (no 90-point data); the cross-variant table; the reference README's multi-seed collect_results
-    command and deploy path, as written, find what the script wrote."""
+    """One variant (65 points) x one seed x one holdout, 1 epoch, PTQ only, the 90-point variant
+    skipped (no 90-point data); the cross-variant table; the reference README's multi-seed
+    collect_results command and deploy path, as written, find what the script wrote."""
     make_demo_dataset(tmp_path / "demo-65kpts", signers=3, signs=10, reps=2, seed=0)
     for variant in ("65kpts", "90kpts"):
         raw = yaml.safe_load((REPO / "configs" / f"arabic-asl-{variant}.yaml").read_text()) | TINY
         (tmp_path / f"tiny-{variant}.yaml").write_text(yaml.safe_dump(raw))
     env = pipeline_env(tmp_path, tiny_config_path) | {
-        "VARIANTS": "65kpts 90kpts", "SEED_LIST": "7", "HOLDOUTS": "user01", "EPOCHS": "1", "RUN_QAT": "0",
-        "RUN_FULL_DATASET": "0", "DATASET_NAME": "demo", "CONFIG_TEMPLATE": str(tmp_path / "tiny-{variant}.yaml"),
+        "VARIANTS": "65kpts 90kpts", "SEED_LIST": "7", "HOLDOUTS": "user01", "EPOCHS": "1",
+        "RUN_QAT": "0", "RUN_FULL_DATASET": "0", "DATASET_NAME": "demo",
+        "CONFIG_TEMPLATE": str(tmp_path / "tiny-{variant}.yaml"),
         "DATA_DIR_65": str(tmp_path / "demo-65kpts"), "DATA_DIR_90": str(tmp_path / "none")}
     out = run_script("run_end_to_end_variants.sh", env).stdout
     assert f"variant 90kpts skipped: needs 90-point keypoints, {tmp_path / 'none'} has none" in out
     loso = tmp_path / "outputs" / "demo" / "loso"
     prefix = "demo_65kpts_pose_hands"  # the reference README's arabic_asl_65kpts_pose_hands
-    assert (loso / "checkpoints" / f"{prefix}_seed7_demo_LOSO_user01" / "final_model_fp32.tflite").is_file()
-    assert (loso / "exports" / f"ptq_{prefix}_seed7" / "user01" / "model_dynamic_int8.tflite").is_file()
-    assert (loso / "exports" / f"ptq_{prefix}" / "user01" / "model_dynamic_int8.tflite").is_file()  # deploy path
+    exp = f"{prefix}_seed7_demo_LOSO_user01"
+    assert (loso / "checkpoints" / exp / "final_model_fp32.tflite").is_file()
+    ptq = "model_dynamic_int8.tflite"
+    assert (loso / "exports" / f"ptq_{prefix}_seed7" / "user01" / ptq).is_file()
+    assert (loso / "exports" / f"ptq_{prefix}" / "user01" / ptq).is_file()  # the seed-less link
     with open(loso / "results" / prefix / "summary_table.csv", newline="") as f:
         per_variant = {(r["holdout"], r["model"]): r for r in csv.DictReader(f)}
     with open(loso / "results" / "variants_summary.csv", newline="") as f:
@@ -162,7 +165,8 @@ def test_variants_script(tmp_path, tiny_config_path):
     assert "variants done" in out
     import collect_results  # the reference README's multi-seed command, with this tree's names
     seed_command = collect_results.main([
-        "--config_path", str(tmp_path / "tiny-65kpts.yaml"), "--base_data_path", str(tmp_path / "demo-65kpts"),
+        "--config_path", str(tmp_path / "tiny-65kpts.yaml"),
+        "--base_data_path", str(tmp_path / "demo-65kpts"),
         "--seed_list", "7", "--exp_prefix_base", prefix,
         "--ptq_base_dir", str(loso / "exports" / f"ptq_{prefix}_seed{{seed}}"),
         "--qat_base_dir", str(loso / "exports" / f"qat_{prefix}_seed{{seed}}"),

@@ -1,6 +1,6 @@
-"""run_end_to_end_variants.sh without training: the reference README's names (runs.variant_prefix and
-its alias for older trees), FLIPPED_DIR refused, and variants skipped, one line each, when their
-keypoints do not exist. The variants trained end to end are in test_pipeline.py::test_variants_script."""
+"""run_end_to_end_variants.sh without training: the reference README's names (runs.variant_prefix
+and its alias for older trees), FLIPPED_DIR refused, and variants skipped, one line each, when their
+keypoints do not exist. Variants trained end to end: test_pipeline.py::test_variants_script."""
 import os
 import subprocess
 
@@ -26,7 +26,7 @@ def test_variant_prefix_names_and_alias(tmp_path):
     assert variant_prefix("arabic_asl", "65kpts", root) == "arabic_asl_65kpts"
     run_paths("arabic_asl", "full", root).checkpoint_dir(
         "arabic_asl_65kpts_pose_hands_full").mkdir(parents=True)
-    assert variant_prefix("arabic_asl", "65kpts", root) == "arabic_asl_65kpts_pose_hands"  # ... unless
+    assert variant_prefix("arabic_asl", "65kpts", root) == "arabic_asl_65kpts_pose_hands"  # unless
     out = subprocess.run([str(REPO / ".venv/bin/python"), str(REPO / "runs.py"), "variant_prefix",
                           "65kpts", "--output_root", str(tmp_path / "none")],
                          capture_output=True, text=True, check=True).stdout
@@ -48,9 +48,10 @@ def test_variants_without_90_point_data_skip_the_90_point_variant(demo_root, tmp
     result = run("run_end_to_end_variants.sh", VARIANTS="42kpts-hands 90kpts", **common)
     assert result.returncode == 0, result.stdout + result.stderr
     skipped = [line for line in result.stdout.splitlines() if "skipped:" in line]
-    assert skipped == [f"variant 90kpts skipped: needs 90-point keypoints, {tmp_path / 'no-90kpts'} "
-                       "has none (extract them: set RAW_DIR=<videos>, or run extract_90_keypoints.py "
-                       f"--input_dir <videos> --output_dir {tmp_path / 'no-90kpts'})"]
+    no90 = tmp_path / "no-90kpts"
+    assert skipped == [f"variant 90kpts skipped: needs 90-point keypoints, {no90} has none "
+                       "(extract them: set RAW_DIR=<videos>, or run extract_90_keypoints.py "
+                       f"--input_dir <videos> --output_dir {no90})"]
     assert "variants done" in result.stdout and ": 42kpts-hands x seeds" in result.stdout
     result = run("run_end_to_end_variants.sh", VARIANTS="90kpts", **common)
     assert result.returncode == 2 and "error: no variant has keypoints to run on" in result.stderr
