@@ -22,6 +22,15 @@ or over the seeds' means across holdouts (several seeds). Dataset, classes and r
         --seed_list 42,511 --exp_prefix_base arabic_asl_65kpts_pose_hands \\
         --ptq_base_dir "outputs/arabic_asl/loso/exports/ptq_arabic_asl_65kpts_pose_hands_seed{seed}" \\
         --qat_base_dir "outputs/arabic_asl/loso/exports/qat_arabic_asl_65kpts_pose_hands_seed{seed}"
+
+--run_type full collects the full-dataset model <dataset>_full (--full_exp_name) and its PTQ/QAT
+exports (full/exports/{ptq,qat}[_<prefix>]/) into full/results/[<prefix>/]: full_models.csv (file,
+size, the card's Keras-vs-TFLite parity, whether file and card agree), model_info.csv (parameters,
+FLOPs, sizes) and full_results_<time>.txt. It trained on every signer: no held-out signer is left.
+With --data_path it also evaluates that folder's --split, labelled "held-out signers" only when none
+of the split's signers was trained on, else "TRAINING DATA (not a test accuracy)".
+
+    python collect_results.py --run_type full --dataset_name arabic_asl
 """
 from __future__ import annotations
 
@@ -37,13 +46,13 @@ import numpy as np
 import metrics
 from config import model_hparams
 from dataset import read_json
-from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, load_eval_set, model_file_info,
-                        summary_row)
+from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, format_cell, load_eval_set,
+                        model_file_info, summary_row, text_table)
 from results_report import model_info_rows, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, UserError, atomic_write_json,
-                  atomic_write_text, cli, comma_list, loso_data_path, loso_experiment_name,
-                  parse_experiment_name, run_paths)
-from tflite_runtime import check_card_matches, display_names, resolve_config
+                  atomic_write_text, cli, comma_list, full_experiment_name, loso_data_path,
+                  loso_experiment_name, parse_experiment_name, parse_sample_name, run_paths)
+from tflite_runtime import check_card_matches, display_names, read_model_card, resolve_config
 
 PTQ_FILE, QAT_FILE = PTQ_FILES["dynamic"], QAT_FILES["dynamic"]  # the canonical PTQ and QAT models
 KERAS_TAG = "Keras FP32 (training)"
@@ -265,7 +274,12 @@ def parse_args(argv=None):
     ap.add_argument("--base_data_path", default="",
                     help="dataset root; test data = <root>_LOSO_<user>/<split> (default: the run metadata's data_path)")
     ap.add_argument("--dataset_name", default="arabic_asl", help="output folder name (default: arabic_asl)")
-    ap.add_argument("--run_type", default="loso", choices=("loso",), help="only LOSO runs have held-out signers")
+    ap.add_argument("--run_type", default="loso", choices=("loso", "full"),
+                    help="loso: held-out signers; full: the full-dataset models (see above)")
+    ap.add_argument("--full_exp_name", default="",
+                    help="full: the experiment (default: <dataset>_full)")
+    ap.add_argument("--data_path", default="",
+                    help="full: a dataset folder to evaluate on (its --split)")
     ap.add_argument("--output_root", default="", help="output root (default: $SIGNBART_OUTPUT_ROOT or outputs)")
     ap.add_argument("--exp_prefix", default="", help="experiment prefix of the runs (may contain {seed})")
     ap.add_argument("--exp_prefix_base", default="", help="with --seed_list: runs are <base>_seed<seed>")
@@ -287,6 +301,8 @@ def parse_args(argv=None):
 @cli
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.run_type == "full":
+        return collect_full(args)
     paths = run_paths(args.dataset_name, args.run_type, args.output_root or None)
     prefix = args.exp_prefix_base or args.exp_prefix.replace("{seed}", "seeds")
     results_dir = paths.results_dir(prefix)
@@ -318,6 +334,79 @@ def main(argv=None) -> dict:
         print(report)
     print(f"wrote {report_path}, {len(written)} other files under {results_dir}")
     return {"runs": runs, "tables": tables, "model": model, "report": report_path, "written": written}
+
+
+# ------------------------------------------------------------------------------------ full dataset
+def full_model_row(tag: str, path: Path, cfg: dict) -> dict:
+    """File, size, the card's Keras-vs-TFLite parity; card_agrees: the file has the card's size."""
+    card, size = read_model_card(path), path.stat().st_size
+    check_card_matches(cfg, path)
+    parity = card.get("parity") or {}
+    return {"model": tag, "file": str(path), "mode": card.get("mode", ""),
+            "size_mb": round(size / 2**20, 4), "card_agrees": card.get("size_bytes") == size,
+            "parity_clips": parity.get("clips"),
+            "parity_max_abs_logit_diff": parity.get("max_abs_logit_diff"),
+            "parity_argmax_identical": parity.get("argmax_identical"),
+            "parity_passed": parity.get("passed")}
+
+
+def evaluate_full(run: Run, cfg: dict, args) -> dict:
+    """Top-1 of every model on --data_path/--split, labelled by whether its signers were trained."""
+    clips = load_eval_set(args.data_path, args.split, cfg, args.max_samples,
+                          tflite_path=next(iter(run.models.values())))
+    signers = sorted({(parse_sample_name(p) or ("?",))[0] for p in clips.paths})
+    trained = set(run.metadata.get("train_users") or [])
+    seen = [u for u in signers if u in trained or not trained]
+    kind = "held-out signers" if not seen else "TRAINING DATA (not a test accuracy)" \
+        if len(seen) == len(signers) else f"PARTLY TRAINING DATA ({', '.join(seen)} trained on)"
+    out = {}
+    for tag, path in run.models.items():
+        result = evaluate_tflite(path, clips, args.num_threads)
+        out[tag] = {"eval_data": f"{args.data_path}/{args.split}",
+                    "eval_signers": " ".join(signers), "eval_is": kind,
+                    "eval_clips": result["samples"],
+                    "eval_top1_pct": round(100 * result["top1"], 2)}
+    return out
+
+
+def collect_full(args) -> dict:
+    paths = run_paths(args.dataset_name, "full", args.output_root or None)
+    exp = args.full_exp_name or full_experiment_name(args.dataset_name)
+    meta_file = paths.latest_record(exp)
+    run = Run(None, "full", exp, paths.checkpoint_dir(exp),
+              json.loads(meta_file.read_text()) if meta_file.is_file() else {})
+    find_models(run, Path(args.ptq_base_dir or paths.export_dir("ptq", args.exp_prefix)),
+                Path(args.qat_base_dir or paths.export_dir("qat", args.exp_prefix)))
+    if not run.models:
+        raise UserError(f"no full-dataset model of experiment {exp}: " + "; ".join(run.missing))
+    cfg = run_config(run, args.config_path)
+    models = sorted(run.models.items(), key=lambda kv: model_order(kv[0]))
+    rows = [full_model_row(tag, path, cfg) for tag, path in models]
+    if args.data_path:
+        evaluated = evaluate_full(run, cfg, args)
+        rows = [row | evaluated[row["model"]] for row in rows]
+    model = model_summary([run], [cfg])
+    results_dir = paths.results_dir(args.exp_prefix)
+    written = [atomic_write_text(results_dir / "full_models.csv", csv_text(rows)),
+               atomic_write_text(results_dir / "model_info.csv", csv_text(model_info_rows(model)))]
+    header = ["model", "size (MB)", "card agrees", "parity |dlogit|", "argmax same"] + \
+        (["top-1 (%)", "evaluated on"] if args.data_path else [])
+    evaluated_cells = lambda r: [f"{r['eval_top1_pct']:.2f}", f"{r['eval_data']}: {r['eval_is']}"] \
+        if args.data_path else []  # noqa: E731
+    table = text_table(header, [[r["model"], f"{r['size_mb']:.3f}", r["card_agrees"],
+                                 format_cell(r["parity_max_abs_logit_diff"], "{:.1e}"),
+                                 f"{r['parity_argmax_identical']}/{r['parity_clips']}",
+                                 *evaluated_cells(r)] for r in rows])
+    report = "\n".join([f"Full-dataset models of {exp} (trained on every signer: no held-out one)",
+                        f"parameters {model['parameters']}, FLOPs per clip {model['flops']:,}",
+                        table, *[f"missing: {note}" for note in run.missing]]) + "\n"
+    report_path = Path(args.output) if args.output else \
+        results_dir / f"full_results_{time.strftime('%Y%m%d_%H%M%S')}.txt"
+    atomic_write_text(report_path, report)
+    if not args.no_console:
+        print(report)
+    print(f"wrote {report_path}, {', '.join(p.name for p in written)} under {results_dir}")
+    return {"run": run, "rows": rows, "model": model, "report": report_path, "written": written}
 
 
 if __name__ == "__main__":

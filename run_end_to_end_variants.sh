@@ -8,16 +8,19 @@
 #   VARIANTS="42kpts-hands 65kpts" SEED_LIST=42,511 HOLDOUTS=user01,user08,user11 bash run_end_to_end_variants.sh
 #
 # Variant V uses the config CONFIG_TEMPLATE with {variant} = V (default configs/arabic-asl-V.yaml) and the
-# experiment prefix <DATASET_NAME>_<V with '-' -> '_'> (e.g. arabic_asl_42kpts_hands). Seed S trains
-# <prefix>_seed<S>_<DATASET_NAME>_LOSO_<user> with seed S and exports PTQ/QAT, with the same seed, into
-# exports/{ptq,qat}_<prefix>_seed<S>/<user>/. The full-dataset model is <prefix>_full (seed FULL_SEED, default the
+# experiment prefix of `runs.py variant_prefix V`: <DATASET_NAME>_<V with '-' -> '_'> (e.g.
+# arabic_asl_42kpts_hands), but arabic_asl_65kpts_pose_hands for 65kpts, as in the reference.
+# Seed S trains <prefix>_seed<S>_<DATASET_NAME>_LOSO_<user> with seed S and exports PTQ/QAT, with
+# the same seed, into exports/{ptq,qat}_<prefix>_seed<S>/<user>/ (exports/{ptq,qat}_<prefix> links
+# to seed FULL_SEED's). The full-dataset model is <prefix>_full (seed FULL_SEED, default the
 # first seed), exported into full/exports/{ptq,qat}_<prefix>/.
 #
 # Data: one extracted dataset serves every variant whose layout allows it. A config of layout 65 reads 65- and
 # 90-point pickles (keypoints.READABLE_FROM), so when a variant needs the 90-point layout DATA_DIR_65 defaults to
 # DATA_DIR_90 and the videos are extracted once, with 90 points. Layout L reads DATA_DIR_<L> (default
 # data/arabic-asl-<L>kpts). With RAW_DIR each dataset folder in use is extracted once (FLIP_USERS, EXTRACT_WORKERS);
-# without RAW_DIR the folders must already hold keypoints.
+# without RAW_DIR the folders must already hold keypoints, and a variant needing 90 points that are
+# not there is skipped (one line). FLIPPED_DIR is refused: set FLIP_USERS.
 #
 # Settings (environment): VARIANTS, SEED_LIST, HOLDOUTS (default all), RUN_LOSO, RUN_FULL_DATASET, RUN_COLLECT,
 # CONFIG_TEMPLATE, DATASET_NAME, OUTPUT_ROOT, RAW_DIR, DATA_DIR_65, DATA_DIR_90, FLIP_USERS, EXTRACT_WORKERS,
@@ -51,19 +54,45 @@ run_tree() {  # run_tree <NAME> [<experiment prefix>]: one NAME=value of `runs.p
         --exp_prefix "${2:-}" | sed -n "s/^$1=//p"
 }
 config_of() { echo "${CONFIG_TEMPLATE//\{variant\}/$1}"; }
-prefix_of() { echo "${DATASET_NAME}_${1//-/_}"; }
+prefix_of() {  # experiment prefix (runs.variant_prefix: 65kpts -> <dataset>_65kpts_pose_hands)
+    "$PY" runs.py variant_prefix "$1" --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT"
+}
 layout_of() { "$PY" -c 'import sys; from config import load_config; print(load_config(sys.argv[1])["layout"])' "$1"; }
 data_dir_of() { local var="DATA_DIR_$1"; echo "${!var:-data/arabic-asl-$1kpts}"; }
 
 read_variants() {  # LAYOUT[variant] from each config; the 65-point variants share the 90-point data when it is needed
-    local variant config
+    local variant config dir kept=()
     declare -gA LAYOUT
     for variant in $VARIANTS; do
         config="$(config_of "$variant")"
         [[ -f "$config" ]] || { echo "error: variant $variant: config $config not found" >&2; return 2; }
         LAYOUT[$variant]="$(layout_of "$config")"
     done
-    if [[ " ${LAYOUT[*]} " == *" 90 "* ]]; then DATA_DIR_65="${DATA_DIR_65:-$(data_dir_of 90)}"; fi
+    if [[ -z "$RAW_DIR" ]]; then  # without videos, a variant runs only on keypoints that exist
+        for variant in $VARIANTS; do
+            dir="$(data_dir_of "${LAYOUT[$variant]}")"
+            if [[ "${LAYOUT[$variant]}" == 90 && ! -f "$dir/label2id.json" ]]; then
+                echo "variant $variant skipped: needs 90-point keypoints, $dir has none" \
+                    "(extract them: set RAW_DIR=<videos>, or run extract_90_keypoints.py" \
+                    "--input_dir <videos> --output_dir $dir)"
+            else
+                kept+=("$variant")
+            fi
+        done
+        VARIANTS="${kept[*]}"
+        [[ -n "$VARIANTS" ]] || { echo "error: no variant has keypoints to run on" >&2; return 2; }
+    fi
+    for variant in $VARIANTS; do
+        [[ "${LAYOUT[$variant]}" != 90 ]] || DATA_DIR_65="${DATA_DIR_65:-$(data_dir_of 90)}"
+    done
+    for variant in $VARIANTS; do  # the data each variant reads
+        dir="$(data_dir_of "${LAYOUT[$variant]}")"
+        if [[ -z "$RAW_DIR" && ! -f "$dir/label2id.json" ]]; then
+            echo "error: variant $variant: no keypoints in $dir (no label2id.json): set RAW_DIR" \
+                "or DATA_DIR_${LAYOUT[$variant]}" >&2
+            return 2
+        fi
+    done
 }
 
 extract_once() {  # each dataset folder in use, extracted with the largest layout read from it (65 is a prefix of 90)
@@ -88,6 +117,18 @@ pipeline() {  # pipeline <variant> VAR=value...: run_end_to_end_pipeline.sh on t
     run env RAW_DIR= DEMO=0 SKIP_EXTRACT=1 CONFIG="$(config_of "$variant")" DATA_DIR="$(data_dir_of "${LAYOUT[$variant]}")" \
         HOLDOUTS="$HOLDOUTS" DATASET_NAME="$DATASET_NAME" OUTPUT_ROOT="$OUTPUT_ROOT" VENV="$VENV" "$@" \
         bash run_end_to_end_pipeline.sh
+}
+
+link_seedless_exports() {  # exports/{ptq,qat}_<prefix> -> FULL_SEED's: the reference's paths
+    local prefix="$1" kind dir link
+    for kind in PTQ QAT; do
+        dir="$(run_tree "${kind}_LOSO_DIR" "${prefix}_seed$FULL_SEED")"
+        link="$(run_tree "${kind}_LOSO_DIR" "$prefix")"
+        if [[ -d "$dir" && ( -L "$link" || ! -e "$link" ) ]]; then
+            ln -sfn "$(basename "$dir")" "$link"
+            echo "$link -> $(basename "$dir") (seed $FULL_SEED)"
+        fi
+    done
 }
 
 collect_variant() {  # collect_results over the seeds of one variant, unless its summary is newer than every model
@@ -151,6 +192,7 @@ for variant in $VARIANTS; do
             stage "$variant seed $seed" "LOSO, PTQ, QAT of ${prefix}_seed$seed (config $(config_of "$variant"))"
             pipeline "$variant" EXP_PREFIX="${prefix}_seed$seed" SEED="$seed" RUN_FULL_DATASET=0 RUN_COLLECT=0
         done
+        link_seedless_exports "$prefix"
     fi
     if enabled "$RUN_FULL_DATASET"; then
         stage "$variant full" "full-dataset model ${prefix}_full and its PTQ/QAT (seed $FULL_SEED)"

@@ -21,6 +21,7 @@ The pipeline shell reads the tree, and the holdout list, from the CLI:
     python runs.py paths --dataset_name demo --output_root outputs --exp_prefix p \\
         --holdouts user01,user02 --ptq_modes dynamic       # NAME=value lines
     python runs.py holdouts all data/demo-65kpts          # the holdouts, space-separated
+    python runs.py variant_prefix 65kpts --dataset_name arabic_asl   # arabic_asl_65kpts_pose_hands
 """
 from __future__ import annotations
 
@@ -175,6 +176,24 @@ class Experiment:
 
 LOSO_NAME_RE = re.compile(r"^(?P<dataset>.+)_LOSO_(?P<user>user\d+)$")
 FULL_NAME_RE = re.compile(r"^(?P<dataset>.+)_full$")
+
+
+VARIANT_NAMES = {"65kpts": "65kpts_pose_hands"}  # keypoint variant -> its name in prefixes
+
+
+def variant_prefix(dataset: str, variant: str, root: str | None = None) -> str:
+    """Experiment prefix of keypoint variant V (run_end_to_end_variants.sh): <dataset>_<name>,
+    name = VARIANT_NAMES[V] (the reference README's arabic_asl_65kpts_pose_hands), else V with
+    '-' -> '_'. Alias: a tree written under the older plain name (<dataset>_65kpts_seed<S>,
+    <dataset>_65kpts_full) keeps it when it has runs under <root> and the new name has none."""
+    plain = f"{dataset}_{variant.replace('-', '_')}"
+    name = f"{dataset}_{VARIANT_NAMES[variant]}" if variant in VARIANT_NAMES else plain
+
+    def has_runs(prefix: str) -> bool:
+        return any(exp == f"{prefix}_full" or exp.startswith(f"{prefix}_seed")
+                   for run_type in ("loso", "full")
+                   for exp in run_paths(dataset, run_type, root).experiments())
+    return plain if name != plain and not has_runs(name) and has_runs(plain) else name
 
 
 def parse_experiment_name(name: str, dataset: str = "") -> Experiment | None:
@@ -480,6 +499,13 @@ def main(argv=None) -> int:
                        help="full-dataset experiment ('': <dataset>_full)")
     paths.add_argument("--ptq_modes", default="",
                        help="comma list of PTQ modes whose model cards mark PTQ done")
+    variant = sub.add_parser("variant_prefix", formatter_class=HelpFormatter,
+                             help="a keypoint variant's experiment prefix (variant_prefix)")
+    variant.add_argument("variant", help="keypoint variant, e.g. 65kpts or 42kpts-hands")
+    variant.add_argument("--output_root", default="",
+                         help="output root searched for older names")
+    variant.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
+                         help="dataset folder under the output root")
     holdouts = sub.add_parser("holdouts", formatter_class=HelpFormatter,
                               help="the holdout users, space-separated (parse_holdouts)")
     holdouts.add_argument("holdouts",
@@ -488,6 +514,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.command == "holdouts":
         print(*parse_holdouts(args.holdouts, args.base_data_path))
+        return 0
+    if args.command == "variant_prefix":
+        print(variant_prefix(args.dataset_name, args.variant, args.output_root or None))
         return 0
     values = pipeline_paths(args.output_root or None, args.dataset_name, args.exp_prefix,
                             comma_list(args.holdouts), args.full_exp_name,

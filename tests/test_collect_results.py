@@ -128,3 +128,42 @@ def test_clear_errors(output_tree, tmp_path, capsys):
     result = collect(output_tree, "--holdouts", "user01,user03")
     assert [r.holdout for r in result["runs"]] == ["user01"]
     assert "holdout user03" in capsys.readouterr().out
+
+
+def test_full_run_type_reports_size_card_parity_flops_and_labels_training_data(trained_fold,
+                                                                                tmp_path):
+    """--run_type full on a full-dataset tree (the trained model placed as demo_full, PTQ exported
+    by ptq_export.py, no QAT): sizes, the cards' parity, FLOPs; an evaluation on signers it trained
+    on is labelled TRAINING DATA, one on the others 'held-out signers'."""
+    import collect_results
+    import ptq_export
+    loso, full = run_paths("demo", "loso", str(trained_fold.output_root)), run_paths("demo", "full",
+                                                                                    str(tmp_path))
+    exp = loso_experiment_name("demo", "user01")
+    shutil.copytree(loso.checkpoint_dir(exp), full.checkpoint_dir("demo_full"))
+    full.metadata_dir().mkdir(parents=True)
+    shutil.copy(loso.latest_record(exp), full.latest_record("demo_full"))
+    ptq_export.main(["--config_path", str(trained_fold.config_path), "--modes", "dynamic",
+                     "--checkpoint", str(full.final_model("demo_full")),
+                     "--data_path", str(trained_fold.data_path)])
+    base = ["--run_type", "full", "--dataset_name", "demo", "--output_root", str(tmp_path),
+            "--no-console"]
+    out = collect_results.main(base)
+    rows = {r["model"]: r for r in read_csv(full.results_dir() / "full_models.csv")}
+    assert set(rows) == {"FP32", "PTQ"}
+    assert any(note.startswith("QAT:") and "not found" in note for note in out["run"].missing)
+    assert all(r["card_agrees"] == "True" and r["parity_passed"] == "True" for r in rows.values())
+    assert float(rows["PTQ"]["size_mb"]) < float(rows["FP32"]["size_mb"])
+    info = {r["metric"]: r for r in read_csv(full.results_dir() / "model_info.csv")}
+    assert float(info["FLOPs per clip (forward pass)"]["value"]) > 0
+    assert "no held-out" in out["report"].read_text()
+
+    data = ["--data_path", str(trained_fold.data_path), "--split"]
+    on_train = collect_results.main(base + data + ["train"])
+    assert {r["eval_is"] for r in on_train["rows"]} == {"TRAINING DATA (not a test accuracy)"}
+    on_test = collect_results.main(base + data + ["test"])
+    assert {r["eval_is"] for r in on_test["rows"]} == {"held-out signers"}
+    fp32 = next(r for r in on_test["rows"] if r["model"] == "FP32")
+    keras_test_top1 = 100 * trained_fold.record["test"]["accuracy"]
+    assert fp32["eval_top1_pct"] == pytest.approx(keras_test_top1, abs=0.01)
+    assert "TRAINING DATA" in on_train["report"].read_text()

@@ -132,24 +132,44 @@ def test_failing_stage_is_named(tmp_path, tiny_config_path):
     assert "pipeline FAILED in stage [keypoints]" in result.stderr
 
 
-def test_variants_script(tiny_run, tmp_path):
-    """One variant (42 hand points) x one seed x one holdout, 1 epoch, PTQ only; the cross-variant table."""
-    raw = yaml.safe_load((REPO / "configs" / "arabic-asl-42kpts-hands.yaml").read_text()) | TINY
-    (tmp_path / "tiny-42kpts-hands.yaml").write_text(yaml.safe_dump(raw))
-    env = tiny_run["env"] | {"VARIANTS": "42kpts-hands", "SEED_LIST": "7", "HOLDOUTS": "user01", "EPOCHS": "1",
-                             "RUN_QAT": "0", "RUN_FULL_DATASET": "0", "DATASET_NAME": "demo",
-                             "CONFIG_TEMPLATE": str(tmp_path / "tiny-{variant}.yaml"),
-                             "DATA_DIR_65": tiny_run["env"]["DATA_DIR"], "OUTPUT_ROOT": str(tmp_path / "outputs")}
+def test_variants_script(tmp_path, tiny_config_path):
+    """One variant (65 points) x one seed x one holdout, 1 epoch, PTQ only, the 90-point variant
+    skipped (no 90-point data); the cross-variant table; the reference README's multi-seed
+    collect_results command and deploy path, as written, find what the script wrote."""
+    make_demo_dataset(tmp_path / "demo-65kpts", signers=3, signs=10, reps=2, seed=0)
+    for variant in ("65kpts", "90kpts"):
+        raw = yaml.safe_load((REPO / "configs" / f"arabic-asl-{variant}.yaml").read_text()) | TINY
+        (tmp_path / f"tiny-{variant}.yaml").write_text(yaml.safe_dump(raw))
+    env = pipeline_env(tmp_path, tiny_config_path) | {
+        "VARIANTS": "65kpts 90kpts", "SEED_LIST": "7", "HOLDOUTS": "user01", "EPOCHS": "1",
+        "RUN_QAT": "0", "RUN_FULL_DATASET": "0", "DATASET_NAME": "demo",
+        "CONFIG_TEMPLATE": str(tmp_path / "tiny-{variant}.yaml"),
+        "DATA_DIR_65": str(tmp_path / "demo-65kpts"), "DATA_DIR_90": str(tmp_path / "none")}
     out = run_script("run_end_to_end_variants.sh", env).stdout
+    assert f"variant 90kpts skipped: needs 90-point keypoints, {tmp_path / 'none'} has none" in out
     loso = tmp_path / "outputs" / "demo" / "loso"
-    assert (loso / "checkpoints" / "demo_42kpts_hands_seed7_demo_LOSO_user01" / "final_model_fp32.tflite").is_file()
-    assert (loso / "exports" / "ptq_demo_42kpts_hands_seed7" / "user01" / "model_dynamic_int8.tflite").is_file()
-    with open(loso / "results" / "demo_42kpts_hands" / "summary_table.csv", newline="") as f:
+    prefix = "demo_65kpts_pose_hands"  # the reference README's arabic_asl_65kpts_pose_hands
+    exp = f"{prefix}_seed7_demo_LOSO_user01"
+    assert (loso / "checkpoints" / exp / "final_model_fp32.tflite").is_file()
+    ptq = "model_dynamic_int8.tflite"
+    assert (loso / "exports" / f"ptq_{prefix}_seed7" / "user01" / ptq).is_file()
+    assert (loso / "exports" / f"ptq_{prefix}" / "user01" / ptq).is_file()  # the seed-less link
+    with open(loso / "results" / prefix / "summary_table.csv", newline="") as f:
         per_variant = {(r["holdout"], r["model"]): r for r in csv.DictReader(f)}
     with open(loso / "results" / "variants_summary.csv", newline="") as f:
         summary = {r["model"]: r for r in csv.DictReader(f)}
     for model in ("FP32", "PTQ"):
-        assert summary[model]["variant"] == "42kpts-hands"
+        assert summary[model]["variant"] == "65kpts"
         assert float(summary[model]["top1_pct"]) == pytest.approx(float(per_variant["ALL", model]["top1_pct"]))
-    assert "42kpts-hands" in (loso / "results" / "variants_summary.txt").read_text()
+    assert "65kpts" in (loso / "results" / "variants_summary.txt").read_text()
     assert "variants done" in out
+    import collect_results  # the reference README's multi-seed command, with this tree's names
+    seed_command = collect_results.main([
+        "--config_path", str(tmp_path / "tiny-65kpts.yaml"),
+        "--base_data_path", str(tmp_path / "demo-65kpts"),
+        "--seed_list", "7", "--exp_prefix_base", prefix,
+        "--ptq_base_dir", str(loso / "exports" / f"ptq_{prefix}_seed{{seed}}"),
+        "--qat_base_dir", str(loso / "exports" / f"qat_{prefix}_seed{{seed}}"),
+        "--dataset_name", "demo", "--output_root", str(tmp_path / "outputs"), "--no-console"])
+    assert [(r.seed, r.holdout, sorted(r.models)) for r in seed_command["runs"]] == [
+        ("7", "user01", ["FP32", "PTQ"])]
