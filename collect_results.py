@@ -374,7 +374,7 @@ def collect_full(args) -> dict:
     exp = args.full_exp_name or full_experiment_name(args.dataset_name)
     meta_file = paths.latest_record(exp)
     run = Run(None, "full", exp, paths.checkpoint_dir(exp),
-              json.loads(meta_file.read_text()) if meta_file.is_file() else {})
+              read_json(meta_file, "training metadata") if meta_file.is_file() else {})
     find_models(run, Path(args.ptq_base_dir or paths.export_dir("ptq", args.exp_prefix)),
                 Path(args.qat_base_dir or paths.export_dir("qat", args.exp_prefix)))
     if not run.models:
