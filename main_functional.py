@@ -164,6 +164,8 @@ def resume_key(s: TrainSettings, cfg: dict) -> dict:
 
 def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
                    logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
+    from tf_env import keras
+    from training_callbacks import EpochLogger, ResumeCheckpoint
     exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
     monitor = "val_loss" if s.validating else "loss"
     plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
@@ -241,7 +243,7 @@ def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None
     """training_metadata/<exp>_<timestamp>.json always; checkpoints/<exp>/metadata.json and <exp>_latest.json
     too, unless this run failed and they record a successful run (a failed run never replaces that record)."""
     exp = s.experiment_name
-    stamped = atomic_write_json(paths.record(exp, record["timestamp"]), record)
+    stamped = atomic_write_json(paths.new_record(exp, record["timestamp"]), record)
     summary, latest = paths.checkpoint_dir(exp) / CHECKPOINT_METADATA, paths.latest_record(exp)
     if not record["success"] and (holds_success(latest) or holds_success(summary)):
         if logger:

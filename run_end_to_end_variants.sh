@@ -134,7 +134,7 @@ link_seedless_exports() {  # exports/{ptq,qat}_<prefix> -> FULL_SEED's: the refe
 collect_variant() {  # collect_results over the seeds of one variant, unless its summary is newer than every model
     local variant="$1" prefix; prefix="$(prefix_of "$1")"
     local table; table="$(run_tree RESULTS_DIR "$prefix")/summary_table.csv"
-    if results_current "$table" "$LOSO_RUNS/checkpoints" "$LOSO_RUNS/exports" -path "*${prefix}_seed*"; then
+    if results_current "$table" "$LOSO_CHECKPOINTS" "$LOSO_EXPORTS" -path "*${prefix}_seed*"; then
         echo "collect $variant: skipped, $table is newer than every model"
         return
     fi
@@ -182,7 +182,8 @@ PYTHON
 stage setup "Python environment ($VENV)"
 run env VENV="$VENV" bash setup_env.sh
 DATASET_NAME="${DATASET_NAME:-$("$PY" recipes.py | sed -n 's/^DATASET_NAME=//p')}"
-LOSO_RUNS="$(run_tree LOSO_RUNS)" RESULTS_ROOT="$(run_tree RESULTS_DIR)"
+LOSO_CHECKPOINTS="$(run_tree LOSO_CHECKPOINTS)" LOSO_EXPORTS="$(run_tree LOSO_EXPORTS)"
+RESULTS_ROOT="$(run_tree RESULTS_DIR)"
 read_variants
 if [[ -n "$RAW_DIR" ]]; then extract_once; fi
 for variant in $VARIANTS; do

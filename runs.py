@@ -64,6 +64,11 @@ QAT_WEIGHTS = "qat_model_weights.h5"      # legacy HDF5 weights (".weights.h5" s
 QAT_METADATA = "qat_metadata.json"        # written last by a QAT run
 
 
+def card_path(tflite_path) -> Path:
+    """The model card written beside a .tflite: same name, .json."""
+    return Path(tflite_path).with_suffix(".json")
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """--help keeps the module docstring's layout and shows every flag's default."""
 
@@ -101,8 +106,16 @@ class RunPaths:
     def base(self) -> Path:
         return Path(self.root) / self.dataset / self.run_type
 
+    @property
+    def checkpoints_root(self) -> Path:
+        return self.base / "checkpoints"
+
+    @property
+    def exports_root(self) -> Path:
+        return self.base / "exports"
+
     def checkpoint_dir(self, exp: str) -> Path:
-        return self.base / "checkpoints" / exp
+        return self.checkpoints_root / exp
 
     def run_log(self, exp: str) -> Path:
         return self.base / "logs" / "run_logs" / f"{exp}.log"
@@ -134,9 +147,17 @@ class RunPaths:
     def record(self, exp: str, timestamp: str) -> Path:
         return self.metadata_dir() / f"{exp}_{timestamp}.json"
 
+    def new_record(self, exp: str, timestamp: str) -> Path:
+        """record(exp, timestamp), or <exp>_<timestamp>_<n>.json when a run of the same second wrote that one."""
+        path, n = self.record(exp, timestamp), 0
+        while path.exists():
+            n += 1
+            path = self.metadata_dir() / f"{exp}_{timestamp}_{n}.json"
+        return path
+
     def experiments(self) -> list[str]:
         """Names of the experiments with a checkpoint folder or a latest training record."""
-        ckpt_root, meta_root = self.base / "checkpoints", self.metadata_dir()
+        ckpt_root, meta_root = self.checkpoints_root, self.metadata_dir()
         names = [d.name for d in ckpt_root.iterdir() if d.is_dir()] if ckpt_root.is_dir() else []
         if meta_root.is_dir():
             names += [f.name[:-len("_latest.json")] for f in meta_root.glob("*_latest.json")]
@@ -144,7 +165,7 @@ class RunPaths:
 
     def export_dir(self, kind: str, prefix: str = "", user: str = "") -> Path:
         """exports/<ptq|qat>[_<prefix>][/<user>]"""
-        d = self.base / "exports" / (f"{kind}_{prefix}" if prefix else kind)
+        d = self.exports_root / (f"{kind}_{prefix}" if prefix else kind)
         return d / user if user else d
 
     def results_dir(self, prefix: str = "") -> Path:
@@ -463,7 +484,8 @@ def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdo
     if unknown:
         raise UserError(f"PTQ modes {unknown} unknown; choose from {list(PTQ_FILES)}")
     values = {
-        "LOSO_RUNS": loso.base, "FULL_RUNS": full.base, "RESULTS_DIR": loso.results_dir(exp_prefix),
+        "LOSO_RUNS": loso.base, "FULL_RUNS": full.base, "LOSO_CHECKPOINTS": loso.checkpoints_root,
+        "LOSO_EXPORTS": loso.exports_root, "RESULTS_DIR": loso.results_dir(exp_prefix),
         "PTQ_LOSO_DIR": loso.export_dir("ptq", exp_prefix),
         "QAT_LOSO_DIR": loso.export_dir("qat", exp_prefix),
         "PTQ_FULL_DIR": full.export_dir("ptq", exp_prefix),
@@ -471,10 +493,10 @@ def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdo
         "FULL_EXP_NAME": full_exp, "FULL_CKPT": full.checkpoint_dir(full_exp),
         "FULL_RECORD": full.latest_record(full_exp),
         "FINAL_MODEL": FINAL_MODEL, "FP32_TFLITE": FP32_TFLITE,
-        "FP32_CARD": Path(FP32_TFLITE).with_suffix(".json"), "RESUME_STATE": RESUME_STATE,
+        "FP32_CARD": card_path(FP32_TFLITE), "RESUME_STATE": RESUME_STATE,
         "PTQ_MODEL": PTQ_FILES["dynamic"], "QAT_MODEL": QAT_FILES["dynamic"],
         "QAT_METADATA": QAT_METADATA,
-        "PTQ_CARDS": " ".join(Path(PTQ_FILES[m]).with_suffix(".json").name for m in ptq_modes),
+        "PTQ_CARDS": " ".join(card_path(PTQ_FILES[m]).name for m in ptq_modes),
     }
     for user in holdouts:
         exp = loso_experiment_name(dataset, user, exp_prefix)

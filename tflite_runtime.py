@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from config import load_config
-from runs import UserError, require_file
+from runs import UserError, card_path, require_file
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
 OUTPUT_NAME = "logits"
@@ -62,11 +62,6 @@ def interpreter_class(interpreter: str = "litert"):
         import tensorflow as tf
         return tf.lite.Interpreter
     raise UserError(f"unknown interpreter {interpreter!r}; choose one of {list(INTERPRETERS)}")
-
-
-def card_path(tflite_path) -> Path:
-    """The model card written beside a .tflite: same name, .json."""
-    return Path(tflite_path).with_suffix(".json")
 
 
 def read_model_card(tflite_path) -> dict:

@@ -18,6 +18,7 @@ import train_full_dataset
 import train_loso_functional
 from main_functional import TrainSettings, carve_validation, train
 from runs import UserError, loso_data_path, run_paths
+from tf_env import keras
 
 HOLDOUT = "user01"
 EXP = f"demo_LOSO_{HOLDOUT}"
@@ -201,7 +202,7 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, t
     whole = train(settings_for(loso_base, tiny_config_path, tmp_path / "whole"))
     real_make_callbacks = main_functional.make_callbacks
 
-    class StopInEpoch2(main_functional.keras.callbacks.Callback):
+    class StopInEpoch2(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if self.epoch == 1 and batch == 2:
                 raise Interrupt
