@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from config import load_config
 from runs import UserError, card_path, require_file
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
@@ -199,6 +198,7 @@ def resolve_config(tflite_path, config_path: str | None = None) -> dict:
     """--config_path when given (checked against the model card), else the card beside the model."""
     card = read_model_card(require_file(tflite_path, "TFLite model"))
     if config_path:
+        from config import load_config  # here: the old-runtime worker's venv has no YAML parser
         cfg = load_config(config_path)
         check_card_matches(cfg, tflite_path)
         return cfg
