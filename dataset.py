@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import numpy as np
 from augmentations import augment
 from config import MAX_FRAMES, load_config, mirror_permutation, readable_layouts, selected_groups
 from preprocessing import normalize_groups, pad_clip, prepare_clip
-from runs import UserError, cli, parse_sample_name
+from runs import UserError, cli, parse_sample_name, read_json
 from safe_pickle import UnsafePickleError, load_pickle
 
 
@@ -36,22 +35,10 @@ class DataError(UserError):
 
 
 # ----------------------------------------------------------------------------------------------- files
-def read_json(path, what: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: {what} is not valid JSON ({e})") from None
-    except OSError as e:  # a folder, or a path through a file
-        raise DataError(f"{path}: cannot read {what} ({e.strerror})") from None
-
-
 def read_label_maps(root) -> tuple[dict, dict]:
     """label2id {'G01': 0, ...} and id2label {0: 'G01', ...} (int keys) from a dataset root."""
-    label2id = read_json(Path(root) / "label2id.json", "label map label2id.json")
-    raw_id2label = read_json(Path(root) / "id2label.json", "label map id2label.json")
+    label2id = read_json(Path(root) / "label2id.json", "label map label2id.json", DataError)
+    raw_id2label = read_json(Path(root) / "id2label.json", "label map id2label.json", DataError)
     if not (isinstance(label2id, dict) and all(isinstance(i, int) for i in label2id.values())):
         raise DataError(f"{Path(root) / 'label2id.json'}: expected {{\"label\": id, ...}} with integer ids")
     if not (isinstance(raw_id2label, dict) and all(k.strip().isdigit() for k in raw_id2label)):
@@ -65,7 +52,7 @@ def read_label_maps(root) -> tuple[dict, dict]:
 def read_label_names(root) -> dict:
     """Optional human names {'G01': 'Hi', ...}; {} when label2name.json is absent."""
     path = Path(root) / "label2name.json"
-    return read_json(path, "label2name.json") if path.exists() else {}
+    return read_json(path, "label2name.json", DataError) if path.exists() else {}
 
 
 def list_split(root, split: str) -> list[Path]:

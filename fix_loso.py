@@ -30,9 +30,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset import DataError, load_sample, read_json
+from dataset import DataError, load_sample
 from runs import (DEFAULT_HOLDOUTS, USER_RE, UserError, atomic_write_bytes, cli, comma_list, loso_data_path,
-                  parse_holdouts, parse_sample_name)
+                  parse_holdouts, parse_sample_name, read_json)
 
 SPLITS = ("train", "test")
 LABEL_FILES = ("label2id.json", "id2label.json", "label2name.json")
@@ -58,7 +58,7 @@ def parse_gestures(arg: str, base_root: Path) -> list[str]:
     if arg == "auto":
         label_map = base_root / "label2id.json"
         if label_map.is_file():
-            labels = read_json(label_map, "label map label2id.json")
+            labels = read_json(label_map, "label map label2id.json", DataError)
             if not isinstance(labels, dict):
                 raise DataError(f"{label_map}: expected {{\"label\": id, ...}}, got {type(labels).__name__}")
             return sorted(labels, key=lambda s: (sign_number(s), s))

@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 
 from config import load_config
-from dataset import read_json, read_label_maps, read_label_names
+from dataset import read_label_maps, read_label_names
 from recipes import CALIBRATION_CLIPS, PTQ_MODES
 from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FP32_TFLITE, PTQ_FILES, HelpFormatter,
-                  UserError, cli, comma_list, export_dir_for, require_file, set_seed)
+                  UserError, cli, comma_list, export_dir_for, read_json, require_file, set_seed)
 
 
 def parse_modes(arg: str) -> list[str]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std
 from runs import (DEFAULT_HOLDOUTS, QAT_METADATA, UserError, atomic_save, atomic_write_text, cli,
-                  comma_list, loso_experiment_name, run_paths)
+                  comma_list, loso_experiment_name, read_json, run_paths)
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 REFERENCE = "REF"                                                # the --reference_holdouts row
@@ -94,7 +93,7 @@ def run_keys(folder: Path) -> dict:
     """holdout -> (study name, seed) from the folder's training_metadata/*.json."""
     keys = {}
     for meta_file in sorted((folder / "training_metadata").glob("*.json")):
-        meta = json.loads(meta_file.read_text())
+        meta = read_json(meta_file, "training metadata")
         user = meta["holdout_user"]
         key = (study_name(meta), str(meta["seed"]))
         if keys.get(user, key) != key:

@@ -403,6 +403,19 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_json(path, what: str, error: type[Exception] = UserError):
+    """A JSON file the run needs; a missing, unreadable or invalid file is one `error` naming it and `what`."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: {what} is not valid JSON ({e})") from None
+    except OSError as e:  # a folder, or a path through a file
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+
+
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from main_functional import (EVAL_BATCH, MIN_LR, add_validation_args, carve_vali
 from recipes import CALIBRATION_CLIPS, QAT_BATCH_SIZE, QAT_EPOCHS, QAT_LR
 from runs import (DEFAULT_SEED, FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, HelpFormatter,
                   atomic_save, atomic_write_json, cli, export_dir_for, git_commit, require_file,
-                  set_seed, setup_logging)
+                  read_json, set_seed, setup_logging)
 
 
 @dataclass
@@ -179,7 +178,7 @@ def reexport_qat(s: QATSettings) -> dict:
     output_dir = Path(s.output_dir)
     meta_path = require_file(output_dir / QAT_METADATA, "QAT metadata of an earlier run")
     weights = require_file(output_dir / QAT_WEIGHTS, "QAT weights of an earlier run")
-    record = json.loads(meta_path.read_text())
+    record = read_json(meta_path, "QAT metadata")
     cfg = load_config(s.config_path)
     set_seed(s.seed)
     data = QuantizationData.load(s.data_path, cfg, s.num_calibration_samples, s.seed)
