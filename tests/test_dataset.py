@@ -41,6 +41,48 @@ def test_training_batches_are_seeded(demo_root, tiny_cfg):
     assert not all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def epoch_batches(data, cfg, batch_size, **kw):
+    """One training epoch as numpy: [(keypoints, mask, labels), ...]."""
+    return [(x["keypoints"].numpy(), x["attention_mask"].numpy(), y.numpy())
+            for x, y in make_dataset(data, cfg, batch_size, training=True, **kw)]
+
+
+def test_batches_are_the_per_clip_pipeline_stacked(demo_root, tiny_cfg):
+    """Training batches are built in numpy: each row is exactly augment -> normalize_groups -> pad_clip of one
+    clip, in the permutation's order, trimmed to the batch's longest clip."""
+    from augmentations import augment
+    from config import mirror_permutation, selected_groups
+    from preprocessing import normalize_groups, pad_clip
+    data = load_split(demo_root, "all", tiny_cfg, max_samples=10)
+    rng = np.random.default_rng([5, 0])
+    rows = []
+    for i in rng.permutation(len(data)):
+        rows.append(pad_clip(normalize_groups(augment(data.clips[i], rng, mirror_permutation(tiny_cfg)),
+                                              selected_groups(tiny_cfg))) + (data.labels[i],))
+    start = 0
+    for kp, mask, labels in epoch_batches(data, tiny_cfg, 4, seed=5):
+        expected = rows[start:start + len(labels)]
+        start += len(labels)
+        assert np.array_equal(kp, np.stack([r[0] for r in expected])[:, :kp.shape[1]])
+        assert np.array_equal(mask, np.stack([r[1] for r in expected])[:, :kp.shape[1]])
+        assert labels.tolist() == [r[2] for r in expected]
+    assert start == len(data)
+
+
+def test_length_bucketing_pads_less_and_keeps_every_clip(demo_root, tiny_cfg):
+    data = load_split(demo_root, "all", tiny_cfg)
+    plain = epoch_batches(data, tiny_cfg, 8, seed=2)
+    bucketed = epoch_batches(data, tiny_cfg, 8, seed=2, bucket_batches=4)
+    again = epoch_batches(data, tiny_cfg, 8, seed=2, bucket_batches=4)
+    assert len(bucketed) == len(plain) == -(-len(data) // 8)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(bucketed, again)), "bucketing is seeded"
+    assert sorted(np.concatenate([b[2] for b in bucketed])) == sorted(data.labels)
+    frames = lambda batches: sum(kp.shape[0] * kp.shape[1] for kp, _, _ in batches)  # noqa: E731
+    real = lambda batches: sum(m.sum() for _, m, _ in batches)  # noqa: E731
+    assert frames(bucketed) < frames(plain)
+    assert frames(bucketed) / real(bucketed) < 1.15
+
+
 def test_reference_pickle_loads_as_is(shared_data):
     path = shared_data / "reference-sample" / "user12_G10_R10.pkl"
     sample = load_sample(path)
