@@ -27,6 +27,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from fix_loso import is_correct_link, make_link
 from layouts import DIGITS, KARSL_PARTS, detect_source, subdirs
 from runs import HelpFormatter, UserError, atomic_write_json, cli, read_json
 
@@ -37,26 +38,20 @@ SIGN_DIR = re.compile(r"^G?(\d+)$")  # G0071 (keypoints) or 0071 (videos)
 
 # ----------------------------------------------------------------------------------------------- one file
 def is_current(dest: Path, src: Path, mode: str) -> bool:
-    if mode == "symlink":
-        return dest.is_symlink() and os.readlink(dest) == os.path.relpath(src, dest.parent)
+    if mode != "copy":
+        return is_correct_link(dest, src, mode)
     if dest.is_symlink() or not dest.is_file():
         return False
-    if mode == "hardlink":
-        return os.path.samefile(dest, src)
     s, d = src.stat(), dest.stat()
-    return (s.st_size, int(s.st_mtime)) == (d.st_size, int(d.st_mtime))
+    return (s.st_size, int(s.st_mtime)) == (d.st_size, int(d.st_mtime))  # copy2 keeps the time
 
 
 def place(dest: Path, src: Path, mode: str) -> None:
     """Create or replace dest atomically (made under a temp name, then renamed over it)."""
-    tmp = dest.with_name(f".{dest.name}.subset.tmp")
-    tmp.unlink(missing_ok=True)
-    if mode == "symlink":
-        os.symlink(os.path.relpath(src, dest.parent), tmp)
-    elif mode == "hardlink":
-        os.link(src, tmp)
-    else:
-        shutil.copy2(src, tmp)
+    if mode != "copy":
+        return make_link(dest, src, mode)
+    tmp = dest.with_name(f".{dest.name}.copy.tmp")
+    shutil.copy2(src, tmp)
     os.replace(tmp, dest)
 
 
