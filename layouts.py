@@ -1,26 +1,27 @@
-"""Video layouts of the public dataset releases -> the videos to extract, with the project's signer and sign
-names. Pure Python (no TensorFlow, no MediaPipe); used by extract_65_keypoints.py (and so by the 63/90 ones).
+"""Video layouts of the public dataset releases -> the videos to extract, named the project's way
+(signers userNN, signs GNN). Pure Python (no TensorFlow, no MediaPipe); used by
+extract_65_keypoints.py, and so by extract_63_keypoints.py and extract_90_keypoints.py.
 
 Sources (--source of the extractors; `auto` picks one from what is on disk, see detect_source):
-  tree    <input_dir>/<user>/<GYY>/<rep>.mp4         e.g. MLR511: user01/G01/R01.mp4 -> user01_G01_R01.pkl
-          every sub-folder is a signer; its sub-folders whose name starts with "G" are signs
-  lsa64   <input_dir>/<SSS>_<PPP>_<RRR>.mp4           a flat folder, sign_signer_repetition, as in the LSA64
-          release (its `all/` and `all_cut/` folders): 001_001_001.mp4 -> user0001_G01_001_001_001.pkl
-          (signer PPP -> user%04d, sign SSS -> G%02d: user0001..user0010, G01..G64)
-  karsl   <input_dir>/<signer>/<train|test>/<NNNN>/<video>.mp4   one folder per signer (01, 02, 03), the
-          release's train/test parts, one numbered folder per sign (0001..0502):
-          01/train/0071/v.mp4 -> user01_G0071_train_v.pkl (signer -> user%02d, sign -> G%04d; the part is
-          kept in the file name, since LOSO splits by signer, not by the release's parts)
-.avi and .mov videos are read too. Layout sources: the LSA64 page of its authors (facundoq.github.io,
-datasets/lsa64: 64 signs x 10 signers x 5 repetitions, files named sign_signer_repetition) and the KArSL
-descriptions (hamzah-luqman.github.io/KArSL: 502 signs x 3 signers; released per signer with train and test
-parts and 4-digit sign folders).
+  tree   <input_dir>/<user>/<GYY>/<rep>.mp4, e.g. MLR511: user01/G01/R01.mp4 -> user01_G01_R01.pkl;
+         every sub-folder is a signer, its sub-folders whose name starts with "G" are signs
+  lsa64  <input_dir>/<SSS>_<PPP>_<RRR>.mp4, a flat folder of sign_signer_repetition videos as in
+         the LSA64 release (its `all/` and `all_cut/` folders):
+         001_001_001.mp4 -> user0001_G01_001_001_001.pkl (signer -> user%04d, sign -> G%02d)
+  karsl  <input_dir>/<signer>/<train|test>/<NNNN>/<video>.mp4: a folder per signer (01, 02, 03),
+         the release's train and test parts, a numbered folder per sign (0001..0502):
+         01/train/0071/v.mp4 -> user01_G0071_train_v.pkl (signer -> user%02d, sign -> G%04d; the
+         part stays in the name, as LOSO splits by signer, not by the release's parts)
+.avi and .mov videos are read too. Sources of the layouts: the LSA64 page of its authors
+(facundoq.github.io, datasets/lsa64: 64 signs x 10 signers x 5 repetitions, files named
+sign_signer_repetition) and the KArSL descriptions (hamzah-luqman.github.io/KArSL: 502 signs x 3
+signers, released per signer with train and test parts and 4-digit sign folders).
 
-Names of the signs (label2name.json): LSA64's are those of its authors' page (sign 02 and 08 are both "Red"
-there; kept as published). KArSL ships its names as an Excel sheet (KARSL-502_Labels.xlsx), which is not read
-here: KArSL gets no label2name.json.
+Sign names (label2name.json): LSA64's are those of its authors' page (signs 02 and 08 are both
+"Red" there; kept as published). KArSL ships its names as an Excel sheet (KARSL-502_Labels.xlsx),
+which is not read here: KArSL gets no label2name.json.
 
-    python layouts.py VIDEO_DIR [--source auto]     # which layout, how many videos, signers and signs
+    python layouts.py VIDEO_DIR [--source auto]     # the layout, number of videos, signers, signs
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ class Video:
     stem: str = ""  # the pickle's name after <user>_<sign>_ (default: the video's stem)
 
     def pickle_path(self, output_dir: Path) -> Path:
-        return output_dir / "all" / self.sign / f"{self.user}_{self.sign}_{self.stem or self.path.stem}.pkl"
+        name = f"{self.user}_{self.sign}_{self.stem or self.path.stem}.pkl"
+        return output_dir / "all" / self.sign / name
 
 
 def is_video(path: Path) -> bool:
@@ -104,9 +106,10 @@ def karsl_videos(root: Path) -> list[Video]:
             part_dir = signer_dir / part
             if not part_dir.is_dir():
                 continue
+            user = f"user{int(signer_dir.name):02d}"
             for sign_dir in (d for d in subdirs(part_dir) if DIGITS.match(d.name)):
-                videos += [_video(p, root, f"user{int(signer_dir.name):02d}", f"G{int(sign_dir.name):04d}",
-                                  f"{part}_{p.stem}")
+                sign = f"G{int(sign_dir.name):04d}"
+                videos += [_video(p, root, user, sign, f"{part}_{p.stem}")
                            for p in sorted(sign_dir.iterdir()) if is_video(p)]
     return videos
 
@@ -118,18 +121,19 @@ EXPECTED = {"tree": "<user>/<GYY>/<rep>.mp4, e.g. user01/G01/R01.mp4",
 
 
 def detect_source(root: Path) -> str:
-    """'lsa64' when the folder holds sign_signer_repetition videos, 'karsl' when a numbered sub-folder has a
-    train or test part, else 'tree'."""
+    """'lsa64' when the folder holds sign_signer_repetition videos, 'karsl' when a numbered
+    sub-folder has a train or test part, else 'tree'."""
     if any(LSA64_FILE.match(p.stem) and is_video(p) for p in root.iterdir()):
         return "lsa64"
-    if any(DIGITS.match(d.name) and any((d / part).is_dir() for part in KARSL_PARTS) for d in subdirs(root)):
+    numbered = [d for d in subdirs(root) if DIGITS.match(d.name)]
+    if any((d / part).is_dir() for d in numbered for part in KARSL_PARTS):
         return "karsl"
     return "tree"
 
 
 def find_videos(input_dir: Path, source: str = "tree") -> list[Video]:
-    """Every video of the input folder in the given layout ('auto': detected), sorted; one clear error when
-    there is none or when two videos would be saved under one pickle name."""
+    """Every video of the input folder in the given layout ('auto': detected), sorted; one clear
+    error when there is none or when two videos would be saved under one pickle name."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise UserError(f"--input_dir {input_dir}: folder not found")
@@ -145,13 +149,13 @@ def find_videos(input_dir: Path, source: str = "tree") -> list[Video]:
     for v in videos:  # R01.mp4 and R01.avi of one signer and sign would write the same pickle
         clash = seen.setdefault(v.pickle_path(Path()), v)
         if clash is not v:
-            raise UserError(f"--input_dir {input_dir}: {clash.relative} and {v.relative} would both be saved as "
-                            f"{v.pickle_path(Path()).name}; keep one of them")
+            raise UserError(f"--input_dir {input_dir}: {clash.relative} and {v.relative} would "
+                            f"both be saved as {v.pickle_path(Path()).name}; keep one of them")
     return videos
 
 
 def sign_names(source: str, signs) -> dict[str, str]:
-    """{sign: human name} of the release, for the signs given (empty when the release defines none)."""
+    """{sign: human name} of the release, for the signs given (empty: the release names none)."""
     names = SIGN_NAMES.get(source, {})
     return {s: names[s] for s in signs if s in names}
 
@@ -162,14 +166,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("input_dir", help="folder of videos in one of the release layouts")
-    ap.add_argument("--source", default="auto", choices=("auto", *SOURCES), help="layout of input_dir")
+    ap.add_argument("--source", default="auto", choices=("auto", *SOURCES),
+                    help="layout of input_dir")
     args = ap.parse_args(argv)
     root = Path(args.input_dir)
     source = detect_source(root) if args.source == "auto" and root.is_dir() else args.source
     videos = find_videos(root, source)
-    print(f"{root}: layout {source}, {len(videos)} videos of {len({v.user for v in videos})} signers and "
-          f"{len({v.sign for v in videos})} signs; first: {videos[0].relative} -> "
-          f"{videos[0].pickle_path(Path()).as_posix()}")
+    users, signs = {v.user for v in videos}, {v.sign for v in videos}
+    print(f"{root}: layout {source}, {len(videos)} videos of {len(users)} signers and {len(signs)} "
+          f"signs; first: {videos[0].relative} -> {videos[0].pickle_path(Path()).as_posix()}")
     return 0
 
 

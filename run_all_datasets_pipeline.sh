@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
 # Every dataset, one after the other, through run_end_to_end_pipeline.sh with its 63-point config:
 #
-#   bash run_all_datasets_pipeline.sh                   # each dataset whose keypoints are in data/ (others skipped)
-#   DRY_RUN=1 bash run_all_datasets_pipeline.sh         # say what would run (and what is skipped), run nothing
-#   DATASETS=lsa64 LSA64_RAW_DIR=LSA64/all bash run_all_datasets_pipeline.sh     # extract from the release first
-#   EPOCHS=2 QAT_EPOCHS=1 bash run_all_datasets_pipeline.sh                      # a quick smoke run of everything
+#   bash run_all_datasets_pipeline.sh            # every dataset with keypoints in data/
+#   DRY_RUN=1 bash run_all_datasets_pipeline.sh  # say what would run, what is skipped; run nothing
+#   DATASETS=lsa64 LSA64_RAW_DIR=LSA64/all bash run_all_datasets_pipeline.sh   # extract it first
+#   EPOCHS=2 QAT_EPOCHS=1 bash run_all_datasets_pipeline.sh                    # a quick smoke run
 #
-# DATASETS (comma list, default arabic_asl,lsa64,karsl100,karsl502). Dataset <name> uses the config
-# configs/<slug>-63kpts.yaml and the keypoints <DATA_ROOT>/<slug>-63kpts (DATA_ROOT default data; slug
-# arabic-asl, lsa64, karsl100, karsl502), and writes <OUTPUT_ROOT>/<name>/{loso,full}/ (run_end_to_end_pipeline.sh).
-# Videos: with <NAME>_RAW_DIR set (ARABIC_ASL_RAW_DIR, LSA64_RAW_DIR, KARSL100_RAW_DIR, KARSL502_RAW_DIR) the
-# pipeline first extracts 63 points from that folder; its layout (MLR511 tree, LSA64 or KArSL release) is
-# detected (layouts.py). karsl100 without keypoints is built from karsl502's keypoints with build_karsl_subset.py
-# (signs 71..170; KARSL100_MODE symlink|hardlink|copy, default symlink). A dataset with neither keypoints nor
-# videos is skipped with one line saying so.
+# DATASETS: comma list, default arabic_asl,lsa64,karsl100,karsl502. Dataset <name> uses the config
+# configs/<slug>-63kpts.yaml and the keypoints <DATA_ROOT>/<slug>-63kpts (DATA_ROOT default data;
+# slug arabic-asl, lsa64, karsl100, karsl502) and writes <OUTPUT_ROOT>/<name>/{loso,full}/.
+# Videos: with <NAME>_RAW_DIR set (ARABIC_ASL_RAW_DIR, LSA64_RAW_DIR, KARSL100_RAW_DIR,
+# KARSL502_RAW_DIR) the pipeline first extracts 63 points from that folder, its layout (MLR511 tree,
+# LSA64 or KArSL release) detected by layouts.py. karsl100 without keypoints is built from the
+# karsl502 keypoints by build_karsl_subset.py (signs 71..170; KARSL100_MODE symlink|hardlink|copy,
+# default symlink). A dataset with neither keypoints nor videos is skipped with one line saying so.
 #
-# HOLDOUTS defaults to all (every signer of each dataset). Every other setting of run_end_to_end_pipeline.sh
-# (EPOCHS, LR, QAT_EPOCHS, PTQ_MODES, SEED, RUN_FULL_DATASET, OUTPUT_ROOT, FLIP_USERS, ...) is passed through
-# unchanged; DATA_DIR, CONFIG, RAW_DIR and DATASET_NAME are set here per dataset. Resumable like the pipeline.
-# The first dataset that fails stops the run, with a message naming it.
+# HOLDOUTS defaults to all (every signer of each dataset). Every other setting of
+# run_end_to_end_pipeline.sh (EPOCHS, LR, QAT_EPOCHS, PTQ_MODES, SEED, RUN_FULL_DATASET,
+# OUTPUT_ROOT, FLIP_USERS, ...) is passed through; DATA_DIR, CONFIG, RAW_DIR and DATASET_NAME are
+# set per dataset. Resumable like the pipeline. The first dataset that fails stops the run, with a
+# message naming it.
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -34,12 +35,14 @@ unset DATA_DIR CONFIG CONFIG_PATH RAW_DIR DATASET_NAME   # set per dataset below
 PIPELINE_NAME=all-datasets STAGE_MARK="#####"
 source pipeline_common.sh   # stage, skip, run, enabled; a failure names its stage
 
-slug_of() { [[ "$1" == arabic_asl ]] && echo arabic-asl || echo "$1"; }   # configs/<slug>-63kpts.yaml
+slug_of() { [[ "$1" == arabic_asl ]] && echo arabic-asl || echo "$1"; }   # name -> file names
 raw_dir_of() { local var="${1^^}_RAW_DIR"; echo "${!var:-}"; }   # lsa64 -> $LSA64_RAW_DIR
 has_keypoints() { [[ -f "$1/label2id.json" ]]; }
-maybe() { if enabled "$DRY_RUN"; then printf 'would run:'; printf ' %q' "$@"; echo; else run "$@"; fi; }
+maybe() {  # run the command, or with DRY_RUN=1 only print it
+    if enabled "$DRY_RUN"; then printf 'would run:'; printf ' %q' "$@"; echo; else run "$@"; fi
+}
 
-build_karsl100() {  # build_karsl100 <data dir>: from karsl502's keypoints; false when there are none
+build_karsl100() {  # build_karsl100 <data dir>: from karsl502's keypoints; false if there are none
     local source="$DATA_ROOT/karsl502-63kpts"
     has_keypoints "$source" || return 1
     stage "karsl100" "build KArSL-100 (signs 71..170) from $source"
@@ -51,7 +54,8 @@ IFS=, read -ra names <<< "$DATASETS"
 for name in "${names[@]}"; do   # every setting checked before anything runs
     case "$name" in
         arabic_asl|lsa64|karsl100|karsl502) ;;
-        *) echo "error: DATASETS: unknown dataset '$name' (known: arabic_asl, lsa64, karsl100, karsl502)" >&2
+        *) echo "error: DATASETS: unknown dataset '$name'" \
+               "(known: arabic_asl, lsa64, karsl100, karsl502)" >&2
            exit 2 ;;
     esac
     raw="$(raw_dir_of "$name")"
@@ -73,7 +77,8 @@ for name in "${names[@]}"; do
             continue
         fi
     fi
-    stage "$name" "run_end_to_end_pipeline.sh: $data${raw:+ (extracted from $raw)}, $config, holdouts $HOLDOUTS"
+    what="$data${raw:+ (extracted from $raw)}, $config, holdouts $HOLDOUTS"
+    stage "$name" "run_end_to_end_pipeline.sh: $what"
     maybe env DEMO=0 DATASET_NAME="$name" DATA_DIR="$data" CONFIG="$config" KEYPOINTS_COUNT=63 \
         RAW_DIR="$raw" HOLDOUTS="$HOLDOUTS" VENV="$VENV" bash run_end_to_end_pipeline.sh
     ran+=("$name")
