@@ -6,8 +6,8 @@
     python extract_63_keypoints.py --input_dir LSA64/all --output_dir data/lsa64-63kpts --source lsa64
 
 Input   --source (layouts.py; default auto: detected from the folder):
-        tree   <input_dir>/<user>/<GYY>/<rep>.mp4 (also .avi, .mov). Every sub-folder of input_dir is a signer;
-               its sub-folders whose name starts with "G" are signs.
+        tree   <input_dir>/<user>/<GYY>/<rep>.mp4 (also .avi, .mov). Every sub-folder of
+               input_dir is a signer; its sub-folders whose name starts with "G" are signs.
         lsa64  the LSA64 release: a flat folder of <sign>_<signer>_<rep>.mp4 -> user0001.., G01..G64
         karsl  the KArSL release: <signer>/<train|test>/<NNNN>/*.mp4 -> user01.., G0001..G0502
 Output  <output_dir>/all/<GYY>/<user>_<GYY>_<rep>.pkl   one pickle per video: keypoints (T, N, 3) float32 in the
@@ -15,7 +15,7 @@ Output  <output_dir>/all/<GYY>/<user>_<GYY>_<rep>.pkl   one pickle per video: ke
         original_path, flipped, keypoint_structure, face_mesh_indices for layouts with face points)
         <output_dir>/label2id.json, id2label.json       sorted sign folder names -> 0..C-1 (for every layout;
         signs extracted into output_dir by an earlier run with another --input_dir are kept)
-        <output_dir>/label2name.json                    the signs' names, where the release defines them (LSA64)
+        <output_dir>/label2name.json                    the signs' names where the release has them
 Each video goes through extraction.extract_video: a fresh tracker per video, every frame kept, missing parts zeros.
 
 Left-handed signers: --flip_users mirrors the listed signers' frames before MediaPipe (samples get flipped=True).
@@ -85,8 +85,8 @@ def parse_flip_users(arg: str, users: set[str]) -> set[str]:
 
 def write_label_maps(output_dir: Path, videos: list[Video], source: str = "tree") -> list[str]:
     """label2id/id2label over the sorted sign folder names of the input, plus signs already extracted into
-    output_dir by earlier runs (so extracting a dataset in parts still gives one label map); label2name.json
-    when the release names its signs."""
+    output_dir by earlier runs (so extracting a dataset in parts still gives one label map);
+    label2name.json when the release names its signs."""
     existing = {d.name for d in (output_dir / "all").glob("G*") if any(d.glob("*.pkl"))}
     signs = sorted({v.sign for v in videos} | existing)
     atomic_write_json(output_dir / "label2id.json", {s: i for i, s in enumerate(signs)})
@@ -262,10 +262,11 @@ def parse_args(argv=None, layout_default: int = 65):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Exit status: 0 when every video was extracted or skipped, 1 when some video failed, 2 on bad input.")
     parser.add_argument("--input_dir", required=True,
-                        help="videos: <user>/<GYY>/<rep>.mp4|.avi|.mov, or an LSA64 or KArSL release folder")
+                        help="videos: <user>/<GYY>/<rep>.mp4|.avi|.mov, or a release of LSA64 or KArSL")
     parser.add_argument("--source", default="auto", choices=("auto", *SOURCES),
-                        help="layout of --input_dir (layouts.py): auto = detected, tree = <user>/<GYY>/<rep>, "
-                             "lsa64 = flat <sign>_<signer>_<rep>.mp4, karsl = <signer>/<train|test>/<NNNN>/")
+                        help="layout of --input_dir (layouts.py): auto = detected, "
+                             "tree = <user>/<GYY>/<rep>, lsa64 = flat <sign>_<signer>_<rep>.mp4, "
+                             "karsl = <signer>/<train|test>/<NNNN>/")
     parser.add_argument("--output_dir", required=True, help="dataset root to write (all/GYY/*.pkl + label maps)")
     parser.add_argument("--layout", type=int, choices=(65, 90, 63), default=layout_default,
                         help="stored keypoint layout (keypoints.py): 65 body+hands, 90 +25 face points, 63 compact")
@@ -290,7 +291,9 @@ def main(argv=None, layout_default: int = 65) -> int:
     input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir}: is a file, not a folder")
-    source = detect_source(input_dir) if args.source == "auto" and input_dir.is_dir() else args.source
+    source = args.source
+    if source == "auto" and input_dir.is_dir():
+        source = detect_source(input_dir)
     videos = find_videos(input_dir, source)
     flip = parse_flip_users(args.flip_users, {v.user for v in videos})
     odd_names = sorted({v.user for v in videos if not USER_RE.match(v.user)})
@@ -302,8 +305,8 @@ def main(argv=None, layout_default: int = 65) -> int:
         print("removed temp files of an interrupted earlier run")
     todo, reused = plan(videos, output_dir, layout, args, flip)
     users, signs = {v.user for v in videos}, {v.sign for v in videos}
-    print(f"{len(videos)} videos of {len(users)} signers and {len(signs)} signs in {input_dir} (--source {source}); "
-          f"layout {layout.size}; "
+    print(f"{len(videos)} videos of {len(users)} signers and {len(signs)} signs in {input_dir} "
+          f"(--source {source}); layout {layout.size}; "
           f"{len(reused)} already extracted, {len(todo)} to extract with {args.workers} worker(s); "
           f"mirrored signers: {', '.join(sorted(flip)) or 'none'}")
     start = time.perf_counter()
