@@ -1,16 +1,21 @@
-"""Extract MediaPipe Holistic keypoints from a tree of sign videos into the dataset.py format.
+"""Extract MediaPipe Holistic keypoints from a folder of sign videos into the dataset.py format.
 
     python extract_65_keypoints.py --input_dir MLR511-ArabicSignLanguage-Dataset-MP4 --output_dir data/arabic-asl-65kpts
     python extract_65_keypoints.py --layout 90 --input_dir VIDEOS --output_dir data/arabic-asl-90kpts --workers 2
     python extract_65_keypoints.py --input_dir VIDEOS --output_dir OUT --flip_users user01,user02 --overwrite
+    python extract_63_keypoints.py --input_dir LSA64/all --output_dir data/lsa64-63kpts --source lsa64
 
-Input   <input_dir>/<user>/<GYY>/<rep>.mp4 (also .avi, .mov). Every sub-folder of input_dir is a signer; its
-        sub-folders whose name starts with "G" are signs.
+Input   --source (layouts.py; default auto: detected from the folder):
+        tree   <input_dir>/<user>/<GYY>/<rep>.mp4 (also .avi, .mov). Every sub-folder of
+               input_dir is a signer; its sub-folders whose name starts with "G" are signs.
+        lsa64  the LSA64 release: a flat folder of <sign>_<signer>_<rep>.mp4 -> user0001.., G01..G64
+        karsl  the KArSL release: <signer>/<train|test>/<NNNN>/*.mp4 -> user01.., G0001..G0502
 Output  <output_dir>/all/<GYY>/<user>_<GYY>_<rep>.pkl   one pickle per video: keypoints (T, N, 3) float32 in the
         layout of --layout (keypoints.py) plus metadata (class, user, num_keypoints, num_frames, video_file,
         original_path, flipped, keypoint_structure, face_mesh_indices for layouts with face points)
         <output_dir>/label2id.json, id2label.json       sorted sign folder names -> 0..C-1 (for every layout;
         signs extracted into output_dir by an earlier run with another --input_dir are kept)
+        <output_dir>/label2name.json                    the signs' names where the release has them
 Each video goes through extraction.extract_video: a fresh tracker per video, every frame kept, missing parts zeros.
 
 Left-handed signers: --flip_users mirrors the listed signers' frames before MediaPipe (samples get flipped=True).
@@ -36,23 +41,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from extraction import (DEFAULT_MIN_CONFIDENCE, VIDEO_SUFFIXES, check_min_confidence, detected_frames, extract_video,
+from extraction import (DEFAULT_MIN_CONFIDENCE, check_min_confidence, detected_frames, extract_video,
                         person_frames)
 from keypoints import Layout, get_layout
+from layouts import SOURCES, Video, detect_source, find_videos, sign_names
 from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli, comma_list
 from safe_pickle import UnsafePickleError, load_pickle
-
-
-@dataclass(frozen=True)
-class Video:
-    """One input video and where its pickle goes."""
-    path: Path
-    user: str
-    sign: str
-    relative: str  # path relative to --input_dir, stored as original_path
-
-    def pickle_path(self, output_dir: Path) -> Path:
-        return output_dir / "all" / self.sign / f"{self.user}_{self.sign}_{self.path.stem}.pkl"
 
 
 @dataclass(frozen=True)
@@ -80,32 +74,6 @@ class Job:
 
 
 # ----------------------------------------------------------------------------------------------- inputs
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def find_videos(input_dir: Path) -> list[Video]:
-    """Every <user>/<G*>/<video> of the input tree, sorted; a clear error when there is none."""
-    if not input_dir.is_dir():
-        raise UserError(f"--input_dir {input_dir}: folder not found")
-    videos = []
-    for user_dir in _subdirs(input_dir):
-        for sign_dir in (d for d in _subdirs(user_dir) if d.name.startswith("G")):
-            for path in sorted(sign_dir.iterdir()):
-                if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-                    videos.append(Video(path, user_dir.name, sign_dir.name, path.relative_to(input_dir).as_posix()))
-    if not videos:
-        raise UserError(f"--input_dir {input_dir}: no videos found (expected <user>/<GYY>/<rep>"
-                        f"{'|'.join(VIDEO_SUFFIXES)}, e.g. user01/G01/R01.mp4)")
-    seen = {}
-    for v in videos:  # R01.mp4 and R01.avi of one signer and sign would write the same pickle
-        clash = seen.setdefault(v.pickle_path(Path()), v)
-        if clash is not v:
-            raise UserError(f"--input_dir {input_dir}: {clash.relative} and {v.relative} would both be saved as "
-                            f"{v.pickle_path(Path()).name}; keep one of them")
-    return videos
-
-
 def parse_flip_users(arg: str, users: set[str]) -> set[str]:
     """'user01,user02' -> {'user01', 'user02'}; every name must be a signer of the input tree."""
     wanted = set(comma_list(arg))
@@ -115,13 +83,17 @@ def parse_flip_users(arg: str, users: set[str]) -> set[str]:
     return wanted
 
 
-def write_label_maps(output_dir: Path, videos: list[Video]) -> list[str]:
+def write_label_maps(output_dir: Path, videos: list[Video], source: str = "tree") -> list[str]:
     """label2id/id2label over the sorted sign folder names of the input, plus signs already extracted into
-    output_dir by earlier runs (so extracting a dataset in parts still gives one label map)."""
+    output_dir by earlier runs (so extracting a dataset in parts still gives one label map);
+    label2name.json when the release names its signs."""
     existing = {d.name for d in (output_dir / "all").glob("G*") if any(d.glob("*.pkl"))}
     signs = sorted({v.sign for v in videos} | existing)
     atomic_write_json(output_dir / "label2id.json", {s: i for i, s in enumerate(signs)})
     atomic_write_json(output_dir / "id2label.json", {str(i): s for i, s in enumerate(signs)})
+    names = sign_names(source, signs)
+    if names:
+        atomic_write_json(output_dir / "label2name.json", names)
     return signs
 
 
@@ -289,7 +261,12 @@ def parse_args(argv=None, layout_default: int = 65):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Exit status: 0 when every video was extracted or skipped, 1 when some video failed, 2 on bad input.")
-    parser.add_argument("--input_dir", required=True, help="video tree <user>/<GYY>/<rep>.mp4|.avi|.mov")
+    parser.add_argument("--input_dir", required=True,
+                        help="videos: <user>/<GYY>/<rep>.mp4|.avi|.mov, or a release of LSA64 or KArSL")
+    parser.add_argument("--source", default="auto", choices=("auto", *SOURCES),
+                        help="layout of --input_dir (layouts.py): auto = detected, "
+                             "tree = <user>/<GYY>/<rep>, lsa64 = flat <sign>_<signer>_<rep>.mp4, "
+                             "karsl = <signer>/<train|test>/<NNNN>/")
     parser.add_argument("--output_dir", required=True, help="dataset root to write (all/GYY/*.pkl + label maps)")
     parser.add_argument("--layout", type=int, choices=(65, 90, 63), default=layout_default,
                         help="stored keypoint layout (keypoints.py): 65 body+hands, 90 +25 face points, 63 compact")
@@ -314,18 +291,22 @@ def main(argv=None, layout_default: int = 65) -> int:
     input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir}: is a file, not a folder")
-    videos = find_videos(input_dir)
+    source = args.source
+    if source == "auto" and input_dir.is_dir():
+        source = detect_source(input_dir)
+    videos = find_videos(input_dir, source)
     flip = parse_flip_users(args.flip_users, {v.user for v in videos})
     odd_names = sorted({v.user for v in videos if not USER_RE.match(v.user)})
     if odd_names:
         print(f"note: signer folders not named userNN: {', '.join(odd_names)} (fix_loso.py and --holdouts all "
               f"find signers by userNN_GYY_*.pkl file names)")
-    write_label_maps(output_dir, videos)
+    write_label_maps(output_dir, videos, source)
     if remove_interrupted_writes(output_dir):
         print("removed temp files of an interrupted earlier run")
     todo, reused = plan(videos, output_dir, layout, args, flip)
     users, signs = {v.user for v in videos}, {v.sign for v in videos}
-    print(f"{len(videos)} videos of {len(users)} signers and {len(signs)} signs in {input_dir}; layout {layout.size}; "
+    print(f"{len(videos)} videos of {len(users)} signers and {len(signs)} signs in {input_dir} "
+          f"(--source {source}); layout {layout.size}; "
           f"{len(reused)} already extracted, {len(todo)} to extract with {args.workers} worker(s); "
           f"mirrored signers: {', '.join(sorted(flip)) or 'none'}")
     start = time.perf_counter()

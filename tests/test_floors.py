@@ -1,6 +1,6 @@
 """The floors of the house, each checked in a fresh process:
-- floor 0 (keypoints, config, recipes, preprocessing, augmentations, run plumbing, metrics) imports
-  no TensorFlow;
+- floor 0 (keypoints, config, recipes, preprocessing, augmentations, run plumbing, metrics, video
+  layouts) imports no TensorFlow;
 - the app path (predict_video -> video_recognition -> extraction, preprocessing, tflite_runtime)
   imports none;
 - every command-line script answers --help with exit code 0, without importing TensorFlow and
@@ -16,7 +16,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_help import HELP_SCRIPTS, probe_help  # noqa: E402
 
-FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "metrics")
+FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "metrics",
+           "layouts")
 APP_PATH = ("predict_video", "video_recognition", "extraction", "preprocessing", "tflite_runtime")
 
 
