@@ -5,13 +5,17 @@
 #   bash setup_env.sh --dev    # plus test tools (requirements-dev.txt)
 #   bash setup_env.sh --runtimes   # only the side venvs .venv-tflite-2.12 and .venv-tflite-2.17: the older TFLite
 #                                  # runtimes that Flutter apps ship, for check_runtimes.py (~1.5 GB each)
+#   bash setup_env.sh --gpu    # runtime packages plus TensorFlow's CUDA libraries (requirements-gpu.txt,
+#                              # Linux x86_64 + NVIDIA driver; several GB). Untested here: no CI machine has a GPU
 #   VENV=/path/to/venv bash setup_env.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 VENV="${VENV:-.venv}"
 REQ=requirements.txt
 [[ "${1:-}" == "--dev" ]] && REQ=requirements-dev.txt
-case "${1:-}" in ""|--dev|--runtimes) ;; *) echo "error: unknown option ${1}; use --dev or --runtimes" >&2; exit 2;; esac
+[[ "${1:-}" == "--gpu" ]] && REQ=requirements-gpu.txt
+case "${1:-}" in ""|--dev|--runtimes|--gpu) ;;
+    *) echo "error: unknown option ${1}; use --dev, --gpu or --runtimes" >&2; exit 2;; esac
 
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
@@ -44,4 +48,4 @@ if [[ "${1:-}" == "--runtimes" ]]; then
     done
     exit 0
 fi
-install_venv "$VENV" "$REQ" requirements-dev.txt requirements.txt
+install_venv "$VENV" "$REQ" requirements-dev.txt requirements.txt $([[ "$REQ" == requirements-gpu.txt ]] && echo "$REQ")
