@@ -5,9 +5,12 @@ On-disk format: <root>/{all,train,test}/GXX/<user>_<GXX>_<rep>.pkl, each a dict 
 Pickles of the reference system (float64, extra keys) load as they are.
 
 Every split is read ONCE: each pickle is validated, selected, clipped and subsampled (preprocessing.py) and
-kept in memory. Per epoch, a seeded generator augments (training only) and normalizes each clip; batches are
-padded to 64 frames with the length mask of preprocessing.pad_clip, then trimmed to the longest clip in the
-batch (the model is padding invariant), so the mask is the same one evaluation and the TFLite model use.
+kept in memory. Per epoch, a seeded generator augments (training only, with the config's
+training.augmentation switches) and normalizes each clip; batches are padded to 64 frames with the length
+mask of preprocessing.pad_clip, then trimmed to the last unmasked frame of the batch (the model is padding
+invariant), so the mask is the same one evaluation and the TFLite model use. Only a training batch can use
+the reference's other mask instead (augmentation `mask: nonzero`: 1 where any coordinate of a frame is
+non-zero).
 
     python dataset.py --config_path configs/arabic-asl-65kpts.yaml \\
         --data_path data/arabic-asl-90kpts
@@ -23,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from augmentations import augment
-from config import MAX_FRAMES, load_config, mirror_permutation, readable_layouts, selected_groups
+from augmentations import AugmentOptions, augment, nonzero_mask, options_from_config
+from config import (MAX_FRAMES, hand_positions, load_config, mirror_permutation, readable_layouts,
+                    selected_groups)
 from preprocessing import normalize_groups, pad_clip, prepare_clip
 from runs import UserError, cli, parse_sample_name, read_json
 from safe_pickle import UnsafePickleError, load_pickle
@@ -164,31 +168,36 @@ def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples:
 
 # ----------------------------------------------------------------------------------------------- tf.data
 def _trim_to_longest(keypoints, mask, labels):
-    """Drop the all-padding tail of a batch: (B, 64, K, 2) -> (B, T_max, K, 2); mask (B, 64) -> (B, T_max)."""
+    """Drop the all-padding tail of a batch, after its last unmasked frame (for a length mask: the longest
+    clip): (B, 64, K, 2) -> (B, T_max, K, 2); mask (B, 64) -> (B, T_max)."""
     import tensorflow as tf
-    t_max = tf.cast(tf.reduce_max(tf.reduce_sum(mask, axis=1)), tf.int32)
+    positions = tf.range(1, tf.shape(mask)[1] + 1, dtype=mask.dtype)
+    t_max = tf.cast(tf.reduce_max(mask * positions), tf.int32)
     return {"keypoints": keypoints[:, :t_max], "attention_mask": mask[:, :t_max]}, labels
 
 
 def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool = False, seed: int = 42,
-                 start_epoch: int = 0, trim: bool = True):
+                 start_epoch: int = 0, trim: bool = True, augmentation: AugmentOptions | None = None):
     """tf.data of ({'keypoints': (B,T,K,2), 'attention_mask': (B,T)}, labels (B,)).
 
     training=True: reshuffled and augmented every epoch from a numpy Generator seeded with (seed, epoch), so a
-    run is reproducible and `start_epoch` lets a resumed run continue the same sequence."""
+    run is reproducible and `start_epoch` lets a resumed run continue the same sequence. `augmentation`:
+    the switches (None: the config's training.augmentation block over the defaults)."""
     from tf_env import tf
     k = len(cfg["joint_idx"])
     if not training:
         keypoints, masks, labels = data.padded(cfg)
         ds = tf.data.Dataset.from_tensor_slices((keypoints, masks, labels)).batch(batch_size)
     else:
-        groups, mirror, epochs = selected_groups(cfg), mirror_permutation(cfg), itertools.count(start_epoch)
+        options, epochs = augmentation or options_from_config(cfg), itertools.count(start_epoch)
+        groups, mirror, hands = selected_groups(cfg), mirror_permutation(cfg), hand_positions(cfg)
 
         def one_epoch():
             rng = np.random.default_rng([seed, next(epochs)])
             for i in rng.permutation(len(data)):
-                kp, mask = pad_clip(normalize_groups(augment(data.clips[i], rng, mirror), groups))
-                yield kp, mask, np.int32(data.labels[i])
+                augmented = augment(data.clips[i], rng, mirror, options=options, hands=hands)
+                kp, mask = pad_clip(normalize_groups(augmented, groups))
+                yield kp, (nonzero_mask(kp) if options.mask == "nonzero" else mask), np.int32(data.labels[i])
 
         spec = (tf.TensorSpec((MAX_FRAMES, k, 2), tf.float32), tf.TensorSpec((MAX_FRAMES,), tf.float32),
                 tf.TensorSpec((), tf.int32))
