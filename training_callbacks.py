@@ -37,7 +37,7 @@ class EpochLogger(keras.callbacks.Callback):
         self._last = now
         lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
         if logs is not None:  # ReduceLROnPlateau logs it; under a schedule, this does (for the CSV)
-            logs.setdefault("learning_rate", lr)
+            logs.setdefault("lr", lr)
         metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "lr")
         self.logger.info(f"epoch {epoch + 1}/{self.total_epochs} {metrics} lr={lr:.2e} ({self.seconds[-1]:.1f} s)")
 
@@ -51,7 +51,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = tf.cast(step, tf.float64)
         warm = self.lr * (step + 1) / max(1, self.warmup_steps)
-        progress = tf.minimum(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        progress = tf.minimum((step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps),
+                              tf.constant(1.0, tf.float64))
         decay = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + tf.cos(math.pi * progress))
         return tf.cast(tf.where(step < self.warmup_steps, warm, decay), tf.float32)
 
