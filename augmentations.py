@@ -1,21 +1,22 @@
 """Training-time augmentation of clipped, subsampled, NOT yet normalized clips (T, K, 2).
 
-Every switch lives in `AugmentOptions` (a config's `training.augmentation:` block); its defaults are
-this repository's recipe:
-  with probability p_augment (0.4) a clip is augmented; passes are then repeated until at least one
-  transform fires, each pass trying, in order and each with p_each (0.5): rotation (+-15 deg),
-  [affine: scale, shear, shift, when any is set], gaussian noise (sigma ~ U(0.01, 0.2)), random frame
-  selection (T/2..T-1 frames), time warp (x1.1-1.5 longer), horizontal flip.
+Every switch lives in `AugmentOptions` (a config's `training.augmentation:` block); its defaults
+are this repository's recipe:
+  with probability p_augment (0.4) a clip is augmented; passes are then repeated until at least
+  one transform fires, each pass trying, in order and each with p_each (0.5): rotation (+-15 deg),
+  [affine: scale, shear, shift, when any is set], gaussian noise (sigma ~ U(0.01, 0.2)), random
+  frame selection (T/2..T-1 frames), time warp (x1.1-1.5 longer), horizontal flip.
   Then, independently of p_augment: hand_drop (one hand's points zeroed for the whole clip) and
   frame_drop (each frame's points zeroed with this probability), both off by default.
-By default the reference recipe's pathologies are fixed: rotation is about the body centre (mean of the
-detected points), noise touches detected points only, the flip mirrors x AND swaps left/right slots
-(hands, paired pose/face points) while missing points stay (0, 0), and results are re-clipped to [0, 1].
-The reference behaviour is one switch each: rotation_center origin, noise_on_missing true (undetected
-(0, 0) points get noise and so become "detected"), flip mirror_only (x <- 1 - x for ALL points, missing
-ones become (1, 0), slots not swapped), clip false. Time-warped clips are always re-subsampled to <= 64
-frames and no transform returns an empty clip. All randomness comes from the numpy Generator passed in;
-a disabled transform draws nothing from it.
+By default the reference recipe's pathologies are fixed: rotation is about the body centre (mean
+of the detected points), noise touches detected points only, the flip mirrors x AND swaps
+left/right slots (hands, paired pose/face points) while missing points stay (0, 0), and results
+are re-clipped to [0, 1]. The reference behaviour is one switch each: rotation_center origin,
+noise_on_missing true (undetected (0, 0) points get noise and so become "detected"), flip
+mirror_only (x <- 1 - x for ALL points, missing ones become (1, 0), slots not swapped), clip
+false. Time-warped clips are always re-subsampled to <= 64 frames and no transform returns an
+empty clip. All randomness comes from the numpy Generator passed in; a disabled transform draws
+nothing from it.
 """
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ class AugmentOptions:
     clip: bool = True                  # re-clip transformed points to [0, 1] (reference: false)
     select_frames: bool = True         # random frame selection step
     time_warp: bool = True             # time warp step
-    flip: str = "swap"                 # swap (mirror + left/right slots) | mirror_only (reference) | off
-    scale: tuple = (1.0, 1.0)          # affine scale ~ U(lo, hi) about the body centre, e.g. [0.8, 1.2]
+    flip: str = "swap"                 # swap (mirror + swap slots) | mirror_only (reference) | off
+    scale: tuple = (1.0, 1.0)          # affine scale ~ U(lo, hi) about the body centre: [0.8, 1.2]
     shear: float = 0.0                 # affine x-shear factor ~ U(-shear, shear)
     shift: float = 0.0                 # affine shift ~ U(-shift, shift) per axis
     hand_drop: float = 0.0             # probability of zeroing one (random) hand for the whole clip
@@ -92,7 +93,7 @@ def check_option(key: str, value):
 
 
 def options_from_config(cfg: dict) -> AugmentOptions:
-    """The config's training.augmentation block (already checked by config.load_config) over the defaults."""
+    """The config's training.augmentation block (checked by config.load_config) over the defaults."""
     return AugmentOptions(**cfg.get("training", {}).get("augmentation", {}))
 
 
@@ -107,10 +108,11 @@ def _finish(new: np.ndarray, valid: np.ndarray, opts: AugmentOptions) -> np.ndar
 
 
 def _centre(kp: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    return kp[valid].mean(axis=0)                                         # (2,) body centre over the clip
+    return kp[valid].mean(axis=0)                              # (2,) body centre over the clip
 
 
-def rotate(kp: np.ndarray, rng: np.random.Generator, opts: AugmentOptions = DEFAULT_OPTIONS) -> np.ndarray:
+def rotate(kp: np.ndarray, rng: np.random.Generator,
+           opts: AugmentOptions = DEFAULT_OPTIONS) -> np.ndarray:
     valid = detected(kp)
     if not valid.any():
         return kp
@@ -133,10 +135,12 @@ def affine(kp: np.ndarray, rng: np.random.Generator, opts: AugmentOptions) -> np
     return _finish((kp - centre) @ matrix.T + centre + shift, valid, opts)
 
 
-def add_noise(kp: np.ndarray, rng: np.random.Generator, opts: AugmentOptions = DEFAULT_OPTIONS) -> np.ndarray:
+def add_noise(kp: np.ndarray, rng: np.random.Generator,
+              opts: AugmentOptions = DEFAULT_OPTIONS) -> np.ndarray:
     sigma = rng.uniform(*opts.noise_sigma)
     noisy = kp + rng.normal(0.0, sigma, size=kp.shape)
-    return _finish(noisy, np.ones(kp.shape[:-1], bool) if opts.noise_on_missing else detected(kp), opts)
+    touched = np.ones(kp.shape[:-1], bool) if opts.noise_on_missing else detected(kp)
+    return _finish(noisy, touched, opts)
 
 
 def select_frames(kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -176,7 +180,7 @@ def drop_hand(kp: np.ndarray, rng: np.random.Generator, hands) -> np.ndarray:
 
 
 def drop_frames(kp: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarray:
-    """Zero every point of each frame with probability p (the clip keeps its length; never all frames)."""
+    """Zero every point of each frame with probability p (the length is kept; never all frames)."""
     dropped = rng.random(len(kp)) < p
     if dropped.all():
         return kp

@@ -3,9 +3,10 @@
 A config names the stored keypoint `layout` of the pickles it reads (keypoints.py), the `joint_idx` it selects
 from them, the normalization `groups` (named lists of stored indices that must cover joint_idx exactly) and the
 SignBART hyperparameters of the reference. Index lists may use ranges: `[0-22, 25]`.
-An optional `training:` block sets the FP32 training hyperparameters (TRAINING below; the defaults of the
-keys it leaves out live in recipes.py and augmentations.AugmentOptions), and `--set training.KEY=VALUE`
-overrides (load_config(path, overrides)) change it from the command line with the same checks.
+An optional `training:` block sets the FP32 training hyperparameters (TRAINING below; the defaults
+of the keys it leaves out live in recipes.py and augmentations.AugmentOptions), and
+`--set training.KEY=VALUE` overrides (load_config(path, overrides)) change it from the command line
+with the same checks.
 Any problem raises ConfigError naming the file and the key.
 
     python config.py configs/*.yaml      # validate configs and print their selection
@@ -40,7 +41,7 @@ OPTIONAL = {
     "training": (dict, {}),                  # FP32 training hyperparameters (TRAINING)
 }
 SCHEDULES = ("plateau", "cosine")
-TRAINING = {  # key: (type, check, what the check wants); a key left out takes the recipes.py default
+TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
     "batch_size": (int, lambda v: v >= 1, ">= 1"),  # replaces the top-level batch_size
     "lr": (float, lambda v: v > 0, "> 0"),
@@ -77,7 +78,8 @@ def parse_index_list(items, where: str) -> list[int]:
 
 
 def _typed(value, kind: type, key: str, path: str):
-    """value as `kind` (an int or a numeric string such as YAML's `1e-3` is a float); else ConfigError."""
+    """value as `kind` (an int or a numeric string such as YAML's `1e-3` is a float), else
+    ConfigError."""
     if kind is float and isinstance(value, str):
         try:
             value = float(value)
@@ -138,21 +140,22 @@ def _check_training(raw: dict, cfg: dict, path: str) -> None:
         checked["augmentation"] = _check_augmentation(checked["augmentation"], path)
     for key in ("batch_size", "weight_decay"):
         if key in checked and key in raw:
-            raise ConfigError(f"{path}: key 'training.{key}' is also given at the top level; give it once")
+            raise ConfigError(f"{path}: key 'training.{key}' is also given at the top level; "
+                              "give it once")
         cfg[key] = checked.get(key, cfg[key])
     cfg["training"] = checked
 
 
 def parse_override(item: str) -> tuple[list[str], object]:
-    """`training.augmentation.flip=mirror_only` -> (['training', 'augmentation', 'flip'], 'mirror_only');
-    the value is read as YAML (numbers, true/false, [0.8, 1.2])."""
+    """`training.augmentation.flip=mirror_only` -> (['training', 'augmentation', 'flip'],
+    'mirror_only'); the value is read as YAML (numbers, true/false, [0.8, 1.2])."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=1e-3")
     keys = key.strip().split(".")
     if keys[0] != "training" or len(keys) < 2 or not all(keys):
-        raise ConfigError(f"--set {item!r}: only training.* keys can be set (model keys are read from the "
-                          "config file by PTQ, QAT and evaluation)")
+        raise ConfigError(f"--set {item!r}: only training.* keys can be set (model keys are read "
+                          "from the config file by PTQ, QAT and evaluation)")
     try:
         return keys, yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -167,7 +170,8 @@ def apply_overrides(raw: dict, overrides) -> dict:
         for depth, key in enumerate(keys[:-1]):
             block = block.setdefault(key, {})
             if not isinstance(block, dict):
-                raise ConfigError(f"--set {item!r}: '{'.'.join(keys[:depth + 1])}' is not a mapping")
+                where = ".".join(keys[:depth + 1])
+                raise ConfigError(f"--set {item!r}: '{where}' is not a mapping")
         block[keys[-1]] = value
     return raw
 
@@ -263,8 +267,8 @@ def read_yaml(path) -> object:
 
 
 def load_config(path: str, overrides=()) -> dict:
-    """Read and validate a YAML config, with `--set KEY=VALUE` overrides applied first; returns a plain dict
-    with index lists expanded and defaults filled (`overrides` records the --set items)."""
+    """Read and validate a YAML config, with `--set KEY=VALUE` overrides applied first; returns a
+    plain dict with index lists expanded and defaults filled (`overrides` records the --set items)."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
@@ -301,7 +305,7 @@ def mirror_permutation(cfg: dict) -> np.ndarray:
 
 
 def hand_positions(cfg: dict) -> list[np.ndarray]:
-    """Positions in the SELECTED array of each hand's points (left, right), for hands that are selected."""
+    """Positions in the SELECTED array of each selected hand's points (left, then right)."""
     layout = get_layout(cfg["layout"])
     hands = [[k for k, i in enumerate(cfg["joint_idx"]) if layout.points[i][0] == part]
              for part in ("left_hand", "right_hand")]

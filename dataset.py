@@ -177,7 +177,8 @@ def _trim_to_longest(keypoints, mask, labels):
 
 
 def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool = False, seed: int = 42,
-                 start_epoch: int = 0, trim: bool = True, augmentation: AugmentOptions | None = None):
+                 start_epoch: int = 0, trim: bool = True,
+                 augmentation: AugmentOptions | None = None):
     """tf.data of ({'keypoints': (B,T,K,2), 'attention_mask': (B,T)}, labels (B,)).
 
     training=True: reshuffled and augmented every epoch from a numpy Generator seeded with (seed, epoch), so a
@@ -197,7 +198,9 @@ def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool
             for i in rng.permutation(len(data)):
                 augmented = augment(data.clips[i], rng, mirror, options=options, hands=hands)
                 kp, mask = pad_clip(normalize_groups(augmented, groups))
-                yield kp, (nonzero_mask(kp) if options.mask == "nonzero" else mask), np.int32(data.labels[i])
+                if options.mask == "nonzero":
+                    mask = nonzero_mask(kp)
+                yield kp, mask, np.int32(data.labels[i])
 
         spec = (tf.TensorSpec((MAX_FRAMES, k, 2), tf.float32), tf.TensorSpec((MAX_FRAMES,), tf.float32),
                 tf.TensorSpec((), tf.int32))

@@ -127,7 +127,8 @@ def load_training_data(s: TrainSettings, cfg: dict) -> SplitData:
     return load_split(s.data_path, s.train_split, cfg)
 
 
-RECIPE_KEYS = ("epochs", "lr", "batch_size", "schedule", "warmup_epochs", "min_lr", "label_smoothing")
+RECIPE_KEYS = ("epochs", "lr", "batch_size", "schedule", "warmup_epochs", "min_lr",
+               "label_smoothing")
 
 
 def resolve_settings(s: TrainSettings, cfg: dict) -> TrainSettings:
@@ -137,14 +138,17 @@ def resolve_settings(s: TrainSettings, cfg: dict) -> TrainSettings:
 
 
 def training_record(s: TrainSettings, cfg: dict) -> dict:
-    """The resolved recipe of a run (settings already resolved), as recorded and compared by --resume."""
-    record = {key: getattr(s, key) for key in RECIPE_KEYS} | {"weight_decay": cfg["weight_decay"]}
-    return json.loads(json.dumps(record | {"augmentation": dataclasses.asdict(options_from_config(cfg))}))
+    """The resolved recipe of a run (settings already resolved), as recorded and compared by
+    --resume (JSON types: what a resume reads back)."""
+    record = {key: getattr(s, key) for key in RECIPE_KEYS} | {
+        "weight_decay": cfg["weight_decay"],
+        "augmentation": dataclasses.asdict(options_from_config(cfg))}
+    return json.loads(json.dumps(record))
 
 
 # ----------------------------------------------------------------------------------------------- model
 def sparse_crossentropy(num_labels: int, label_smoothing: float = 0.0):
-    """Cross-entropy from logits on integer labels; with label smoothing, the labels are one-hot inside."""
+    """Cross-entropy from logits on integer labels; with label smoothing, one-hot inside."""
     from tf_env import keras, tf
     if not label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -156,10 +160,11 @@ def sparse_crossentropy(num_labels: int, label_smoothing: float = 0.0):
     return smoothed_crossentropy
 
 
-def compile_model(model: keras.Model, cfg: dict, lr, optimizer: keras.optimizers.Optimizer | None = None,
+def compile_model(model: keras.Model, cfg: dict, lr,
+                  optimizer: keras.optimizers.Optimizer | None = None,
                   label_smoothing: float = 0.0) -> keras.Model:
-    """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay) unless given
-    (lr: a number or a schedule)."""
+    """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay)
+    unless given (lr: a number or a schedule)."""
     from tf_env import keras
     model.compile(
         optimizer=optimizer or keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
@@ -198,8 +203,8 @@ def dropout_generators_enabled():
 
 
 def resume_key(s: TrainSettings, cfg: dict) -> dict:
-    """What a --resume must share with the run it continues: the whole resolved recipe, except that more
-    --epochs is fine under the plateau schedule (the cosine schedule depends on the epoch count)."""
+    """What a --resume must share with the run it continues: the whole resolved recipe, except that
+    more --epochs is fine under the plateau schedule (the cosine schedule depends on the epochs)."""
     recipe = training_record(s, cfg)
     if s.schedule != "cosine":
         del recipe["epochs"]
@@ -212,7 +217,8 @@ def learning_rate(s: TrainSettings, steps_per_epoch: int):
     if s.schedule != "cosine":
         return s.lr
     from training_callbacks import WarmupCosine
-    return WarmupCosine(s.lr, s.min_lr, s.warmup_epochs * steps_per_epoch, s.epochs * steps_per_epoch)
+    return WarmupCosine(s.lr, s.min_lr, s.warmup_epochs * steps_per_epoch,
+                        s.epochs * steps_per_epoch)
 
 
 def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
@@ -245,7 +251,8 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
     initial_epoch = resume.restore() if s.resume else 0
     if s.resume:
         logger.info(f"resuming after epoch {initial_epoch} from {resume.directory}")
-    train_ds = make_dataset(fit_data, cfg, s.batch_size, training=True, seed=s.seed, start_epoch=initial_epoch)
+    train_ds = make_dataset(fit_data, cfg, s.batch_size, training=True, seed=s.seed,
+                            start_epoch=initial_epoch)
     val_ds = make_dataset(val_data, cfg, EVAL_BATCH) if val_data is not None else None
     if initial_epoch < s.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, initial_epoch=initial_epoch,
@@ -346,8 +353,8 @@ def train(s: TrainSettings) -> dict:
         compile_model(model, cfg, learning_rate(s, math.ceil(len(fit_data) / s.batch_size)),
                       label_smoothing=s.label_smoothing)
         record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
-        logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, lr {s.lr} "
-                    f"({s.schedule}), batch {s.batch_size}, seed {s.seed}"
+        logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, "
+                    f"lr {s.lr} ({s.schedule}), batch {s.batch_size}, seed {s.seed}"
                     + (f", --set {' '.join(s.overrides)}" if s.overrides else ""))
         record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
         training_info = {k: record[k] for k in ("experiment_name", "data_path", "epochs", "learning_rate", "seed",
@@ -365,20 +372,24 @@ def train(s: TrainSettings) -> dict:
 
 # ----------------------------------------------------------------------------------------------- CLI
 def add_training_args(ap: argparse.ArgumentParser) -> None:
-    """Flags shared by main_functional.py, train_loso_functional.py and train_full_dataset.py. A training
-    hyperparameter flag given explicitly beats the config's training: block, which beats recipes.py."""
-    ap.epilog = ((ap.epilog or "") + "Training hyperparameters: an explicit flag > the config's training: block "
-                 "(and --set training.KEY=VALUE) > the defaults of recipes.py.")
+    """Flags shared by main_functional.py, train_loso_functional.py and train_full_dataset.py. A
+    training hyperparameter flag given explicitly beats the config's training: block, which beats
+    recipes.py."""
+    ap.epilog = ((ap.epilog or "") + "Training hyperparameters: an explicit flag > the config's "
+                 "training: block (and --set training.KEY=VALUE) > the defaults of recipes.py.")
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="change a training: key of the config for this run, with its checks; repeatable, "
-                         "e.g. --set training.augmentation.flip=mirror_only --set training.label_smoothing=0.1")
+                    help="change a training: key of the config for this run, with its checks; "
+                         "repeatable, e.g. --set training.augmentation.flip=mirror_only "
+                         "--set training.label_smoothing=0.1")
     ap.add_argument("--epochs", type=int, default=None,
                     help=f"training epochs; None: training.epochs of the config, else {FP32_EPOCHS}")
     ap.add_argument("--lr", type=float, default=None,
-                    help=f"AdamW (peak) learning rate; None: training.lr of the config, else {FP32_LR}")
+                    help=f"AdamW (peak) learning rate; None: training.lr of the config, "
+                         f"else {FP32_LR}")
     ap.add_argument("--batch_size", type=int, default=None,
-                    help="batch size; None: training.batch_size of the config, else its batch_size (1)")
+                    help="batch size; None: training.batch_size of the config, else its "
+                         "batch_size (1)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
     add_validation_args(ap)
     ap.add_argument("--pretrained_path", default="", help="weights (.h5) to start from")
@@ -411,9 +422,11 @@ def validation_from_args(args) -> tuple[tuple, float]:
 def settings_from_args(args, **fixed) -> TrainSettings:
     """TrainSettings from add_training_args flags; `fixed` supplies the run-specific fields."""
     val_users, val_fraction = validation_from_args(args)
-    return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         overrides=tuple(args.overrides), seed=args.seed, val_users=val_users, val_fraction=val_fraction,
-                         scheduler_factor=args.scheduler_factor, scheduler_patience=args.scheduler_patience,
+    return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size, overrides=tuple(args.overrides), seed=args.seed,
+                         val_users=val_users, val_fraction=val_fraction,
+                         scheduler_factor=args.scheduler_factor,
+                         scheduler_patience=args.scheduler_patience,
                          pretrained_path=args.pretrained_path, resume=args.resume,
                          output_root=args.output_root or None, **fixed)
 

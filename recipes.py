@@ -1,9 +1,9 @@
 """The training and quantization recipes: every default number defined once, read by the scripts'
 flags, the pipeline shell (through the CLI below) and the docs.
 
-  FP32 training     80 epochs, AdamW lr 2e-4 (weight decay: the config's, 0.01), batch = the config's
-                    batch_size (1), ReduceLROnPlateau (x0.1 after 5 epochs without progress, down to
-                    1e-7), no label smoothing, augmentations.AugmentOptions()
+  FP32 training     80 epochs, AdamW lr 2e-4 (weight decay: the config's, 0.01), batch = the
+                    config's batch_size (1), ReduceLROnPlateau (x0.1 after 5 epochs without
+                    progress, down to 1e-7), no label smoothing, augmentations.AugmentOptions()
   QAT fine-tuning   20 epochs (at most), Adam lr 5e-5 (clipnorm 1.0), batch 4
   PTQ               mode `dynamic`; integer modes calibrated on 200 training clips
   seed 42, holdouts user01,user08,user11, dataset name arabic_asl
@@ -11,12 +11,12 @@ The demo pipeline (make_demo_dataset.py data) uses smaller budgets, chosen so th
 are clearly above chance (10 %) in about 10 minutes on 2 CPU cores: 20 epochs at lr 5e-4 and
 batch 8, QAT 2 epochs at batch 8, holdouts user01,user02, dataset name demo.
 
-A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line flag
-replaces both: flag > config `training:` > recipe (`training_recipe`, the one place that resolves them).
+A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line
+flag replaces both: flag > config `training:` > recipe (`training_recipe` resolves them, once).
 
     python recipes.py            # the pipeline's defaults as NAME=value lines
     python recipes.py --demo     # the same for the demo dataset
-    python recipes.py --config configs/arabic-asl-65kpts-signer-independent.yaml   # with its training: block
+    python recipes.py --config configs/arabic-asl-65kpts-signer-independent.yaml  # + its training:
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from runs import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS, DEFAULT_SEED, HelpForma
 
 FP32_EPOCHS = 80
 FP32_LR = 2e-4
-FP32_SCHEDULE = "plateau"        # or "cosine": linear warm-up, then cosine decay to min_lr (per step)
+FP32_SCHEDULE = "plateau"        # or "cosine": linear warm-up, then cosine decay to min_lr
 FP32_WARMUP_EPOCHS = 0
 MIN_LR = 1e-7                    # floor of ReduceLROnPlateau; end of the cosine decay
 FP32_LABEL_SMOOTHING = 0.0
@@ -43,8 +43,8 @@ DEMO = {"EPOCHS": 20, "LR": 5e-4, "BATCH_SIZE": 8, "QAT_EPOCHS": 2, "QAT_BATCH_S
 
 
 def training_recipe(cfg: dict, **flags) -> dict:
-    """The resolved FP32 training hyperparameters of a loaded config: for each key, an explicit flag (a
-    value that is not None) > the config's `training:` block > the recipe default above."""
+    """The resolved FP32 training hyperparameters of a loaded config: for each key, an explicit
+    flag (a value that is not None) > the config's `training:` block > the recipe default above."""
     block = cfg.get("training", {})
     defaults = {"epochs": FP32_EPOCHS, "lr": FP32_LR, "batch_size": cfg["batch_size"],
                 "weight_decay": cfg["weight_decay"], "schedule": FP32_SCHEDULE,
@@ -62,8 +62,9 @@ def training_recipe(cfg: dict, **flags) -> dict:
 
 
 def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """The `cosine` schedule at optimizer step `step` (0-based): linear warm-up lr*(step+1)/warmup_steps,
-    then min_lr + (lr - min_lr)(1 + cos(pi p))/2, p = fraction of the post-warm-up steps done."""
+    """The `cosine` schedule at optimizer step `step` (0-based): linear warm-up
+    lr*(step+1)/warmup_steps, then min_lr + (lr - min_lr)(1 + cos(pi p))/2, p = the fraction of the
+    post-warm-up steps done."""
     if step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
@@ -90,7 +91,8 @@ def pipeline_defaults(demo: bool = False, cfg: dict | None = None) -> dict[str, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--demo", action="store_true", help="the demo dataset's budgets")
-    ap.add_argument("--config", default="", help="a config whose training: block replaces the defaults")
+    ap.add_argument("--config", default="",
+                    help="a config whose training: block replaces the defaults")
     args = ap.parse_args(argv)
     cfg = None
     if args.config:
