@@ -3,6 +3,10 @@
 A config names the stored keypoint `layout` of the pickles it reads (keypoints.py), the `joint_idx` it selects
 from them, the normalization `groups` (named lists of stored indices that must cover joint_idx exactly) and the
 SignBART hyperparameters of the reference. Index lists may use ranges: `[0-22, 25]`.
+An optional `training:` block sets the FP32 training hyperparameters (TRAINING below; the defaults
+of the keys it leaves out live in recipes.py and augmentations.AugmentOptions), and
+`--set training.KEY=VALUE` overrides (load_config(path, overrides)) change it from the command line
+with the same checks.
 Any problem raises ConfigError naming the file and the key.
 
     python config.py configs/*.yaml      # validate configs and print their selection
@@ -34,6 +38,19 @@ OPTIONAL = {
     "decoder_layerdrop": (float, 0.0),
     "pe": (str, "learn"),
     "description": (str, ""),
+    "training": (dict, {}),                  # FP32 training hyperparameters (TRAINING)
+}
+SCHEDULES = ("plateau", "cosine")
+TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
+    "epochs": (int, lambda v: v >= 1, ">= 1"),
+    "batch_size": (int, lambda v: v >= 1, ">= 1"),  # replaces the top-level batch_size
+    "lr": (float, lambda v: v > 0, "> 0"),
+    "weight_decay": (float, lambda v: v >= 0, ">= 0"),  # replaces the top-level weight_decay
+    "schedule": (str, lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
+    "warmup_epochs": (int, lambda v: v >= 0, ">= 0"),
+    "min_lr": (float, lambda v: v >= 0, ">= 0"),
+    "label_smoothing": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "augmentation": (dict, lambda v: True, ""),   # augmentations.AugmentOptions
 }
 MAX_FRAMES = 64  # every clip is subsampled to at most this many frames; the TFLite input is fixed to it
 
@@ -60,24 +77,103 @@ def parse_index_list(items, where: str) -> list[int]:
     return out
 
 
-def _check_types(raw: dict, path: str) -> dict:
-    unknown = set(raw) - set(REQUIRED) - set(OPTIONAL)
+def _typed(value, kind: type, key: str, path: str):
+    """value as `kind` (an int or a numeric string such as YAML's `1e-3` is a float), else
+    ConfigError."""
+    if kind is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"{path}: key '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _unknown(block: dict, known, prefix: str, path: str) -> None:
+    unknown = set(block) - set(known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+        raise ConfigError(f"{path}: unknown key(s) {sorted(prefix + str(k) for k in unknown)}")
+
+
+def _check_types(raw: dict, path: str) -> dict:
+    _unknown(raw, set(REQUIRED) | set(OPTIONAL), "", path)
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
         raise ConfigError(f"{path}: missing key(s) {missing}")
     cfg = {}
     for key, value in raw.items():
-        kind = REQUIRED[key] if key in REQUIRED else OPTIONAL[key][0]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"{path}: key '{key}' must be {kind.__name__}, got {value!r}")
-        cfg[key] = value
+        cfg[key] = _typed(value, REQUIRED[key] if key in REQUIRED else OPTIONAL[key][0], key, path)
     for key, (_, default) in OPTIONAL.items():
         cfg.setdefault(key, default)
     return cfg
+
+
+def _check_augmentation(block: dict, path: str) -> dict:
+    from augmentations import DEFAULTS, check_option  # imports this module: loaded when needed
+    _unknown(block, DEFAULTS, "training.augmentation.", path)
+    checked = {}
+    for key, value in block.items():
+        try:
+            checked[key] = check_option(key, value)
+        except ValueError as e:
+            raise ConfigError(f"{path}: key 'training.augmentation.{key}' {e}") from None
+    return checked
+
+
+def _check_training(raw: dict, cfg: dict, path: str) -> None:
+    """Check the `training:` block; its batch_size/weight_decay replace the top-level keys."""
+    block = cfg["training"]
+    _unknown(block, TRAINING, "training.", path)
+    checked = {}
+    for key, value in block.items():
+        kind, ok, wants = TRAINING[key]
+        value = _typed(value, kind, f"training.{key}", path)
+        if not ok(value):
+            raise ConfigError(f"{path}: key 'training.{key}' must be {wants}, got {value!r}")
+        checked[key] = value
+    if checked.get("warmup_epochs", 0) >= checked.get("epochs", float("inf")):
+        raise ConfigError(f"{path}: key 'training.warmup_epochs' must be < training.epochs")
+    if "augmentation" in checked:
+        checked["augmentation"] = _check_augmentation(checked["augmentation"], path)
+    for key in ("batch_size", "weight_decay"):
+        if key in checked and key in raw:
+            raise ConfigError(f"{path}: key 'training.{key}' is also given at the top level; "
+                              "give it once")
+        cfg[key] = checked.get(key, cfg[key])
+    cfg["training"] = checked
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    """`training.augmentation.flip=mirror_only` -> (['training', 'augmentation', 'flip'],
+    'mirror_only'); the value is read as YAML (numbers, true/false, [0.8, 1.2])."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=1e-3")
+    keys = key.strip().split(".")
+    if keys[0] != "training" or len(keys) < 2 or not all(keys):
+        raise ConfigError(f"--set {item!r}: only training.* keys can be set (model keys are read "
+                          "from the config file by PTQ, QAT and evaluation)")
+    try:
+        return keys, yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: not a YAML value ({yaml_problem(e)})") from None
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """The config mapping with each `--set KEY=VALUE` applied in order (a later one wins)."""
+    for item in overrides:
+        keys, value = parse_override(item)
+        block = raw
+        for depth, key in enumerate(keys[:-1]):
+            block = block.setdefault(key, {})
+            if not isinstance(block, dict):
+                where = ".".join(keys[:depth + 1])
+                raise ConfigError(f"--set {item!r}: '{where}' is not a mapping")
+        block[keys[-1]] = value
+    return raw
 
 
 def _check_values(cfg: dict, path: str) -> None:
@@ -170,15 +266,19 @@ def read_yaml(path) -> object:
         raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
 
 
-def load_config(path: str) -> dict:
-    """Read and validate a YAML config; returns a plain dict with index lists expanded and defaults filled."""
+def load_config(path: str, overrides=()) -> dict:
+    """Read and validate a YAML config, with `--set KEY=VALUE` overrides applied first; returns a
+    plain dict with index lists expanded and defaults filled (`overrides` records the --set items)."""
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
     cfg = _check_types(raw, path)
+    _check_training(raw, cfg, path)
     _check_values(cfg, path)
     _check_indices(cfg, path)
     cfg["config_path"] = str(path)
+    cfg["overrides"] = list(overrides)
     return cfg
 
 
@@ -202,6 +302,14 @@ def mirror_permutation(cfg: dict) -> np.ndarray:
     layout = get_layout(cfg["layout"])
     position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
     return np.array([position.get(layout.mirror_index(i), k) for k, i in enumerate(cfg["joint_idx"])], dtype=np.int64)
+
+
+def hand_positions(cfg: dict) -> list[np.ndarray]:
+    """Positions in the SELECTED array of each selected hand's points (left, then right)."""
+    layout = get_layout(cfg["layout"])
+    hands = [[k for k, i in enumerate(cfg["joint_idx"]) if layout.points[i][0] == part]
+             for part in ("left_hand", "right_hand")]
+    return [np.array(h, dtype=np.int64) for h in hands if h]
 
 
 def model_hparams(cfg: dict) -> dict:

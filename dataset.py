@@ -5,9 +5,12 @@ On-disk format: <root>/{all,train,test}/GXX/<user>_<GXX>_<rep>.pkl, each a dict 
 Pickles of the reference system (float64, extra keys) load as they are.
 
 Every split is read ONCE: each pickle is validated, selected, clipped and subsampled (preprocessing.py) and
-kept in memory. Per epoch, a seeded generator augments (training only) and normalizes each clip; batches are
-padded to 64 frames with the length mask of preprocessing.pad_clip, then trimmed to the longest clip in the
-batch (the model is padding invariant), so the mask is the same one evaluation and the TFLite model use.
+kept in memory. Per epoch, a seeded generator augments (training only, with the config's
+training.augmentation switches) and normalizes each clip; batches are padded to 64 frames with the length
+mask of preprocessing.pad_clip, then trimmed to the last unmasked frame of the batch (the model is padding
+invariant), so the mask is the same one evaluation and the TFLite model use. Only a training batch can use
+the reference's other mask instead (augmentation `mask: nonzero`: 1 where any coordinate of a frame is
+non-zero).
 
     python dataset.py --config_path configs/arabic-asl-65kpts.yaml \\
         --data_path data/arabic-asl-90kpts
@@ -23,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from augmentations import augment
-from config import MAX_FRAMES, load_config, mirror_permutation, readable_layouts, selected_groups
+from augmentations import AugmentOptions, augment, nonzero_mask, options_from_config
+from config import (MAX_FRAMES, hand_positions, load_config, mirror_permutation, readable_layouts,
+                    selected_groups)
 from preprocessing import normalize_groups, pad_clip, prepare_clip
 from runs import UserError, cli, parse_sample_name, read_json
 from safe_pickle import UnsafePickleError, load_pickle
@@ -164,9 +168,11 @@ def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples:
 
 # ----------------------------------------------------------------------------------------------- tf.data
 def _trim_to_longest(keypoints, mask, labels):
-    """Drop the all-padding tail of a batch: (B, 64, K, 2) -> (B, T_max, K, 2); mask (B, 64) -> (B, T_max)."""
+    """Drop the all-padding tail of a batch, after its last unmasked frame (for a length mask: the longest
+    clip): (B, 64, K, 2) -> (B, T_max, K, 2); mask (B, 64) -> (B, T_max)."""
     import tensorflow as tf
-    t_max = tf.cast(tf.reduce_max(tf.reduce_sum(mask, axis=1)), tf.int32)
+    positions = tf.range(1, tf.shape(mask)[1] + 1, dtype=mask.dtype)
+    t_max = tf.cast(tf.reduce_max(mask * positions), tf.int32)
     return {"keypoints": keypoints[:, :t_max], "attention_mask": mask[:, :t_max]}, labels
 
 
@@ -197,21 +203,23 @@ def batch_order(lengths: list[int], batch_size: int, rng: np.random.Generator | 
 
 
 def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool = False, seed: int = 42,
-                 start_epoch: int = 0, bucket_batches: int = 0):
+                 start_epoch: int = 0, bucket_batches: int = 0, augmentation: AugmentOptions | None = None):
     """tf.data of ({'keypoints': (B,T,K,2), 'attention_mask': (B,T)}, labels (B,)).
 
     training=True: reshuffled and augmented every epoch from a numpy Generator seeded with (seed, epoch), so a
-    run is reproducible and `start_epoch` lets a resumed run continue the same sequence. Batches are built in
-    numpy and trimmed to their longest clip. bucket_batches=N > 0 (training only): every window of N batches
-    is sorted by clip length after augmentation and cut into batches that are then shuffled (length bucketing:
-    less padding, so less compute per epoch; a different, equally seeded batch sequence)."""
+    run is reproducible and `start_epoch` lets a resumed run continue the same sequence. `augmentation`: the
+    switches (None: the config's training.augmentation block over the defaults). Batches are built in numpy
+    and trimmed to their longest clip. bucket_batches=N > 0: every window of N batches is sorted by clip
+    length after augmentation and cut into batches that are then shuffled (length bucketing: less padding,
+    so less compute per epoch; a different, equally seeded batch sequence)."""
     from tf_env import tf
     k = len(cfg["joint_idx"])
     if not training:
         keypoints, masks, labels = data.padded(cfg)
         ds = tf.data.Dataset.from_tensor_slices((keypoints, masks, labels)).batch(batch_size)
         return ds.map(_trim_to_longest).prefetch(tf.data.AUTOTUNE)
-    groups, mirror, epochs = selected_groups(cfg), mirror_permutation(cfg), itertools.count(start_epoch)
+    options, epochs = augmentation or options_from_config(cfg), itertools.count(start_epoch)
+    groups, mirror, hands = selected_groups(cfg), mirror_permutation(cfg), hand_positions(cfg)
     window = batch_size * max(1, bucket_batches)
 
     def one_epoch():
@@ -219,9 +227,12 @@ def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool
         order = rng.permutation(len(data))
         for start in range(0, len(order), window):
             picked = order[start:start + window]
-            clips = normalize_each([augment(data.clips[i], rng, mirror) for i in picked], groups)
+            clips = normalize_each([augment(data.clips[i], rng, mirror, options=options, hands=hands)
+                                    for i in picked], groups)
             for batch in batch_order([len(c) for c in clips], batch_size, rng if bucket_batches else None):
                 keypoints, masks = pad_batch([clips[j] for j in batch])
+                if options.mask == "nonzero":
+                    masks = np.stack([nonzero_mask(kp) for kp in keypoints])
                 yield keypoints, masks, np.array([data.labels[picked[j]] for j in batch], dtype=np.int32)
 
     spec = (tf.TensorSpec((None, None, k, 2), tf.float32), tf.TensorSpec((None, None), tf.float32),

@@ -5,9 +5,10 @@ A run, in order:
   1. read the training split once (dataset.load_split). A LOSO run first checks, from file names alone, that the
      held-out signer has no file in it. Validation is optional and carved from the TRAINING signers
      (--val_users or --val_fraction); the default is the reference pipelines' fixed epoch budget (--no_validation).
-  2. build the model (model_functional.py); AdamW(lr, config weight_decay), sparse cross-entropy from logits,
-     top-1/top-5 accuracy, ReduceLROnPlateau(factor 0.1, patience 5, min 1e-7) on the training loss (the
-     validation loss when validating).
+  2. build the model (model_functional.py); AdamW(lr, weight_decay), sparse cross-entropy from logits (with
+     label smoothing when set), top-1/top-5 accuracy, and the schedule: ReduceLROnPlateau(factor 0.1,
+     patience 5, min 1e-7) on the training loss (the validation loss when validating), or `cosine`
+     (linear warm-up, then cosine decay to min_lr, per step).
   3. fit for --epochs; every epoch is re-augmented from a generator seeded with (seed, epoch), and a checkpoint
      (weights, optimizer, the dropout generators' state) is written after each epoch, so --resume continues an
      interrupted run on the same data and dropout sequence and ends with the same weights.
@@ -15,6 +16,10 @@ A run, in order:
      FILE is reloaded, exported to final_model_fp32.tflite (parity-checked against Keras on real clips) and
      evaluated on the test split. The test split is read once, before the first epoch (so a bad file stops the
      run before hours of training), and is used only now.
+
+Training hyperparameters: an explicit flag (--epochs, --lr, --batch_size) > the config's `training:` block
+(config.py; `--set training.KEY=VALUE` changes it for one run) > the defaults of recipes.py; resolved once
+(resolve_settings) and recorded in the run's metadata (`training`, `config_overrides`).
 
 Outputs (runs.py) under <output_root>/<dataset>/<loso|full>/: checkpoints/<exp>/{final_model.h5,
 final_model_fp32.tflite, final_model_fp32.json, labels.txt, metadata.json, resume/}, logs/run_logs/<exp>.log,
@@ -32,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import time
 import warnings
@@ -40,14 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
+from augmentations import options_from_config
 from config import load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
-from recipes import FP32_EPOCHS, FP32_LR
+from recipes import FP32_EPOCHS, FP32_LR, training_recipe
 from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FINAL_MODEL, HelpFormatter, UserError,
                   atomic_save, atomic_write_json, cli, comma_list, discover_users, git_commit,
                   parse_experiment_name, require_file, run_paths, set_seed, setup_logging)
 
-MIN_LR = 1e-7
 EVAL_BATCH = 32
 MAX_PARITY_CLIPS = 256
 
@@ -62,9 +68,15 @@ class TrainSettings:
     train_split: str = "train"
     test_split: str | None = "test"      # None: nothing held out (full-dataset training)
     holdout_user: str | None = None      # LOSO: must have no file in the training split
-    epochs: int = FP32_EPOCHS
-    lr: float = FP32_LR
-    batch_size: int | None = None        # None: the config's batch_size (reference: 1)
+    # training hyperparameters; None: the config's training: block, else recipes.py (resolve_settings)
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None        # None: training.batch_size, else the config's batch_size (1)
+    schedule: str | None = None          # plateau | cosine
+    warmup_epochs: int | None = None
+    min_lr: float | None = None
+    label_smoothing: float | None = None
+    overrides: tuple = ()                # --set training.KEY=VALUE items applied to the config
     seed: int = DEFAULT_SEED
     val_users: tuple = ()
     val_fraction: float = 0.0
@@ -115,14 +127,48 @@ def load_training_data(s: TrainSettings, cfg: dict) -> SplitData:
     return load_split(s.data_path, s.train_split, cfg)
 
 
+RECIPE_KEYS = ("epochs", "lr", "batch_size", "schedule", "warmup_epochs", "min_lr",
+               "label_smoothing")
+
+
+def resolve_settings(s: TrainSettings, cfg: dict) -> TrainSettings:
+    """Every training hyperparameter filled in: flag > config training: block > recipes.py."""
+    recipe = training_recipe(cfg, **{key: getattr(s, key) for key in RECIPE_KEYS})
+    return dataclasses.replace(s, **{key: recipe[key] for key in RECIPE_KEYS})
+
+
+def training_record(s: TrainSettings, cfg: dict) -> dict:
+    """The resolved recipe of a run (settings already resolved), as recorded and compared by
+    --resume (JSON types: what a resume reads back)."""
+    record = {key: getattr(s, key) for key in RECIPE_KEYS} | {
+        "weight_decay": cfg["weight_decay"],
+        "augmentation": dataclasses.asdict(options_from_config(cfg))}
+    return json.loads(json.dumps(record))
+
+
 # ----------------------------------------------------------------------------------------------- model
-def compile_model(model: keras.Model, cfg: dict, lr: float,
-                  optimizer: keras.optimizers.Optimizer | None = None) -> keras.Model:
-    """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay) unless given."""
+def sparse_crossentropy(num_labels: int, label_smoothing: float = 0.0):
+    """Cross-entropy from logits on integer labels; with label smoothing, one-hot inside."""
+    from tf_env import keras, tf
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def smoothed_crossentropy(y_true, y_pred):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_labels)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, from_logits=True,
+                                                     label_smoothing=label_smoothing)
+    return smoothed_crossentropy
+
+
+def compile_model(model: keras.Model, cfg: dict, lr,
+                  optimizer: keras.optimizers.Optimizer | None = None,
+                  label_smoothing: float = 0.0) -> keras.Model:
+    """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay)
+    unless given (lr: a number or a schedule)."""
     from tf_env import keras
     model.compile(
         optimizer=optimizer or keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=sparse_crossentropy(cfg["num_labels"], label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                  keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, cfg["num_labels"]), name="top5_accuracy")])
     return model
@@ -157,9 +203,22 @@ def dropout_generators_enabled():
 
 
 def resume_key(s: TrainSettings, cfg: dict) -> dict:
-    """What a --resume must share with the run it continues (more --epochs is fine)."""
+    """What a --resume must share with the run it continues: the whole resolved recipe, except that
+    more --epochs is fine under the plateau schedule (the cosine schedule depends on the epochs)."""
+    recipe = training_record(s, cfg)
+    if s.schedule != "cosine":
+        del recipe["epochs"]
     return {"model_config": model_hparams(cfg), "joint_idx": cfg["joint_idx"], "seed": s.seed,
-            "batch_size": s.batch_size or cfg["batch_size"], "lr": s.lr, "validating": s.validating}
+            "validating": s.validating} | recipe
+
+
+def learning_rate(s: TrainSettings, steps_per_epoch: int):
+    """The optimizer's learning rate: s.lr (ReduceLROnPlateau changes it) or the cosine schedule."""
+    if s.schedule != "cosine":
+        return s.lr
+    from training_callbacks import WarmupCosine
+    return WarmupCosine(s.lr, s.min_lr, s.warmup_epochs * steps_per_epoch,
+                        s.epochs * steps_per_epoch)
 
 
 def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
@@ -168,15 +227,16 @@ def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
     from training_callbacks import EpochLogger, ResumeCheckpoint
     exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
     monitor = "val_loss" if s.validating else "loss"
-    plateau = keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
-                                                patience=s.scheduler_patience, min_lr=MIN_LR)
+    plateau = (keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
+                                                 patience=s.scheduler_patience, min_lr=s.min_lr)
+               if s.schedule == "plateau" else None)
     best = (keras.callbacks.ModelCheckpoint(str(ckpt_dir / "best_model.weights.h5"), monitor="val_loss",
                                             save_best_only=True, save_weights_only=True) if s.validating else None)
     paths.training_csv(exp).parent.mkdir(parents=True, exist_ok=True)
     epoch_logger = EpochLogger(logger, s.epochs)
     resume = ResumeCheckpoint(paths.resume_dir(exp), model, model.optimizer, plateau, best,
                               run_config=resume_key(s, cfg))
-    callbacks = [plateau, *([best] if best else []), epoch_logger,
+    callbacks = [*([plateau] if plateau else []), *([best] if best else []), epoch_logger,
                  keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
                  keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,
                                              profile_batch=0),
@@ -191,8 +251,8 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
     initial_epoch = resume.restore() if s.resume else 0
     if s.resume:
         logger.info(f"resuming after epoch {initial_epoch} from {resume.directory}")
-    batch_size = s.batch_size or cfg["batch_size"]
-    train_ds = make_dataset(fit_data, cfg, batch_size, training=True, seed=s.seed, start_epoch=initial_epoch)
+    train_ds = make_dataset(fit_data, cfg, s.batch_size, training=True, seed=s.seed,
+                            start_epoch=initial_epoch)
     val_ds = make_dataset(val_data, cfg, EVAL_BATCH) if val_data is not None else None
     if initial_epoch < s.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, initial_epoch=initial_epoch,
@@ -261,14 +321,16 @@ def train(s: TrainSettings) -> dict:
     from model_functional import build_model, load_model, parameter_breakdown
     from tf_env import keras, tf, thread_settings
     from training_callbacks import plot_training_curves
-    cfg = load_config(s.config_path)
+    cfg = load_config(s.config_path, s.overrides)
+    s = resolve_settings(s, cfg)
     paths = run_paths(s.dataset_name, s.run_type, s.output_root)
     logger = setup_logging(paths.run_log(s.experiment_name), name=f"signbart.{s.experiment_name}")
     start = time.time()
     record = {"experiment_name": s.experiment_name, "dataset_name": s.dataset_name, "run_type": s.run_type,
               "holdout_user": s.holdout_user, "settings": dataclasses.asdict(s), "config_path": s.config_path,
               "data_path": s.data_path, "epochs": s.epochs, "learning_rate": s.lr, "seed": s.seed,
-              "batch_size": s.batch_size or cfg["batch_size"], "no_validation": not s.validating,
+              "batch_size": s.batch_size, "no_validation": not s.validating,
+              "training": training_record(s, cfg), "config_overrides": list(s.overrides),
               "framework": "tensorflow", "tensorflow_version": tf.__version__,
               "tf_threads": thread_settings(), "git_commit": git_commit(),
               "model_config": model_hparams(cfg), "log_file": str(paths.run_log(s.experiment_name)),
@@ -288,10 +350,12 @@ def train(s: TrainSettings) -> dict:
         with dropout_generators_enabled():  # their state is saved with each epoch checkpoint, for --resume
             model = (load_model(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
                      if s.pretrained_path else build_model(cfg))
-        compile_model(model, cfg, s.lr)
+        compile_model(model, cfg, learning_rate(s, math.ceil(len(fit_data) / s.batch_size)),
+                      label_smoothing=s.label_smoothing)
         record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
-        logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, lr {s.lr}, "
-                    f"batch {record['batch_size']}, seed {s.seed}")
+        logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, "
+                    f"lr {s.lr} ({s.schedule}), batch {s.batch_size}, seed {s.seed}"
+                    + (f", --set {' '.join(s.overrides)}" if s.overrides else ""))
         record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
         training_info = {k: record[k] for k in ("experiment_name", "data_path", "epochs", "learning_rate", "seed",
                                                 "batch_size", "train_users", "holdout_user", "git_commit")}
@@ -308,11 +372,24 @@ def train(s: TrainSettings) -> dict:
 
 # ----------------------------------------------------------------------------------------------- CLI
 def add_training_args(ap: argparse.ArgumentParser) -> None:
-    """Flags shared by main_functional.py, train_loso_functional.py and train_full_dataset.py."""
+    """Flags shared by main_functional.py, train_loso_functional.py and train_full_dataset.py. A
+    training hyperparameter flag given explicitly beats the config's training: block, which beats
+    recipes.py."""
+    ap.epilog = ((ap.epilog or "") + "Training hyperparameters: an explicit flag > the config's "
+                 "training: block (and --set training.KEY=VALUE) > the defaults of recipes.py.")
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
-    ap.add_argument("--epochs", type=int, default=FP32_EPOCHS, help="training epochs")
-    ap.add_argument("--lr", type=float, default=FP32_LR, help="AdamW learning rate")
-    ap.add_argument("--batch_size", type=int, default=None, help="batch size (None: the config's batch_size, 1)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a training: key of the config for this run, with its checks; "
+                         "repeatable, e.g. --set training.augmentation.flip=mirror_only "
+                         "--set training.label_smoothing=0.1")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help=f"training epochs; None: training.epochs of the config, else {FP32_EPOCHS}")
+    ap.add_argument("--lr", type=float, default=None,
+                    help=f"AdamW (peak) learning rate; None: training.lr of the config, "
+                         f"else {FP32_LR}")
+    ap.add_argument("--batch_size", type=int, default=None,
+                    help="batch size; None: training.batch_size of the config, else its "
+                         "batch_size (1)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
     add_validation_args(ap)
     ap.add_argument("--pretrained_path", default="", help="weights (.h5) to start from")
@@ -345,9 +422,11 @@ def validation_from_args(args) -> tuple[tuple, float]:
 def settings_from_args(args, **fixed) -> TrainSettings:
     """TrainSettings from add_training_args flags; `fixed` supplies the run-specific fields."""
     val_users, val_fraction = validation_from_args(args)
-    return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         seed=args.seed, val_users=val_users, val_fraction=val_fraction,
-                         scheduler_factor=args.scheduler_factor, scheduler_patience=args.scheduler_patience,
+    return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr,
+                         batch_size=args.batch_size, overrides=tuple(args.overrides), seed=args.seed,
+                         val_users=val_users, val_fraction=val_fraction,
+                         scheduler_factor=args.scheduler_factor,
+                         scheduler_patience=args.scheduler_patience,
                          pretrained_path=args.pretrained_path, resume=args.resume,
                          output_root=args.output_root or None, **fixed)
 
@@ -368,7 +447,8 @@ def evaluate_checkpoint(s: TrainSettings, checkpoint: str) -> dict:
     from model_functional import load_model
     if not s.test_split:
         raise UserError("--task eval needs a --test_split to evaluate")
-    cfg = load_config(s.config_path)
+    cfg = load_config(s.config_path, s.overrides)
+    s = resolve_settings(s, cfg)
     path = Path(checkpoint) if checkpoint else run_paths(s.dataset_name, s.run_type, s.output_root).checkpoint_dir(
         s.experiment_name)
     path = require_file(path / FINAL_MODEL if path.is_dir() else path, "checkpoint")

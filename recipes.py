@@ -1,7 +1,9 @@
 """The training and quantization recipes: every default number defined once, read by the scripts'
 flags, the pipeline shell (through the CLI below) and the docs.
 
-  FP32 training     80 epochs, AdamW lr 2e-4, batch = the config's batch_size (1)
+  FP32 training     80 epochs, AdamW lr 2e-4 (weight decay: the config's, 0.01), batch = the
+                    config's batch_size (1), ReduceLROnPlateau (x0.1 after 5 epochs without
+                    progress, down to 1e-7), no label smoothing, augmentations.AugmentOptions()
   QAT fine-tuning   20 epochs (at most), Adam lr 5e-5 (clipnorm 1.0), batch 4
   PTQ               mode `dynamic`; integer modes calibrated on 200 training clips
   seed 42, holdouts user01,user08,user11, dataset name arabic_asl
@@ -9,18 +11,27 @@ The demo pipeline (make_demo_dataset.py data) uses smaller budgets, chosen so th
 are clearly above chance (10 %) in about 10 minutes on 2 CPU cores: 20 epochs at lr 5e-4 and
 batch 8, QAT 2 epochs at batch 8, holdouts user01,user02, dataset name demo.
 
+A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line
+flag replaces both: flag > config `training:` > recipe (`training_recipe` resolves them, once).
+
     python recipes.py            # the pipeline's defaults as NAME=value lines
     python recipes.py --demo     # the same for the demo dataset
+    python recipes.py --config configs/arabic-asl-65kpts-signer-independent.yaml  # + its training:
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
-from runs import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS, DEFAULT_SEED, HelpFormatter
+from runs import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS, DEFAULT_SEED, HelpFormatter, UserError, cli
 
 FP32_EPOCHS = 80
 FP32_LR = 2e-4
+FP32_SCHEDULE = "plateau"        # or "cosine": linear warm-up, then cosine decay to min_lr
+FP32_WARMUP_EPOCHS = 0
+MIN_LR = 1e-7                    # floor of ReduceLROnPlateau; end of the cosine decay
+FP32_LABEL_SMOOTHING = 0.0
 QAT_EPOCHS = 20
 QAT_BATCH_SIZE = 4
 QAT_LR = 5e-5
@@ -31,23 +42,63 @@ DEMO = {"EPOCHS": 20, "LR": 5e-4, "BATCH_SIZE": 8, "QAT_EPOCHS": 2, "QAT_BATCH_S
         "HOLDOUTS": "user01,user02", "DATASET_NAME": "demo"}
 
 
-def pipeline_defaults(demo: bool = False) -> dict[str, str]:
+def training_recipe(cfg: dict, **flags) -> dict:
+    """The resolved FP32 training hyperparameters of a loaded config: for each key, an explicit
+    flag (a value that is not None) > the config's `training:` block > the recipe default above."""
+    block = cfg.get("training", {})
+    defaults = {"epochs": FP32_EPOCHS, "lr": FP32_LR, "batch_size": cfg["batch_size"],
+                "weight_decay": cfg["weight_decay"], "schedule": FP32_SCHEDULE,
+                "warmup_epochs": FP32_WARMUP_EPOCHS, "min_lr": MIN_LR,
+                "label_smoothing": FP32_LABEL_SMOOTHING}
+    unknown = set(flags) - set(defaults)
+    if unknown:
+        raise TypeError(f"training_recipe: unknown flag(s) {sorted(unknown)}")
+    recipe = {key: flags[key] if flags.get(key) is not None else block.get(key, default)
+              for key, default in defaults.items()}
+    if recipe["schedule"] == "cosine" and recipe["warmup_epochs"] >= recipe["epochs"]:
+        raise UserError(f"warm-up ({recipe['warmup_epochs']} epochs) must be shorter than the "
+                        f"{recipe['epochs']} training epochs")
+    return recipe
+
+
+def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The `cosine` schedule at optimizer step `step` (0-based): linear warm-up
+    lr*(step+1)/warmup_steps, then min_lr + (lr - min_lr)(1 + cos(pi p))/2, p = the fraction of the
+    post-warm-up steps done."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def pipeline_defaults(demo: bool = False, cfg: dict | None = None) -> dict[str, str]:
     """The pipeline shell's settings that have a recipe default, by variable name
-    (BATCH_SIZE '' = the config's batch_size)."""
+    (BATCH_SIZE '' = the config's batch_size). With a config, its `training:` block's epochs,
+    lr and batch_size replace EPOCHS, LR and BATCH_SIZE."""
     defaults = {"EPOCHS": FP32_EPOCHS, "LR": FP32_LR, "BATCH_SIZE": "", "QAT_EPOCHS": QAT_EPOCHS,
                 "QAT_BATCH_SIZE": QAT_BATCH_SIZE, "QAT_LR": QAT_LR, "PTQ_MODES": PTQ_MODES,
                 "SEED": DEFAULT_SEED, "HOLDOUTS": DEFAULT_HOLDOUTS,
                 "DATASET_NAME": DEFAULT_DATASET_NAME}
     if demo:
         defaults |= DEMO
+    block = (cfg or {}).get("training", {})
+    defaults |= {name: block[key] for name, key in
+                 (("EPOCHS", "epochs"), ("LR", "lr"), ("BATCH_SIZE", "batch_size")) if key in block}
     return {name: str(value) for name, value in defaults.items()}
 
 
+@cli
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--demo", action="store_true", help="the demo dataset's budgets")
+    ap.add_argument("--config", default="",
+                    help="a config whose training: block replaces the defaults")
     args = ap.parse_args(argv)
-    for name, value in pipeline_defaults(args.demo).items():
+    cfg = None
+    if args.config:
+        from config import load_config
+        cfg = load_config(args.config)
+    for name, value in pipeline_defaults(args.demo, cfg).items():
         print(f"{name}={value}")
     return 0
 

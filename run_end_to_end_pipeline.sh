@@ -12,7 +12,8 @@
 # Modes. Neither RAW_DIR nor DATA_DIR set (or DEMO=1): the demo dataset (make_demo_dataset.py) is generated into
 # DATA_DIR and trained with small budgets. Otherwise the seed's recipe, with the config
 # configs/arabic-asl-<KEYPOINTS_COUNT>kpts.yaml. The budgets, seed, holdouts and dataset name of
-# both modes come from recipes.py (`python recipes.py [--demo]` prints them); every path and file
+# both modes come from recipes.py, or from the config's training: block where it sets them
+# (`python recipes.py [--demo] [--config CONFIG]` prints them); every path and file
 # name of the run tree comes from runs.py (`python runs.py paths ...`).
 #
 # Every setting is an environment variable (defaults: the "settings" block below, then recipes.py):
@@ -280,8 +281,9 @@ print_outputs() {
 # ----------------------------------------------------------------------------------------------- main
 setup_environment
 STAGE=settings
-# EPOCHS, LR, BATCH_SIZE, QAT_*, PTQ_MODES, SEED, HOLDOUTS, DATASET_NAME (unless set)
-defaults_from "$PY" recipes.py $(enabled "$DEMO" && echo --demo)
+# EPOCHS, LR, BATCH_SIZE, QAT_*, PTQ_MODES, SEED, HOLDOUTS, DATASET_NAME (unless set); the config's
+# training: block supplies EPOCHS, LR and BATCH_SIZE when it sets them
+defaults_from "$PY" recipes.py $(enabled "$DEMO" && echo --demo) --config "$CONFIG"
 HOLDOUTS="${HOLDOUT_ONLY:-$HOLDOUTS}"
 FULL_EPOCHS="${FULL_EPOCHS:-$EPOCHS}"
 FULL_LR="${FULL_LR:-$LR}"

@@ -6,12 +6,15 @@
                      and the callback state (epoch, ReduceLROnPlateau and best-model bookkeeping, the run's
                      config) under checkpoints/<exp>/resume/; `restore()` brings a run back to where it stopped
                      (--resume), so a resumed run ends with the same weights as an uninterrupted one
+  WarmupCosine       the `cosine` learning-rate schedule, per optimizer step (recipes.cosine_lr in
+                     TF ops): a function of the step counter only, so --resume continues it exactly
   plot_training_curves  training_curves.png from the epoch CSV (so a resumed run plots its whole history)
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -33,8 +36,30 @@ class EpochLogger(keras.callbacks.Callback):
         self.seconds.append(now - self._last)
         self._last = now
         lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+        if logs is not None:  # ReduceLROnPlateau logs it; under a schedule, this does (for the CSV)
+            logs.setdefault("lr", lr)
         metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "lr")
         self.logger.info(f"epoch {epoch + 1}/{self.total_epochs} {metrics} lr={lr:.2e} ({self.seconds[-1]:.1f} s)")
+
+
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `total_steps`."""
+
+    def __init__(self, lr: float, min_lr: float, warmup_steps: int, total_steps: int):
+        self.lr, self.min_lr = lr, min_lr
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float64)
+        warm = self.lr * (step + 1) / max(1, self.warmup_steps)
+        decay_steps = max(1, self.total_steps - self.warmup_steps)
+        progress = tf.minimum((step - self.warmup_steps) / decay_steps, tf.constant(1.0, tf.float64))
+        decay = self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + tf.cos(math.pi * progress))
+        return tf.cast(tf.where(step < self.warmup_steps, warm, decay), tf.float32)
+
+    def get_config(self):
+        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
 
 
 def dropout_generators(model) -> list:

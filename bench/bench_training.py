@@ -32,8 +32,9 @@ import numpy as np
 import common
 from config import load_config
 from dataset import load_split, make_dataset
-from main_functional import TrainSettings, compile_model
+from main_functional import compile_model
 from model_functional import build_model
+from recipes import FP32_LR
 from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, comma_list, set_seed
 from tf_env import keras
 
@@ -79,7 +80,7 @@ def measure_batch_size(data, cfg: dict, batch_size: int, args) -> dict:
     """fit / pipeline / model seconds per epoch for one batch size, each with a fresh seeded model."""
     keras.backend.clear_session()
     set_seed(args.seed)
-    model = compile_model(build_model(cfg), cfg, TrainSettings.lr)
+    model = compile_model(build_model(cfg), cfg, FP32_LR)
     ds = make_dataset(data, cfg, batch_size, training=True, seed=args.seed)  # ({keypoints (B,T,K,2), mask (B,T)}, (B,))
     fit_s = fit_seconds(model, ds, args.warmup, args.epochs)
     pipeline_s = pipeline_seconds(ds, args.warmup, args.epochs)

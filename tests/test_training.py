@@ -197,9 +197,14 @@ class Interrupt(Exception):
     """Stands in for SIGKILL: the run stops in the middle of an epoch, after the checkpoint of the previous one."""
 
 
+RECIPE_SETS = ("training.schedule=cosine", "training.warmup_epochs=1", "training.label_smoothing=0.1",
+               "training.augmentation.mask=nonzero", "training.augmentation.hand_drop=0.5")
+
+
+@pytest.mark.parametrize("overrides", [(), RECIPE_SETS], ids=["recipe", "cosine-smoothing-nonzero-mask"])
 def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, tiny_config_path, tmp_path,
-                                                                      monkeypatch):
-    whole = train(settings_for(loso_base, tiny_config_path, tmp_path / "whole"))
+                                                                      monkeypatch, overrides):
+    whole = train(settings_for(loso_base, tiny_config_path, tmp_path / "whole", overrides=overrides))
     real_make_callbacks = main_functional.make_callbacks
 
     class StopInEpoch2(keras.callbacks.Callback):
@@ -218,8 +223,8 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, t
     with monkeypatch.context() as mp:
         mp.setattr(main_functional, "make_callbacks", make_callbacks_then_stop)
         with pytest.raises(Interrupt):
-            train(settings_for(loso_base, tiny_config_path, out))
-    resumed = train(settings_for(loso_base, tiny_config_path, out, resume=True))
+            train(settings_for(loso_base, tiny_config_path, out, overrides=overrides))
+    resumed = train(settings_for(loso_base, tiny_config_path, out, resume=True, overrides=overrides))
     assert resumed["initial_epoch"] == 1 and resumed["epochs_this_session"] == 2
     names = lambda ws: [n for n, _ in ws]  # noqa: E731
     whole_w, resumed_w = h5_weights(whole["final_model"]), h5_weights(resumed["final_model"])
