@@ -231,8 +231,10 @@ def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool
                                     for i in picked], groups)
             for batch in batch_order([len(c) for c in clips], batch_size, rng if bucket_batches else None):
                 keypoints, masks = pad_batch([clips[j] for j in batch])
-                if options.mask == "nonzero":
+                if options.mask == "nonzero":  # trimmed again, after the batch's last unmasked frame
                     masks = np.stack([nonzero_mask(kp) for kp in keypoints])
+                    t_last = int(np.flatnonzero(masks.any(axis=0)).max(initial=0)) + 1
+                    keypoints, masks = keypoints[:, :t_last], masks[:, :t_last]
                 yield keypoints, masks, np.array([data.labels[picked[j]] for j in batch], dtype=np.int32)
 
     spec = (tf.TensorSpec((None, None, k, 2), tf.float32), tf.TensorSpec((None, None), tf.float32),
