@@ -50,6 +50,7 @@ TRAINING = {  # key: (type, check, what the check wants); a key left out: the re
     "warmup_epochs": (int, lambda v: v >= 0, ">= 0"),
     "min_lr": (float, lambda v: v >= 0, ">= 0"),
     "label_smoothing": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "bucket_batches": (int, lambda v: v >= 0, ">= 0"),  # length bucketing window (dataset.make_dataset)
     "augmentation": (dict, lambda v: True, ""),   # augmentations.AugmentOptions
 }
 MAX_FRAMES = 64  # every clip is subsampled to at most this many frames; the TFLite input is fixed to it

@@ -76,6 +76,7 @@ class TrainSettings:
     warmup_epochs: int | None = None
     min_lr: float | None = None
     label_smoothing: float | None = None
+    bucket_batches: int | None = None    # length bucketing window in batches (0: off)
     overrides: tuple = ()                # --set training.KEY=VALUE items applied to the config
     seed: int = DEFAULT_SEED
     val_users: tuple = ()
@@ -128,7 +129,7 @@ def load_training_data(s: TrainSettings, cfg: dict) -> SplitData:
 
 
 RECIPE_KEYS = ("epochs", "lr", "batch_size", "schedule", "warmup_epochs", "min_lr",
-               "label_smoothing")
+               "label_smoothing", "bucket_batches")
 
 
 def resolve_settings(s: TrainSettings, cfg: dict) -> TrainSettings:
@@ -252,7 +253,7 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
     if s.resume:
         logger.info(f"resuming after epoch {initial_epoch} from {resume.directory}")
     train_ds = make_dataset(fit_data, cfg, s.batch_size, training=True, seed=s.seed,
-                            start_epoch=initial_epoch)
+                            start_epoch=initial_epoch, bucket_batches=s.bucket_batches)
     val_ds = make_dataset(val_data, cfg, EVAL_BATCH) if val_data is not None else None
     if initial_epoch < s.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, initial_epoch=initial_epoch,

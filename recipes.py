@@ -3,7 +3,8 @@ flags, the pipeline shell (through the CLI below) and the docs.
 
   FP32 training     80 epochs, AdamW lr 2e-4 (weight decay: the config's, 0.01), batch = the
                     config's batch_size (1), ReduceLROnPlateau (x0.1 after 5 epochs without
-                    progress, down to 1e-7), no label smoothing, augmentations.AugmentOptions()
+                    progress, down to 1e-7), no label smoothing, augmentations.AugmentOptions(),
+                    no length bucketing
   QAT fine-tuning   20 epochs (at most), Adam lr 5e-5 (clipnorm 1.0), batch 4
   PTQ               mode `dynamic`; integer modes calibrated on 200 training clips
   seed 42, holdouts user01,user08,user11, dataset name arabic_asl
@@ -32,6 +33,7 @@ FP32_SCHEDULE = "plateau"        # or "cosine": linear warm-up, then cosine deca
 FP32_WARMUP_EPOCHS = 0
 MIN_LR = 1e-7                    # floor of ReduceLROnPlateau; end of the cosine decay
 FP32_LABEL_SMOOTHING = 0.0
+FP32_BUCKET_BATCHES = 0          # length bucketing off: batches are consecutive clips of the shuffle
 QAT_EPOCHS = 20
 QAT_BATCH_SIZE = 4
 QAT_LR = 5e-5
@@ -49,7 +51,7 @@ def training_recipe(cfg: dict, **flags) -> dict:
     defaults = {"epochs": FP32_EPOCHS, "lr": FP32_LR, "batch_size": cfg["batch_size"],
                 "weight_decay": cfg["weight_decay"], "schedule": FP32_SCHEDULE,
                 "warmup_epochs": FP32_WARMUP_EPOCHS, "min_lr": MIN_LR,
-                "label_smoothing": FP32_LABEL_SMOOTHING}
+                "label_smoothing": FP32_LABEL_SMOOTHING, "bucket_batches": FP32_BUCKET_BATCHES}
     unknown = set(flags) - set(defaults)
     if unknown:
         raise TypeError(f"training_recipe: unknown flag(s) {sorted(unknown)}")

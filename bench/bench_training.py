@@ -1,148 +1,235 @@
-"""Training throughput on one LOSO fold: s/epoch and clips/s at batch 1 and at a larger batch, and the share of an
-epoch that the input pipeline takes.
+"""Training speed of the recipes on one LOSO fold, as the LOSO pipeline runs them: s/epoch, clips/s,
+achieved GFLOP/s against this machine's matmul peak, and the projected wall time of a LOSO-12 study.
 
-The fold's training clips are every clip of --data_path except the held-out signer's (which are never read). For
-each batch size a fresh model is trained the way main_functional.py trains (build_model + compile_model: AdamW
-with the config's weight decay; set_seed, which also switches on TensorFlow's deterministic ops) and three things
-are timed, each over --epochs epochs after --warmup epochs (the first epoch traces the graph):
-  fit       model.fit over dataset.make_dataset(training=True): augmentation, normalization, padding, batching
-            and the model, as in training (without training's per-epoch checkpoint, CSV and TensorBoard writes)
-  pipeline  the same tf.data iterated alone, no model
-  model     model.fit over the batches of one epoch cached in memory: the model alone
-input_share = pipeline / fit, model_share = model / fit. Prefetching overlaps part of the pipeline with the model,
-so input_share is an upper bound of the time the pipeline costs a real epoch. Reading the pickles happens once
-per run, before the first epoch; it is reported apart (load_s).
+Recipes (--recipes, any of):
+  default    the recommended recipe: the training: block of --default_config
+             (configs/arabic-asl-65kpts-signer-independent.yaml)
+  today      the recipe of the first published LOSO-12: --reference_config at batch 32, lr 1e-3,
+             no length bucketing (the baseline every speed-up is compared with, in the same run)
+  reference  --reference_config as it is (configs/arabic-asl-65kpts.yaml: the reference's batch 1)
+Each recipe runs in --jobs worker processes side by side, each with cores/jobs TensorFlow threads,
+as run_end_to_end_pipeline.sh runs LOSO folds (JOBS, default: one per core). A worker trains a fresh
+model the way main_functional.py does (dropout generators, AdamW, the recipe's schedule, label
+smoothing, augmentation and length bucketing; no checkpoint or log writes) for --warmup + --epochs
+epochs on the fold's training clips (every clip but --holdout's) and times each epoch.
 
-    python bench/bench_training.py                       # MLR511 (65 kpts), holdout user01, batch 1 and 32
-    python bench/bench_training.py --batch_sizes 1,8,32 --epochs 3
-    python bench/bench_training.py --config_path CFG --data_path DATA --max_clips 24 --batch_sizes 1,4 \\
-        --epochs 1 --output_dir /tmp/bench                # smallest setting: seconds (test_bench.py)
+Figures (per recipe; s/epoch = the median over the workers' timed epochs):
+  clips/s        jobs x clips / s_epoch: the machine's training throughput
+  GFLOP/s        3 x forward FLOPs per frame (model_functional.count_flops at 64 frames / 64) x the
+                 frames the epoch's batches really hold (padding included) x jobs / s_epoch. The 3x
+                 (forward + backward) is the usual estimate, not a count.
+  % peak         GFLOP/s / the GFLOP/s of a 2048x2048 float32 matmul on all cores, measured first
+  LOSO-12 min    ceil(12 / jobs) x (first epoch + (epochs - 1) x s_epoch) for the recipe's epochs:
+                 training only (reading data, the TFLite export and evaluation add ~15 s per fold)
+  vs today       today's projected LOSO-12 / this recipe's (> 1: faster)
 
-The data folder is a dataset root with all/GXX/*.pkl (the fold is made by leaving --holdout out) or a LOSO
-fold made by fix_loso.py (its train/ split is read). Results: common.py (--output_dir).
+    python bench/bench_training.py                                    # MLR511, holdout user01
+    python bench/bench_training.py --recipes default,today --epochs 3
+    python bench/bench_training.py --reference_config CFG --default_config CFG --data_path DATA \\
+        --max_clips 24 --epochs 1 --jobs 1 --output_dir /tmp/bench     # seconds (test_bench.py)
+
+The data folder is a dataset root with all/GXX/*.pkl (the fold leaves --holdout out) or a LOSO fold
+made by fix_loso.py (its train/ split is read). Results: common.py (--output_dir).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
-
-import numpy as np
+from types import SimpleNamespace
 
 import common
-from config import load_config
-from dataset import load_split, make_dataset
-from main_functional import compile_model
-from model_functional import build_model
-from recipes import FP32_LR
-from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, comma_list, set_seed
-from tf_env import keras
+from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, comma_list
 
 BENCH = "training"
-COLUMNS = {"batch_size": "batch", "steps": "steps/epoch", "fit_s_per_epoch": "fit s/epoch",
-           "fit_clips_per_s": "clips/s", "pipeline_s_per_epoch": "pipeline s/epoch",
-           "model_s_per_epoch": "model s/epoch", "input_share": "input share", "model_share": "model share"}
+REPO = common.REPO_DIR
+DEFAULT_RECIPE_CONFIG = REPO / "configs" / "arabic-asl-65kpts-signer-independent.yaml"
+TODAY = {"batch_size": 32, "lr": 1e-3, "schedule": "plateau", "bucket_batches": 0}
+RECIPES = ("default", "today", "reference")
+LOSO_FOLDS = 12
+COLUMNS = {"recipe": "recipe", "batch_size": "batch", "bucket_batches": "bucket", "epochs": "epochs",
+           "s_per_epoch": "s/epoch", "clips_per_s": "clips/s", "gflops": "GFLOP/s",
+           "peak_share": "% peak", "loso12_min": "LOSO-12 min", "vs_today": "vs today"}
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall seconds of every epoch of a fit."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds, self._start = [], 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+# ----------------------------------------------------------------------------------------------- recipes
+def recipe_settings(name: str, args) -> tuple[str, dict]:
+    """(config path, flags for recipes.training_recipe) of a named recipe."""
+    if name == "default":
+        return args.default_config, {}
+    return args.reference_config, (TODAY if name == "today" else {})
 
 
-def fit_seconds(model: keras.Model, ds, warmup: int, epochs: int) -> float:
-    """Mean seconds of the epochs after the warm-up ones."""
-    timer = EpochTimer()
-    model.fit(ds, epochs=warmup + epochs, callbacks=[timer], verbose=0)
-    return float(np.mean(timer.seconds[warmup:]))
+def resolved_recipe(name: str, args) -> tuple[dict, dict]:
+    """(config, the resolved training hyperparameters) of a named recipe."""
+    from config import load_config
+    from recipes import training_recipe
+    config_path, flags = recipe_settings(name, args)
+    cfg = load_config(config_path)
+    return cfg, training_recipe(cfg, **flags)
 
 
-def pipeline_seconds(ds, warmup: int, epochs: int) -> float:
-    """Mean seconds to produce every batch of one epoch, after the warm-up passes. The batches are consumed inside
-    the tf.data runtime (Dataset.reduce), as fit consumes them, not one by one in Python."""
-    seconds = []
-    for _ in range(warmup + epochs):
-        start = time.perf_counter()
-        ds.reduce(np.int64(0), lambda count, *batch: count + 1)
-        seconds.append(time.perf_counter() - start)
-    return float(np.mean(seconds[warmup:]))
-
-
-def measure_batch_size(data, cfg: dict, batch_size: int, args) -> dict:
-    """fit / pipeline / model seconds per epoch for one batch size, each with a fresh seeded model."""
-    keras.backend.clear_session()
-    set_seed(args.seed)
-    model = compile_model(build_model(cfg), cfg, FP32_LR)
-    ds = make_dataset(data, cfg, batch_size, training=True, seed=args.seed)  # ({keypoints (B,T,K,2), mask (B,T)}, (B,))
-    fit_s = fit_seconds(model, ds, args.warmup, args.epochs)
-    pipeline_s = pipeline_seconds(ds, args.warmup, args.epochs)
-    model_s = fit_seconds(model, ds.cache(), args.warmup, args.epochs)  # the first (warm-up) epoch fills the cache
-    return {"batch_size": batch_size, "clips": len(data), "steps": -(-len(data) // batch_size),
-            "fit_s_per_epoch": fit_s, "fit_clips_per_s": len(data) / fit_s,
-            "pipeline_s_per_epoch": pipeline_s, "model_s_per_epoch": model_s,
-            "input_share": pipeline_s / fit_s, "model_share": model_s / fit_s}
-
-
+# ----------------------------------------------------------------------------------------------- worker
 def load_fold(args, cfg: dict):
-    """The fold's training clips: train/ of a LOSO fold, else all/ without the held-out signer."""
+    from dataset import load_split
     split = "train" if (Path(args.data_path) / "train").is_dir() else "all"
+    return load_split(args.data_path, split, cfg, max_samples=args.max_clips or None,
+                      exclude_users=(args.holdout,))
+
+
+def epoch_frames(ds) -> int:
+    """Frames (padding included) that one epoch's batches hold: what the model computes on."""
+    return int(sum(int(x["keypoints"].shape[0]) * int(x["keypoints"].shape[1]) for x, _ in ds))
+
+
+def run_worker(args) -> dict:
+    """Train the recipe for warmup + epochs epochs; the seconds of every epoch and the frame count."""
+    from dataset import make_dataset
+    from main_functional import compile_model, dropout_generators_enabled, learning_rate
+    from model_functional import build_model
+    from runs import set_seed
+    from tf_env import keras
+    cfg, recipe = resolved_recipe(args.worker, args)
+    data = load_fold(args, cfg)
+    set_seed(args.seed)
+    lr = learning_rate(SimpleNamespace(**recipe), steps_per_epoch=-(-len(data) // recipe["batch_size"]))
+    with dropout_generators_enabled():
+        model = build_model(cfg)
+    compile_model(model, cfg, lr, label_smoothing=recipe["label_smoothing"])
+    ds = make_dataset(data, cfg, recipe["batch_size"], training=True, seed=args.seed,
+                      bucket_batches=recipe["bucket_batches"])
+    frames = epoch_frames(make_dataset(data, cfg, recipe["batch_size"], training=True,
+                                       seed=args.seed, bucket_batches=recipe["bucket_batches"]))
+    seconds = []
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.start)
+
+    model.fit(ds, epochs=args.warmup + args.epochs, callbacks=[EpochTimer()], verbose=0)
+    return {"seconds": seconds, "frames": frames, "clips": len(data),
+            "signers": len(set(data.users))}
+
+
+def spawn_workers(name: str, args, threads: int) -> list[dict]:
+    """args.jobs copies of this script with --worker NAME, side by side; their JSON results."""
+    env = os.environ | {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads)}
+    command = [sys.executable, __file__, "--worker", name] + worker_flags(args)
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(args.jobs)]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise UserError(f"bench worker for recipe {name} failed (exit {proc.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def worker_flags(args) -> list[str]:
+    return ["--data_path", str(args.data_path), "--holdout", args.holdout,
+            "--default_config", str(args.default_config),
+            "--reference_config", str(args.reference_config), "--epochs", str(args.epochs),
+            "--warmup", str(args.warmup), "--max_clips", str(args.max_clips), "--seed", str(args.seed)]
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of an n x n float32 matmul on all cores: the peak this bench compares against."""
+    from tf_env import tf
+    a = tf.random.normal((n, n))
+    tf.linalg.matmul(a, a).numpy()
     start = time.perf_counter()
-    data = load_split(args.data_path, split, cfg, max_samples=args.max_clips or None, exclude_users=(args.holdout,))
-    return data, time.perf_counter() - start
+    for _ in range(repeats):
+        b = tf.linalg.matmul(a, a)
+    b.numpy()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def parse_batch_sizes(arg: str) -> list[int]:
-    try:
-        sizes = [int(b) for b in comma_list(arg)]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--batch_sizes {arg!r}: expected a comma list of positive integers, e.g. 1,32")
-    return sizes
+def forward_flops_per_frame(cfg: dict) -> float:
+    from config import MAX_FRAMES
+    from model_functional import count_flops
+    return count_flops(cfg) / MAX_FRAMES
 
 
+def measure_recipe(name: str, args, threads: int, peak: float) -> dict:
+    cfg, recipe = resolved_recipe(name, args)
+    workers = spawn_workers(name, args, threads)
+    timed = [s for w in workers for s in w["seconds"][args.warmup:]]
+    first = statistics.median(w["seconds"][0] for w in workers)
+    s_epoch = statistics.median(timed)
+    clips, frames = workers[0]["clips"], workers[0]["frames"]
+    gflops = 3 * forward_flops_per_frame(cfg) * frames * args.jobs / s_epoch / 1e9
+    rounds = math.ceil(LOSO_FOLDS / args.jobs)
+    return {"recipe": name, "batch_size": recipe["batch_size"], "bucket_batches": recipe["bucket_batches"],
+            "epochs": recipe["epochs"], "lr": recipe["lr"], "schedule": recipe["schedule"],
+            "jobs": args.jobs, "threads_per_job": threads, "clips": clips,
+            "signers": workers[0]["signers"], "frames_per_epoch": frames, "first_epoch_s": first,
+            "s_per_epoch": s_epoch, "clips_per_s": args.jobs * clips / s_epoch, "gflops": gflops,
+            "peak_gflops": peak, "peak_share": 100 * gflops / peak,
+            "loso12_min": rounds * (first + (recipe["epochs"] - 1) * s_epoch) / 60}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--config_path", default=str(common.DEFAULT_CONFIG), help="YAML config (configs/)")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma list of recipes to time")
+    ap.add_argument("--default_config", default=str(DEFAULT_RECIPE_CONFIG),
+                    help="config of the default recipe (its training: block)")
+    ap.add_argument("--reference_config", default=str(common.DEFAULT_CONFIG),
+                    help="config of the reference and today recipes")
     ap.add_argument("--data_path", default=str(common.DEFAULT_KEYPOINTS),
                     help="dataset root (all/GXX/*.pkl) or a LOSO fold (train/GXX/*.pkl)")
     ap.add_argument("--holdout", default="user01", help="held-out signer: none of its clips is read")
-    ap.add_argument("--batch_sizes", default="1,32", help="comma list of batch sizes to time")
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed epochs first (>= 1: the first traces the graph)")
-    ap.add_argument("--max_clips", type=int, default=0, help="read only the first N pickles of the split (0 = all)")
-    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the model and the augmentation")
+    ap.add_argument("--jobs", type=int, default=common.usable_cores(),
+                    help="worker processes side by side (the pipeline's JOBS: one per core)")
+    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per worker")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed epochs first (>= 1: tracing)")
+    ap.add_argument("--max_clips", type=int, default=0, help="read only the first N pickles (0 = all)")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of model and augmentation")
+    ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     common.add_output_args(ap)
     args = ap.parse_args(argv)
-    if args.epochs < 1 or args.warmup < 1 or args.max_clips < 0:
-        raise UserError("need --epochs >= 1, --warmup >= 1 and --max_clips >= 0")
-    args.batch_sizes = parse_batch_sizes(args.batch_sizes)
+    if args.epochs < 1 or args.warmup < 1 or args.max_clips < 0 or args.jobs < 1:
+        raise UserError("need --epochs >= 1, --warmup >= 1, --jobs >= 1 and --max_clips >= 0")
+    args.recipes = comma_list(args.recipes)
+    unknown = sorted(set(args.recipes) - set(RECIPES))
+    if unknown or not args.recipes:
+        raise UserError(f"--recipes: unknown {unknown}; choose from {', '.join(RECIPES)}")
     return args
 
 
 @cli
-def main(argv=None) -> dict:
+def main(argv=None) -> dict | None:
     args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(args)))
+        return None
     machine = common.machine_info()
-    cfg = load_config(args.config_path)
-    data, load_s = load_fold(args, cfg)
-    print(f"{args.data_path}: {len(data)} training clips of {len(set(data.users))} signers (holdout {args.holdout} "
-          f"left out), read in {load_s:.1f} s; timing {args.epochs} epoch(s) after {args.warmup} warm-up")
+    threads = max(1, common.usable_cores() // args.jobs)
+    peak = matmul_gflops()
+    print(f"{args.data_path}, holdout {args.holdout}: {args.jobs} worker(s) x {threads} thread(s), "
+          f"{args.epochs} timed epoch(s) after {args.warmup}; matmul peak {peak:.0f} GFLOP/s")
     rows = []
-    for batch_size in args.batch_sizes:
-        rows.append(measure_batch_size(data, cfg, batch_size, args))
-        print(f"  batch {batch_size}: {rows[-1]['fit_s_per_epoch']:.2f} s/epoch", flush=True)
-    settings = {"config_path": args.config_path, "data_path": args.data_path, "holdout": args.holdout,
-                "train_signers": len(set(data.users)), "epochs": args.epochs, "warmup": args.warmup,
-                "max_clips": args.max_clips, "seed": args.seed, "load_s": load_s}
+    for name in args.recipes:
+        rows.append(measure_recipe(name, args, threads, peak))
+        print(f"  {name}: {rows[-1]['s_per_epoch']:.2f} s/epoch", flush=True)
+    today = next((r for r in rows if r["recipe"] == "today"), None)
+    for row in rows:
+        row["vs_today"] = today["loso12_min"] / row["loso12_min"] if today else None
+    settings = {"data_path": args.data_path, "holdout": args.holdout, "jobs": args.jobs,
+                "threads_per_job": threads, "epochs": args.epochs, "warmup": args.warmup,
+                "max_clips": args.max_clips, "seed": args.seed,
+                "default_config": args.default_config, "reference_config": args.reference_config}
     return common.report(args, BENCH, machine, settings, rows, COLUMNS)
 
 

@@ -67,23 +67,23 @@ def test_help_states_the_defaults(script, capsys):
 # ----------------------------------------------------------------------------------------------- the benches
 def test_bench_training(demo_root, tiny_config_path, tmp_path, capsys):
     import bench_training
-    record = bench_training.main(["--config_path", str(tiny_config_path), "--data_path", str(demo_root),
-                                  "--max_clips", "24", "--batch_sizes", "1,4", "--epochs", "1",
-                                  "--output_dir", str(tmp_path)])
+    record = bench_training.main(["--reference_config", str(tiny_config_path),
+                                  "--default_config", str(tiny_config_path), "--recipes", "today,reference",
+                                  "--data_path", str(demo_root), "--max_clips", "24", "--epochs", "1",
+                                  "--jobs", "1", "--output_dir", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "fit s/epoch" in out and "input share" in out
-    assert record["settings"]["train_signers"] == 3  # the demo's 4 signers minus the holdout
-    batch_1, batch_4 = record["rows"]
-    assert (batch_1["batch_size"], batch_4["batch_size"]) == (1, 4)
-    # the first 24 pickles (G01 and G02: 4 signers x 3 reps) minus user01's 6
-    assert batch_1["clips"] == batch_4["clips"] == 18
-    assert (batch_1["steps"], batch_4["steps"]) == (18, 5)
+    assert "GFLOP/s" in out and "LOSO-12 min" in out and "matmul peak" in out
+    today, reference = record["rows"]
+    assert (today["batch_size"], today["lr"], reference["batch_size"]) == (32, 1e-3, 1)
     for row in record["rows"]:
-        assert row["fit_s_per_epoch"] > 0 and row["pipeline_s_per_epoch"] > 0 and row["model_s_per_epoch"] > 0
-        assert row["fit_clips_per_s"] == pytest.approx(row["clips"] / row["fit_s_per_epoch"])
-        assert row["input_share"] == pytest.approx(row["pipeline_s_per_epoch"] / row["fit_s_per_epoch"])
+        # the first 24 pickles (G01 and G02: 4 signers x 3 reps) minus user01's 6
+        assert row["clips"] == 18 and row["signers"] == 3 and row["s_per_epoch"] > 0
+        assert row["clips_per_s"] == pytest.approx(row["clips"] / row["s_per_epoch"])
+        assert row["frames_per_epoch"] >= 18 and 0 < row["peak_share"] < 100
+        assert row["loso12_min"] > row["epochs"] * row["s_per_epoch"] * 6 / 60  # 12 folds, 1 job: 12 rounds
+    assert today["vs_today"] == 1.0
     rows = check_written(tmp_path, "training", record)
-    assert [r["batch_size"] for r in rows] == ["1", "4"]
+    assert [r["recipe"] for r in rows] == ["today", "reference"]
 
 
 def test_bench_tflite(demo_root, tiny_config_path, tmp_path, capsys):
