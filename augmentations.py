@@ -6,8 +6,10 @@ are this repository's recipe:
   one transform fires, each pass trying, in order and each with p_each (0.5): rotation (+-15 deg),
   [affine: scale, shear, shift, when any is set], gaussian noise (sigma ~ U(0.01, 0.2)), random
   frame selection (T/2..T-1 frames), time warp (x1.1-1.5 longer), horizontal flip.
-  Then, independently of p_augment: hand_drop (one hand's points zeroed for the whole clip) and
-  frame_drop (each frame's points zeroed with this probability), both off by default.
+  Before them, when hand_hold > 0: each hand's missing frames are filled from its nearest detected
+  frame (a signer who keeps the hands in view). Then, independently of p_augment: hand_drop (one
+  hand's points zeroed for the whole clip) and frame_drop (each frame's points zeroed with this
+  probability). All three are off by default.
 By default the reference recipe's pathologies are fixed: rotation is about the body centre (mean
 of the detected points), noise touches detected points only, the flip mirrors x AND swaps
 left/right slots (hands, paired pose/face points) while missing points stay (0, 0), and results
@@ -31,7 +33,7 @@ from preprocessing import subsample
 TIME_WARP = (1.1, 1.5)
 CHOICES = {"rotation_center": ("body", "origin"), "flip": ("swap", "mirror_only", "off"),
            "mask": ("length", "nonzero")}
-PROBABILITIES = ("p_augment", "p_each", "hand_drop", "frame_drop")
+PROBABILITIES = ("p_augment", "p_each", "hand_hold", "hand_drop", "frame_drop")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class AugmentOptions:
     scale: tuple = (1.0, 1.0)          # affine scale ~ U(lo, hi) about the body centre: [0.8, 1.2]
     shear: float = 0.0                 # affine x-shear factor ~ U(-shear, shear)
     shift: float = 0.0                 # affine shift ~ U(-shift, shift) per axis
+    hand_hold: float = 0.0             # probability, per hand, of holding it in view (hold_hands)
     hand_drop: float = 0.0             # probability of zeroing one (random) hand for the whole clip
     frame_drop: float = 0.0            # probability of zeroing each frame's points
     mask: str = "length"               # training mask: length (as evaluation) | nonzero (reference)
@@ -172,6 +175,22 @@ def flip(kp: np.ndarray, mirror: np.ndarray, mode: str = "swap") -> np.ndarray:
     return mirrored[:, mirror, :]                                          # left <-> right slots
 
 
+def hold_hands(kp: np.ndarray, rng: np.random.Generator, hands, p: float) -> np.ndarray:
+    """With probability p for each hand: every frame where the hand is missing takes the hand of the
+    nearest frame where it was detected, so a signer whose hands leave the picture between signs looks
+    like one who keeps them in view. A hand never detected in the clip stays missing."""
+    out = kp
+    for idx in hands:
+        if rng.random() >= p:
+            continue
+        seen = np.flatnonzero(~np.all(kp[:, idx] == 0.0, axis=(1, 2)))           # frames with the hand
+        if 0 < len(seen) < len(kp):
+            nearest = seen[np.abs(np.arange(len(kp))[:, None] - seen[None, :]).argmin(axis=1)]  # (T,)
+            out = out.copy() if out is kp else out
+            out[:, idx] = kp[nearest][:, idx]
+    return out
+
+
 def drop_hand(kp: np.ndarray, rng: np.random.Generator, hands) -> np.ndarray:
     """Zero the points of one hand (chosen at random) in every frame; never empties a clip."""
     out = kp.copy()
@@ -204,7 +223,9 @@ def augment(kp: np.ndarray, rng: np.random.Generator, mirror: np.ndarray, p: flo
             options: AugmentOptions = DEFAULT_OPTIONS, hands=()) -> np.ndarray:
     """Maybe-augment one clip. kp: (T, K, 2) in [0, 1] with (0, 0) = missing; mirror:
     config.mirror_permutation; p: overrides options.p_augment; hands: index arrays of the hand points
-    (config.hand_positions), needed by hand_drop."""
+    (config.hand_positions), needed by hand_hold and hand_drop."""
+    if options.hand_hold > 0 and len(hands):
+        kp = hold_hands(kp, rng, hands, options.hand_hold)
     if rng.random() < (options.p_augment if p is None else p):
         steps = _steps(mirror, options)
         fired = False
