@@ -52,7 +52,8 @@ def test_configs_without_a_training_block_resolve_to_the_recipe():
     assert cfg["training"] == {} and cfg["overrides"] == []
     assert recipes.training_recipe(cfg) == {
         "epochs": recipes.FP32_EPOCHS, "lr": recipes.FP32_LR, "batch_size": 1, "weight_decay": 0.01,
-        "schedule": "plateau", "warmup_epochs": 0, "min_lr": recipes.MIN_LR, "label_smoothing": 0.0}
+        "schedule": "plateau", "warmup_epochs": 0, "min_lr": recipes.MIN_LR, "label_smoothing": 0.0,
+        "bucket_batches": 0}
 
 
 @pytest.mark.parametrize("training, message", [
@@ -242,6 +243,22 @@ def test_hand_drop_zeroes_one_hand_for_the_whole_clip(demo_root, demo_cfg):
     assert sum(dropped) == 1
     kept = hands[dropped.index(False)]
     np.testing.assert_array_equal(out[:, kept], clip[:, kept])
+
+
+def test_hand_hold_fills_missing_frames_from_the_nearest_detected_one():
+    kp = np.zeros((6, 5, 2))
+    kp[:, 0] = 0.5                                   # a body point, always detected
+    kp[1, 1:3], kp[4, 1:3] = 0.2, 0.8                # hand A seen in frames 1 and 4 only
+    kp[2, 3:5] = 0.6                                 # hand B seen in frame 2 only
+    hands = [np.array([1, 2]), np.array([3, 4])]
+    out = aug.hold_hands(kp, np.random.default_rng(0), hands, 1.0)
+    np.testing.assert_array_equal(out[:, 1, 0], [0.2, 0.2, 0.2, 0.8, 0.8, 0.8])
+    np.testing.assert_array_equal(out[:, 3, 0], [0.6] * 6)
+    np.testing.assert_array_equal(out[:, 0], kp[:, 0])
+    never = kp.copy()
+    never[:, 3:5] = 0.0                              # a hand never seen stays missing
+    assert not aug.hold_hands(never, np.random.default_rng(0), hands, 1.0)[:, 3:5].any()
+    assert aug.hold_hands(kp, np.random.default_rng(0), hands, 0.0) is kp
 
 
 def test_frame_drop_zeroes_whole_frames_and_keeps_the_length():
