@@ -38,7 +38,7 @@ def write_config(tmp_path, training=None, base=REFERENCE_CONFIG, **top):
 def test_signer_independent_config_sets_every_training_key():
     cfg = load_config(SIGNER_INDEPENDENT)
     assert set(cfg["training"]) == {"epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs",
-                                    "min_lr", "label_smoothing", "augmentation"}
+                                    "min_lr", "label_smoothing", "bucket_batches", "augmentation"}
     assert set(cfg["training"]["augmentation"]) == set(aug.DEFAULTS)
     assert aug.options_from_config(cfg) == AugmentOptions()      # provisional: today's augmentation
     assert (cfg["training"]["lr"], cfg["batch_size"]) == (1e-3, 32)
