@@ -163,15 +163,17 @@ def sparse_crossentropy(num_labels: int, label_smoothing: float = 0.0):
 
 def compile_model(model: keras.Model, cfg: dict, lr,
                   optimizer: keras.optimizers.Optimizer | None = None,
-                  label_smoothing: float = 0.0) -> keras.Model:
+                  label_smoothing: float = 0.0, jit_compile: bool = False) -> keras.Model:
     """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay)
-    unless given (lr: a number or a schedule)."""
+    unless given (lr: a number or a schedule). jit_compile: XLA on the train step (measured slower
+    on CPU: docs/training.md#speed; bench/bench_training.py --recipes today+xla)."""
     from tf_env import keras
     model.compile(
         optimizer=optimizer or keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
         loss=sparse_crossentropy(cfg["num_labels"], label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, cfg["num_labels"]), name="top5_accuracy")])
+                 keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, cfg["num_labels"]), name="top5_accuracy")],
+        jit_compile=jit_compile)
     return model
 
 

@@ -7,6 +7,11 @@ Recipes (--recipes, any of):
   today      the recipe of the first published LOSO-12: --reference_config at batch 32, lr 1e-3,
              no length bucketing (the baseline every speed-up is compared with, in the same run)
   reference  --reference_config as it is (configs/arabic-asl-65kpts.yaml: the reference's batch 1)
+A recipe name may carry changes, each measured against its recipe in the same run:
+  +bucket / +nobucket   length bucketing on (8 batches) / off       e.g. today+bucket
+  +b64, +b128 ...       another batch size (same lr)                 e.g. today+b128
+  +bf16                 mixed bfloat16 precision (Keras policy)
+  +xla                  jit_compile=True on the train step
 Each recipe runs in --jobs worker processes side by side, each with cores/jobs TensorFlow threads,
 as run_end_to_end_pipeline.sh runs LOSO folds (JOBS, default: one per core). A worker trains a fresh
 model the way main_functional.py does (dropout generators, AdamW, the recipe's schedule, label
@@ -52,6 +57,8 @@ REPO = common.REPO_DIR
 DEFAULT_RECIPE_CONFIG = REPO / "configs" / "arabic-asl-65kpts-signer-independent.yaml"
 TODAY = {"batch_size": 32, "lr": 1e-3, "schedule": "plateau", "bucket_batches": 0}
 RECIPES = ("default", "today", "reference")
+CHANGES = ("bucket", "nobucket", "bf16", "xla")
+BUCKET_BATCHES = 8
 LOSO_FOLDS = 12
 COLUMNS = {"recipe": "recipe", "batch_size": "batch", "bucket_batches": "bucket", "epochs": "epochs",
            "s_per_epoch": "s/epoch", "clips_per_s": "clips/s", "gflops": "GFLOP/s",
@@ -59,19 +66,30 @@ COLUMNS = {"recipe": "recipe", "batch_size": "batch", "bucket_batches": "bucket"
 
 
 # ----------------------------------------------------------------------------------------------- recipes
-def recipe_settings(name: str, args) -> tuple[str, dict]:
-    """(config path, flags for recipes.training_recipe) of a named recipe."""
-    if name == "default":
-        return args.default_config, {}
-    return args.reference_config, (TODAY if name == "today" else {})
+def split_name(name: str) -> tuple[str, list[str]]:
+    """'today+b128+bf16' -> ('today', ['b128', 'bf16']); UserError for an unknown recipe or change."""
+    base, *changes = name.split("+")
+    if base not in RECIPES:
+        raise UserError(f"--recipes: unknown recipe {base!r}; choose from {', '.join(RECIPES)}")
+    for change in changes:
+        if change not in CHANGES and not (change[:1] == "b" and change[1:].isdigit() and int(change[1:]) > 0):
+            raise UserError(f"--recipes: unknown change +{change} in {name!r}; use +bucket, +nobucket, "
+                            "+b<batch>, +bf16 or +xla")
+    return base, changes
 
 
 def resolved_recipe(name: str, args) -> tuple[dict, dict]:
-    """(config, the resolved training hyperparameters) of a named recipe."""
+    """(config, the resolved training hyperparameters) of a named recipe with its changes."""
     from config import load_config
     from recipes import training_recipe
-    config_path, flags = recipe_settings(name, args)
-    cfg = load_config(config_path)
+    base, changes = split_name(name)
+    cfg = load_config(args.default_config if base == "default" else args.reference_config)
+    flags = dict(TODAY) if base == "today" else {}
+    for change in changes:
+        if change in ("bucket", "nobucket"):
+            flags["bucket_batches"] = BUCKET_BATCHES if change == "bucket" else 0
+        elif change[:1] == "b" and change[1:].isdigit():
+            flags["batch_size"] = int(change[1:])
     return cfg, training_recipe(cfg, **flags)
 
 
@@ -96,12 +114,15 @@ def run_worker(args) -> dict:
     from runs import set_seed
     from tf_env import keras
     cfg, recipe = resolved_recipe(args.worker, args)
+    changes = split_name(args.worker)[1]
     data = load_fold(args, cfg)
     set_seed(args.seed)
+    if "bf16" in changes:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     lr = learning_rate(SimpleNamespace(**recipe), steps_per_epoch=-(-len(data) // recipe["batch_size"]))
     with dropout_generators_enabled():
         model = build_model(cfg)
-    compile_model(model, cfg, lr, label_smoothing=recipe["label_smoothing"])
+    compile_model(model, cfg, lr, label_smoothing=recipe["label_smoothing"], jit_compile="xla" in changes)
     ds = make_dataset(data, cfg, recipe["batch_size"], training=True, seed=args.seed,
                       bucket_batches=recipe["bucket_batches"])
     frames = epoch_frames(make_dataset(data, cfg, recipe["batch_size"], training=True,
@@ -202,9 +223,10 @@ def parse_args(argv=None):
     if args.epochs < 1 or args.warmup < 1 or args.max_clips < 0 or args.jobs < 1:
         raise UserError("need --epochs >= 1, --warmup >= 1, --jobs >= 1 and --max_clips >= 0")
     args.recipes = comma_list(args.recipes)
-    unknown = sorted(set(args.recipes) - set(RECIPES))
-    if unknown or not args.recipes:
-        raise UserError(f"--recipes: unknown {unknown}; choose from {', '.join(RECIPES)}")
+    if not args.recipes:
+        raise UserError(f"--recipes: name at least one of {', '.join(RECIPES)}")
+    for name in args.recipes:
+        split_name(name)
     return args
 
 

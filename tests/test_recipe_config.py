@@ -40,8 +40,9 @@ def test_signer_independent_config_sets_every_training_key():
     assert set(cfg["training"]) == {"epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs",
                                     "min_lr", "label_smoothing", "bucket_batches", "augmentation"}
     assert set(cfg["training"]["augmentation"]) == set(aug.DEFAULTS)
-    assert aug.options_from_config(cfg) == AugmentOptions()      # provisional: today's augmentation
-    assert (cfg["training"]["lr"], cfg["batch_size"]) == (1e-3, 32)
+    assert aug.options_from_config(cfg) == AugmentOptions(noise_on_missing=True)  # the chosen recipe
+    assert (cfg["training"]["lr"], cfg["batch_size"], cfg["training"]["epochs"]) == (1e-3, 32, 60)
+    assert (cfg["training"]["schedule"], cfg["training"]["bucket_batches"]) == ("plateau", 8)
     reference = load_config(REFERENCE_CONFIG)
     assert all(cfg[k] == reference[k] for k in reference if k not in ("training", "config_path", "description",
                                                                        "batch_size"))
@@ -148,7 +149,7 @@ def resolved(argv):
 
 def test_precedence_flag_over_config_over_recipe():
     s = resolved(["--config_path", str(SIGNER_INDEPENDENT)])
-    assert (s.epochs, s.lr, s.batch_size, s.schedule) == (80, 1e-3, 32, "plateau")
+    assert (s.epochs, s.lr, s.batch_size, s.schedule) == (60, 1e-3, 32, "plateau")
     s = resolved(["--config_path", str(SIGNER_INDEPENDENT), "--epochs", "5", "--lr", "0.01", "--batch_size", "4",
                   "--set", "training.schedule=cosine", "--set", "training.warmup_epochs=2"])
     assert (s.epochs, s.lr, s.batch_size, s.schedule, s.warmup_epochs) == (5, 0.01, 4, "cosine", 2)
@@ -171,13 +172,13 @@ def test_resume_key_holds_the_recipe():
     smoothed = ["training.label_smoothing=0.1"]
     assert resume_key(resolved(base + ["--set", smoothed[0]]), load_config(SIGNER_INDEPENDENT, smoothed)) != key
     cosine = ["training.schedule=cosine"]
-    assert resume_key(resolved(base + ["--set", cosine[0]]), load_config(SIGNER_INDEPENDENT, cosine))["epochs"] == 80
+    assert resume_key(resolved(base + ["--set", cosine[0]]), load_config(SIGNER_INDEPENDENT, cosine))["epochs"] == 60
 
 
 def test_pipeline_defaults_read_the_config(capsys):
     assert recipes.main(["--config", str(SIGNER_INDEPENDENT)]) == 0
     lines = dict(line.split("=", 1) for line in capsys.readouterr().out.split())
-    assert (lines["EPOCHS"], lines["LR"], lines["BATCH_SIZE"]) == ("80", "0.001", "32")
+    assert (lines["EPOCHS"], lines["LR"], lines["BATCH_SIZE"]) == ("60", "0.001", "32")
     assert recipes.pipeline_defaults(True, load_config(REFERENCE_CONFIG)) == recipes.pipeline_defaults(True)
 
 
