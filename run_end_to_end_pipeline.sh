@@ -45,7 +45,11 @@ if [[ "$DEMO" == 1 ]]; then
     CONFIG="${CONFIG:-${CONFIG_PATH:-configs/demo-65kpts.yaml}}"
 else
     DATA_DIR="${DATA_DIR:-data/arabic-asl-${KEYPOINTS_COUNT}kpts}"
-    CONFIG="${CONFIG:-${CONFIG_PATH:-configs/arabic-asl-${KEYPOINTS_COUNT}kpts.yaml}}"
+    # 65 points: the recommended signer-independent recipe (docs/signer-independent.md);
+    # CONFIG=configs/arabic-asl-65kpts.yaml gives the reference recipe
+    recommended="configs/arabic-asl-${KEYPOINTS_COUNT}kpts-signer-independent.yaml"
+    [[ -f "$recommended" ]] || recommended="configs/arabic-asl-${KEYPOINTS_COUNT}kpts.yaml"
+    CONFIG="${CONFIG:-${CONFIG_PATH:-$recommended}}"
 fi
 FLIP_USERS="${FLIP_USERS:-}"              # signers mirrored at extraction (extract_65_keypoints.py --flip_users)
 EXTRACT_WORKERS="${EXTRACT_WORKERS:-}"    # empty: the extractor's default (all cores)
