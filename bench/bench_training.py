@@ -66,13 +66,18 @@ COLUMNS = {"recipe": "recipe", "batch_size": "batch", "bucket_batches": "bucket"
 
 
 # ----------------------------------------------------------------------------------------------- recipes
+def batch_change(change: str) -> int | None:
+    """'b128' -> 128; None when the change is not a batch size."""
+    return int(change[1:]) if change[:1] == "b" and change[1:].isdigit() and int(change[1:]) > 0 else None
+
+
 def split_name(name: str) -> tuple[str, list[str]]:
     """'today+b128+bf16' -> ('today', ['b128', 'bf16']); UserError for an unknown recipe or change."""
     base, *changes = name.split("+")
     if base not in RECIPES:
         raise UserError(f"--recipes: unknown recipe {base!r}; choose from {', '.join(RECIPES)}")
     for change in changes:
-        if change not in CHANGES and not (change[:1] == "b" and change[1:].isdigit() and int(change[1:]) > 0):
+        if change not in CHANGES and batch_change(change) is None:
             raise UserError(f"--recipes: unknown change +{change} in {name!r}; use +bucket, +nobucket, "
                             "+b<batch>, +bf16 or +xla")
     return base, changes
@@ -88,8 +93,8 @@ def resolved_recipe(name: str, args) -> tuple[dict, dict]:
     for change in changes:
         if change in ("bucket", "nobucket"):
             flags["bucket_batches"] = BUCKET_BATCHES if change == "bucket" else 0
-        elif change[:1] == "b" and change[1:].isdigit():
-            flags["batch_size"] = int(change[1:])
+        elif batch_change(change):
+            flags["batch_size"] = batch_change(change)
     return cfg, training_recipe(cfg, **flags)
 
 
