@@ -37,7 +37,7 @@ import numpy as np
 from evaluation import csv_text
 from runs import DEFAULT_SEED, UserError, atomic_write_json, atomic_write_text, cli
 from tflite_runtime import (PINNED_RUNTIME, RUNTIME_MAX_LOGIT_DIFF, RUNTIME_MIN_AGREEMENT, RUNTIMES,
-                            card_path, read_model_card, resolve_config)
+                            CARD_CONFIG_KEYS, card_path, read_model_card, resolve_config)
 
 REPO = Path(__file__).resolve().parent
 WORKER = REPO / "tflite_worker.py"
@@ -112,7 +112,7 @@ def write_clips(model: Path, args, folder: Path, cache: dict):
     per config)."""
     from evaluation import load_eval_set
     cfg = resolve_config(model)
-    key = repr((cfg["layout"], cfg["joint_idx"], cfg["groups"]))
+    key = repr([cfg.get(k) for k in CARD_CONFIG_KEYS])  # everything the preprocessing reads
     if key not in cache:
         clips = load_eval_set(args.data_path, args.split, cfg, args.max_samples, args.seed, model)
         path = folder / f"clips_{len(cache)}.npz"

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from keypoints import READABLE_FROM, get_layout
+from keypoints import POSE_NAMES, READABLE_FROM, get_layout
 from runs import UserError
 
 REQUIRED = {
@@ -39,7 +39,9 @@ OPTIONAL = {
     "pe": (str, "learn"),
     "description": (str, ""),
     "training": (dict, {}),                  # FP32 training hyperparameters (TRAINING)
-}
+    "rest_hand_cutoff": (float, 0.0),        # app contract: hands this far below the shoulders -> undetected
+}                                            # (shoulder widths; 0 = off; preprocessing.drop_resting_hands)
+REST_HAND_POSE = {"left_hand": 15, "right_hand": 16}  # pose wrist of each hand; shoulders are pose 11, 12
 SCHEDULES = ("plateau", "cosine")
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
@@ -192,6 +194,8 @@ def _check_values(cfg: dict, path: str) -> None:
         raise ConfigError(f"{path}: key 'max_position_embeddings' must be >= {MAX_FRAMES}")
     if cfg["attention_mask_value"] >= 0:
         raise ConfigError(f"{path}: key 'attention_mask_value' must be negative")
+    if cfg["rest_hand_cutoff"] < 0:
+        raise ConfigError(f"{path}: key 'rest_hand_cutoff' must be >= 0 (0 = off), got {cfg['rest_hand_cutoff']}")
 
 
 def _check_indices(cfg: dict, path: str) -> None:
@@ -223,6 +227,11 @@ def _check_indices(cfg: dict, path: str) -> None:
         raise ConfigError(f"{path}: key 'groups': joint_idx indices {uncovered} are in no group")
     cfg["joint_idx"] = sorted(joints)  # the model always sees ascending stored order (as the reference)
     cfg["groups"] = groups
+    if cfg["rest_hand_cutoff"] > 0:
+        try:
+            rest_hand_points(cfg)
+        except ValueError as e:
+            raise ConfigError(f"{path}: key 'rest_hand_cutoff': {e}") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -313,6 +322,21 @@ def hand_positions(cfg: dict) -> list[np.ndarray]:
     return [np.array(h, dtype=np.int64) for h in hands if h]
 
 
+def rest_hand_points(cfg: dict) -> tuple[int, int, list[tuple[int, np.ndarray]]]:
+    """Positions in the SELECTED array that the resting-hand rule reads: the left and right pose shoulder,
+    and (pose wrist, hand points) of each selected hand. ValueError when one of them is not selected."""
+    layout = get_layout(cfg["layout"])
+    position = {layout.points[i]: k for k, i in enumerate(cfg["joint_idx"])}
+    needed = [("pose", 11), ("pose", 12)] + [("pose", w) for w in REST_HAND_POSE.values()]
+    missing = [f"pose.{POSE_NAMES[i]}" for part, i in needed if (part, i) not in position]
+    hands = hand_positions(cfg)
+    if missing or len(hands) != 2:
+        raise ValueError(f"needs both pose shoulders, both pose wrists and both hands in joint_idx"
+                         f"{f' (missing {missing})' if missing else ''}")
+    wrists = [position[("pose", w)] for w in REST_HAND_POSE.values()]
+    return position[("pose", 11)], position[("pose", 12)], list(zip(wrists, hands))
+
+
 def model_hparams(cfg: dict) -> dict:
     """The subset of the config that defines the network (what a model card / metadata records)."""
     keys = [k for k in REQUIRED if k not in ("layout", "joint_idx", "groups")] + ["attention_mask_value"]
@@ -333,7 +357,8 @@ def main(paths: list[str]) -> int:
             failed += 1
             continue
         sizes = {name: len(idx) for name, idx in c["groups"].items()}
-        print(f"{p}: layout {c['layout']}, K={num_keypoints(c)}, classes={c['num_labels']}, groups {sizes}")
+        rest = f", resting hands > {c['rest_hand_cutoff']} shoulder widths" if c["rest_hand_cutoff"] else ""
+        print(f"{p}: layout {c['layout']}, K={num_keypoints(c)}, classes={c['num_labels']}, groups {sizes}{rest}")
     return 1 if failed else 0
 
 

@@ -245,7 +245,18 @@ def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool
     ds = tf.data.Dataset.from_generator(one_epoch, output_signature=spec)
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     ds = ds.map(lambda kp, m, y: ({"keypoints": kp, "attention_mask": m}, y))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.prefetch(2).with_options(lean_pipeline_options(tf))
+
+
+def lean_pipeline_options(tf):
+    """tf.data options of the training pipeline: no autotuning and one pipeline thread. The batches come
+    from one Python generator, so more threads cannot help, and the autotuner's threads take CPU time
+    from training runs going on side by side (the LOSO pipeline runs one per core)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    options.threading.max_intra_op_parallelism = 1
+    return options
 
 
 # ----------------------------------------------------------------------------------------------- summary CLI

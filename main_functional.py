@@ -211,8 +211,9 @@ def resume_key(s: TrainSettings, cfg: dict) -> dict:
     recipe = training_record(s, cfg)
     if s.schedule != "cosine":
         del recipe["epochs"]
+    preprocessing = {"rest_hand_cutoff": cfg["rest_hand_cutoff"]} if cfg["rest_hand_cutoff"] else {}
     return {"model_config": model_hparams(cfg), "joint_idx": cfg["joint_idx"], "seed": s.seed,
-            "validating": s.validating} | recipe
+            "validating": s.validating} | preprocessing | recipe
 
 
 def learning_rate(s: TrainSettings, steps_per_epoch: int):
@@ -336,7 +337,8 @@ def train(s: TrainSettings) -> dict:
               "training": training_record(s, cfg), "config_overrides": list(s.overrides),
               "framework": "tensorflow", "tensorflow_version": tf.__version__,
               "tf_threads": thread_settings(), "git_commit": git_commit(),
-              "model_config": model_hparams(cfg), "log_file": str(paths.run_log(s.experiment_name)),
+              "model_config": model_hparams(cfg), "rest_hand_cutoff": cfg["rest_hand_cutoff"],
+              "log_file": str(paths.run_log(s.experiment_name)),
               "checkpoint_dir": str(paths.checkpoint_dir(s.experiment_name)),
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S"), "success": False}
     try:

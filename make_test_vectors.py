@@ -4,6 +4,8 @@ Dart/Kotlin/Swift port can check itself step by step (docs/preprocessing_spec.md
 For every --models file it writes `<model>.test_vector.json` (beside the model, or into --output_dir) holding:
   raw_keypoints        (T, N, 3) the clip as MediaPipe gives it, in the model's stored layout (x, y, c)
   selected_clipped     (T, K, 2) after joint selection and clipping to [0, 1]
+  resting_hands_dropped (T, K, 2) after the resting-hand rule (= selected_clipped when the card's
+                       resting_hands.cutoff is 0)
   frame_indices        the frames kept (all, or floor(linspace(0, T-1, 64)) when T > 64)
   normalized           (T', K, 2) after per-group normalization
   model_input          keypoints (1, 64, K, 2) and attention_mask (1, 64): what the interpreter is fed
@@ -31,11 +33,12 @@ from config import selected_groups
 from dataset import check_layout, list_split, load_sample
 from keypoints import get_layout
 from metrics import softmax
-from preprocessing import group_box, pad_clip, model_inputs, normalize_groups, select_and_clip, uniform_frame_indices
+from preprocessing import (drop_resting_hands, group_box, model_inputs, normalize_groups, pad_clip, select_and_clip,
+                           uniform_frame_indices)
 from runs import UserError, atomic_write_text, cli, parse_sample_name, require_file
 from tflite_runtime import PARITY_TOLERANCE, TFLiteModel, read_model_card, resolve_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: + resting_hands_dropped
 NORMALIZED_TOLERANCE = 1e-5  # float32 ports of the float64 reference land within ~1e-7
 LOGIT_TOLERANCE = PARITY_TOLERANCE  # absolute, for the float modes (fp32, float16): the export's Keras-vs-TFLite bounds
 QUANTIZED_RANGE_SHARE = 0.1  # other modes: a share of the logits' range (quantization error grows with the range;
@@ -67,12 +70,13 @@ def layout_keypoints(raw: np.ndarray, cfg: dict) -> np.ndarray:
 def preprocessing_steps(raw: np.ndarray, cfg: dict) -> dict:
     """Every intermediate array of preprocessing.model_inputs for one clip (T, N, C)."""
     selected = select_and_clip(raw, cfg["joint_idx"])                     # (T, K, 2)
+    dropped = drop_resting_hands(selected, cfg)                           # (T, K, 2)
     kept = uniform_frame_indices(len(selected))
-    normalized = normalize_groups(selected[kept], selected_groups(cfg))  # (T', K, 2)
+    normalized = normalize_groups(dropped[kept], selected_groups(cfg))   # (T', K, 2)
     keypoints, mask = pad_clip(normalized)                                # (64, K, 2), (64,)
     reference = model_inputs(raw, cfg)
     assert np.array_equal(keypoints[None], reference[0]) and np.array_equal(mask[None], reference[1])
-    return {"selected_clipped": selected, "frame_indices": kept, "normalized": normalized,
+    return {"selected_clipped": selected, "resting_hands_dropped": dropped, "frame_indices": kept, "normalized": normalized,
             "keypoints": keypoints[None], "attention_mask": mask[None]}
 
 
@@ -110,6 +114,7 @@ def test_vector(model_path, sample_path, cfg: dict) -> dict:
         "steps": "docs/preprocessing_spec.md",
         "raw_keypoints": raw,
         "selected_clipped": steps["selected_clipped"].astype(np.float32),
+        "resting_hands_dropped": steps["resting_hands_dropped"].astype(np.float32),
         "frame_indices": steps["frame_indices"],
         "normalized": steps["normalized"],
         "model_input": {"keypoints": steps["keypoints"], "attention_mask": steps["attention_mask"]},

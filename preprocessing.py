@@ -4,6 +4,8 @@ all call these functions, so they cannot drift apart).
 For a stored clip `raw` (T, N, >=2) of MediaPipe landmarks and a config (config.py):
   1. keep x, y and select the config's joint_idx (ascending stored order)       -> (T, K, 2)
   2. clip coordinates to [0, 1]
+     (only with a config's rest_hand_cutoff > 0: a hand whose pose wrist is more than that many shoulder widths
+     below the shoulder line counts as undetected in that frame: its points become (0, 0))
   3. if T > 64, keep frames floor(linspace(0, T-1, 64))                          -> (T', K, 2), T' <= 64
   4. (training only: augmentations.py)
   5. per frame and per group: min-max into a padded square box around the group's detected points;
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_FRAMES, selected_groups
+from config import MAX_FRAMES, rest_hand_points, selected_groups
 
 BOX_MARGIN = 0.05  # the square box is 1 + 2*0.05 = 1.1x the larger side of the group's bounding box
 
@@ -23,6 +25,29 @@ def select_and_clip(raw: np.ndarray, joint_idx) -> np.ndarray:
     """(T, N, C>=2) stored landmarks -> (T, K, 2) float64 x, y of the selected joints, clipped to [0, 1]."""
     kp = np.asarray(raw, dtype=np.float64)[:, joint_idx, :2]
     return np.clip(kp, 0.0, 1.0)
+
+
+def drop_resting_hands(kp: np.ndarray, cfg: dict) -> np.ndarray:
+    """Step 2b: a hand at rest becomes an undetected hand, so that a signer who lowers the hands out of the
+    picture and one who rests them in view give the model the same input.
+
+    kp: (T, K, 2) clipped selected coordinates. In a frame where both pose shoulders are detected, a hand
+    whose pose wrist lies more than cfg["rest_hand_cutoff"] shoulder widths (|x_left - x_right| of the
+    shoulders) below the shoulder line (mean y of the shoulders) gets all its points set to (0, 0).
+    """
+    cutoff = cfg.get("rest_hand_cutoff", 0.0)
+    if not cutoff:
+        return kp
+    left, right, hands = rest_hand_points(cfg)
+    shoulders = kp[:, [left, right]]                                      # (T, 2, 2)
+    width = np.abs(shoulders[:, 0, 0] - shoulders[:, 1, 0])               # (T,)
+    usable = ~np.any(np.all(shoulders == 0.0, axis=-1), axis=1) & (width > 0)
+    line = shoulders[:, :, 1].mean(axis=1)
+    out = kp.copy()
+    for wrist, hand in hands:
+        resting = usable & ~np.all(kp[:, wrist] == 0.0, axis=-1) & (kp[:, wrist, 1] - line > cutoff * width)
+        out[np.ix_(resting, hand)] = 0.0
+    return out
 
 
 def uniform_frame_indices(num_frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
@@ -74,7 +99,7 @@ def normalize_groups(kp: np.ndarray, groups) -> np.ndarray:
 
 def prepare_clip(raw: np.ndarray, cfg: dict) -> np.ndarray:
     """Steps 1-3: stored landmarks -> clipped, subsampled (T', K, 2) float64 (augmentation comes after this)."""
-    return subsample(select_and_clip(raw, cfg["joint_idx"]))
+    return subsample(drop_resting_hands(select_and_clip(raw, cfg["joint_idx"]), cfg))
 
 
 def preprocess(raw: np.ndarray, cfg: dict) -> np.ndarray:

@@ -85,8 +85,9 @@ def publish(args) -> list[Path]:
 # ----------------------------------------------------------------------------------------------- merge
 def study_name(meta: dict) -> str:
     """Config and recipe of a training run: runs that share it are one study (seeds and holdouts vary)."""
-    return (f"{Path(meta['config_path']).stem}, {meta['epochs']} epochs, batch {meta['batch_size']}, "
-            f"lr {meta['learning_rate']:g}")
+    rest = meta.get("rest_hand_cutoff", 0.0)  # another preprocessing: another study
+    return (f"{Path(meta['config_path']).stem}{f' (resting hands > {rest:g})' if rest else ''}, "
+            f"{meta['epochs']} epochs, batch {meta['batch_size']}, lr {meta['learning_rate']:g}")
 
 
 def run_keys(folder: Path) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config import MAX_FRAMES, model_hparams, num_keypoints, selected_groups
+from config import MAX_FRAMES, model_hparams, num_keypoints, rest_hand_points, selected_groups
 from keypoints import get_layout
 from preprocessing import BOX_MARGIN
 from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -31,7 +31,8 @@ from tflite_runtime import (INPUT_NAMES, OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARI
                             card_path)
 
 SEQUENCE_LENGTH = MAX_FRAMES
-CARD_VERSION = 3  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support
+CARD_VERSION = 4  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support;
+#                   4: + resting_hands
 # Where each mode's files run (check_runtimes.py measures it; docs/runtimes.md has the table). Apps ship older
 # runtimes than ours: tflite_flutter 0.11/0.12 bundle TensorFlow Lite 2.12 on iOS, 2.11 / LiteRT 1.4 on Android.
 EVERY_RUNTIME = ("runs in ai-edge-litert 2.3, TensorFlow Lite 2.17 and TensorFlow Lite 2.12 (every tflite_flutter "
@@ -202,6 +203,24 @@ def normalization_rule(cfg: dict) -> dict:
     }
 
 
+def resting_hands_rule(cfg: dict) -> dict:
+    """preprocessing.drop_resting_hands with INPUT positions; {"cutoff": 0.0} when the model does not use it."""
+    cutoff = cfg.get("rest_hand_cutoff", 0.0)
+    if not cutoff:
+        return {"cutoff": 0.0, "rule": "off"}
+    left, right, hands = rest_hand_points(cfg)
+    return {
+        "cutoff": cutoff,
+        "shoulders": [left, right],
+        "hands": [{"wrist": wrist, "points": points.tolist()} for wrist, points in hands],
+        "rule": ("after clipping, per frame: if both shoulders are detected and w = |x_left_shoulder - "
+                 "x_right_shoulder| > 0, then for each hand whose pose wrist is detected and lies more than "
+                 f"cutoff * w below the shoulder line (wrist_y - mean shoulder y > {cutoff} * w), set all the "
+                 "hand's points to (0, 0): the hand counts as not detected"),
+        "spec": PREPROCESSING_DOC,
+    }
+
+
 FRAME_SAMPLING = {
     "max_frames": SEQUENCE_LENGTH,
     "rule": (f"one row of keypoints per video frame, no frame dropped; a clip of T > {SEQUENCE_LENGTH} frames keeps "
@@ -240,6 +259,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "joint_idx": cfg["joint_idx"],
         "groups": cfg["groups"],
         "input_keypoints": input_keypoints(cfg),
+        "resting_hands": resting_hands_rule(cfg),
         "normalization": normalization_rule(cfg),
         "frame_sampling": FRAME_SAMPLING,
         "mirroring": MIRRORING,

@@ -18,7 +18,8 @@ model the way main_functional.py does (dropout generators, AdamW, the recipe's s
 smoothing, augmentation and length bucketing; no checkpoint or log writes) for --warmup + --epochs
 epochs on the fold's training clips (every clip but --holdout's) and times each epoch.
 
-Figures (per recipe; s/epoch = the median over the workers' timed epochs):
+Figures (per recipe; s/epoch = the mean over the workers' timed epochs: a run's wall time is their sum, and
+workers side by side take turns at slow and fast epochs, so a median or a short run hides the slow ones):
   clips/s        jobs x clips / s_epoch: the machine's training throughput
   GFLOP/s        3 x forward FLOPs per frame (model_functional.count_flops at 64 frames / 64) x the
                  frames the epoch's batches really hold (padding included) x jobs / s_epoch. The 3x
@@ -192,7 +193,7 @@ def measure_recipe(name: str, args, threads: int, peak: float) -> dict:
     workers = spawn_workers(name, args, threads)
     timed = [s for w in workers for s in w["seconds"][args.warmup:]]
     first = statistics.median(w["seconds"][0] for w in workers)
-    s_epoch = statistics.median(timed)
+    s_epoch = statistics.mean(timed)
     clips, frames = workers[0]["clips"], workers[0]["frames"]
     gflops = 3 * forward_flops_per_frame(cfg) * frames * args.jobs / s_epoch / 1e9
     rounds = math.ceil(LOSO_FOLDS / args.jobs)
@@ -218,7 +219,7 @@ def parse_args(argv=None):
     ap.add_argument("--holdout", default="user01", help="held-out signer: none of its clips is read")
     ap.add_argument("--jobs", type=int, default=common.usable_cores(),
                     help="worker processes side by side (the pipeline's JOBS: one per core)")
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per worker")
+    ap.add_argument("--epochs", type=int, default=8, help="timed epochs per worker")
     ap.add_argument("--warmup", type=int, default=1, help="untimed epochs first (>= 1: tracing)")
     ap.add_argument("--max_clips", type=int, default=0, help="read only the first N pickles (0 = all)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of model and augmentation")
