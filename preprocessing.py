@@ -28,8 +28,8 @@ def select_and_clip(raw: np.ndarray, joint_idx) -> np.ndarray:
 
 
 def drop_resting_hands(kp: np.ndarray, cfg: dict) -> np.ndarray:
-    """Step 2b: a hand at rest becomes an undetected hand, so that a signer who lowers the hands out of the
-    picture and one who rests them in view give the model the same input.
+    """End of step 2 (spec step 4.2): a hand at rest becomes an undetected hand, so that a signer who
+    lowers the hands out of the picture and one who rests them in view give the model the same input.
 
     kp: (T, K, 2) clipped selected coordinates. In a frame where both pose shoulders are detected, a hand
     whose pose wrist lies more than cfg["rest_hand_cutoff"] shoulder widths (|x_left - x_right| of the

@@ -54,6 +54,7 @@ def test_card_is_complete(exports, trained_fold, mode):
     assert positions == list(range(k)) and list(card["normalization"]["groups"]) == list(cfg["groups"])
     assert "0.05" in card["normalization"]["rule"] and card["normalization"]["spec"] == "docs/preprocessing_spec.md"
     assert "linspace(0, T - 1, 64)" in card["frame_sampling"]["rule"] and "no horizontal flip" in card["mirroring"]
+    assert card["resting_hands"] == {"cutoff": 0.0, "rule": "off"}  # the demo config does not use the rule
     # labels: id -> class -> human name (label2name.json), and labels.txt beside the model
     names = read_label_names(trained_fold.data_path)
     assert names and card["classes"] == [{"id": i, "label": lab, "name": names[lab]} for i, lab in enumerate(card["labels"])]

@@ -41,6 +41,13 @@ def test_training_batches_are_seeded(demo_root, tiny_cfg):
     assert not all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def test_training_pipeline_runs_lean(demo_root, tiny_cfg):
+    """No tf.data autotuner and one pipeline thread: folds trained side by side keep their cores."""
+    data = load_split(demo_root, "all", tiny_cfg, max_samples=8)
+    options = make_dataset(data, tiny_cfg, 2, training=True).options()
+    assert options.autotune.enabled is False and options.threading.private_threadpool_size == 1
+
+
 def epoch_batches(data, cfg, batch_size, **kw):
     """One training epoch as numpy: [(keypoints, mask, labels), ...]."""
     return [(x["keypoints"].numpy(), x["attention_mask"].numpy(), y.numpy())
