@@ -41,7 +41,7 @@ OPTIONAL = {
     "training": (dict, {}),                  # FP32 training hyperparameters (TRAINING)
     "rest_hand_cutoff": (float, 0.0),        # app contract: hands this far below the shoulders -> undetected
 }                                            # (shoulder widths; 0 = off; preprocessing.drop_resting_hands)
-REST_HAND_POSE = {"left_hand": 15, "right_hand": 16}  # pose wrist of each hand; shoulders are pose 11, 12
+REST_HAND_SHOULDERS, REST_HAND_WRISTS = (11, 12), (15, 16)  # MediaPipe Pose: left, right shoulder / wrist
 SCHEDULES = ("plateau", "cosine")
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
@@ -327,14 +327,14 @@ def rest_hand_points(cfg: dict) -> tuple[int, int, list[tuple[int, np.ndarray]]]
     and (pose wrist, hand points) of each selected hand. ValueError when one of them is not selected."""
     layout = get_layout(cfg["layout"])
     position = {layout.points[i]: k for k, i in enumerate(cfg["joint_idx"])}
-    needed = [("pose", 11), ("pose", 12)] + [("pose", w) for w in REST_HAND_POSE.values()]
+    needed = [("pose", i) for i in REST_HAND_SHOULDERS + REST_HAND_WRISTS]
     missing = [f"pose.{POSE_NAMES[i]}" for part, i in needed if (part, i) not in position]
     hands = hand_positions(cfg)
     if missing or len(hands) != 2:
         raise ValueError(f"needs both pose shoulders, both pose wrists and both hands in joint_idx"
                          f"{f' (missing {missing})' if missing else ''}")
-    wrists = [position[("pose", w)] for w in REST_HAND_POSE.values()]
-    return position[("pose", 11)], position[("pose", 12)], list(zip(wrists, hands))
+    left, right, *wrists = (position[point] for point in needed)
+    return left, right, list(zip(wrists, hands))
 
 
 def model_hparams(cfg: dict) -> dict:
