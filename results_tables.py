@@ -7,7 +7,8 @@ tables are built from the published folders:
   publish  collect_results.py's report and CSVs, the ALL confusion matrices, and each run's training metadata,
            per-epoch CSV and QAT metadata, copied from outputs/ into results/<name>/ (names drop the prefix).
   merge    the per-holdout rows of several published summary_table.csv files. Each row is keyed by (study, seed,
-           holdout, model); study (config + epochs, batch, lr) and seed come from the folder's training metadata.
+           holdout, model); study (config + epochs, batch, lr) and seed come from the folder's training metadata;
+           a config whose network changed between studies (another recorded parameter count) makes two studies.
            A run published twice must agree: the first folder named is kept and every difference is printed.
            Per study the tables give top-1 per holdout and the mean ± sample std over holdouts (one seed) or over
            the seeds' means (several seeds), as metrics.aggregate does; REF is the same over --reference_holdouts.
@@ -90,13 +91,19 @@ def study_name(meta: dict) -> str:
             f"{meta['epochs']} epochs, batch {meta['batch_size']}, lr {meta['learning_rate']:g}")
 
 
+def network_name(meta: dict) -> str:
+    """The network's size as recorded by training ('' in records older than the field): merge tells apart two
+    studies of one config whose network changed between them (e.g. a narrower d_model)."""
+    return f"{meta['model_parameters']:,} parameters" if meta.get("model_parameters") else ""
+
+
 def run_keys(folder: Path) -> dict:
-    """holdout -> (study name, seed) from the folder's training_metadata/*.json."""
+    """holdout -> (study name, seed, network) from the folder's training_metadata/*.json."""
     keys = {}
     for meta_file in sorted((folder / "training_metadata").glob("*.json")):
         meta = read_json(meta_file, "training metadata")
         user = meta["holdout_user"]
-        key = (study_name(meta), str(meta["seed"]))
+        key = (study_name(meta), str(meta["seed"]), network_name(meta))
         if keys.get(user, key) != key:
             raise UserError(f"{meta_file}: holdout {user} appears with two configs/seeds; publish each seed apart")
         keys[user] = key
@@ -107,7 +114,8 @@ def run_keys(folder: Path) -> dict:
 
 
 def folder_records(folder: Path, holdouts: set) -> list[dict]:
-    """One record per (holdout, model) of a published folder: {study, seed, holdout, model, *VALUES, source}."""
+    """One record per (holdout, model) of a published folder: {study, seed, network, holdout, model, *VALUES,
+    source}."""
     keys, records = run_keys(folder), []
     for row in read_rows(folder / "summary_table.csv"):
         if row["holdout"] == metrics.ALL_HOLDOUTS or (holdouts and row["holdout"] not in holdouts):
@@ -117,8 +125,9 @@ def folder_records(folder: Path, holdouts: set) -> list[dict]:
         if row["n"] != "1":
             raise UserError(f"{folder}/summary_table.csv: {row['holdout']} {row['model']} is a mean over "
                             f"{row['n']} seeds; publish each seed apart")
-        study, seed = keys[row["holdout"]]
-        records.append({"study": study, "seed": seed, "holdout": row["holdout"], "model": row["model"],
+        study, seed, network = keys[row["holdout"]]
+        records.append({"study": study, "seed": seed, "network": network, "holdout": row["holdout"],
+                        "model": row["model"],
                         **{v: float(row[v]) if row.get(v) else None for v in VALUES}, "source": str(folder)})
     return records
 
@@ -128,18 +137,27 @@ def merge_records(folders: list[Path], holdouts: set) -> tuple[list[dict], list[
     kept, differences, agreeing = {}, [], 0
     for folder in folders:
         for r in folder_records(folder, holdouts):
-            key = (r["study"], r["seed"], r["holdout"], r["model"])
+            key = (r["study"], r["network"], r["seed"], r["holdout"], r["model"])
             if key not in kept:
                 kept[key] = r
                 continue
             first = kept[key]
             changed = [v for v in ("top1_pct", "top5_pct") if first[v] != r[v]]
             if changed:
-                differences.append(f"{key[0]}, seed {key[1]}, {key[2]}, {key[3]}: " + ", ".join(
+                differences.append(f"{key[0]}, seed {key[2]}, {key[3]}, {key[4]}: " + ", ".join(
                     f"{v} {first[v]:g} in {first['source']} vs {r[v]:g} in {r['source']}" for v in changed))
             else:
                 agreeing += 1
-    return list(kept.values()), differences, agreeing
+    return name_networks(list(kept.values())), differences, agreeing
+
+
+def name_networks(records: list[dict]) -> list[dict]:
+    """A study name that covers more than one network gets the network's size appended, one study each."""
+    networks = {}
+    for r in records:
+        networks.setdefault(r["study"], set()).add(r["network"])
+    return [r | {"study": f"{r['study']}, {r['network'] or 'network not recorded'}"}
+            if len(networks[r["study"]]) > 1 else r for r in records]
 
 
 def merged_rows(records: list[dict], reference: list[str]) -> list[dict]:

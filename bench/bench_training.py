@@ -2,7 +2,7 @@
 achieved GFLOP/s against this machine's matmul peak, and the projected wall time of a LOSO-12 study.
 
 Recipes (--recipes, any of):
-  default    the recommended recipe: the training: block of --default_config
+  default    the recommended recipe: the network and the training: block of --default_config
              (configs/arabic-asl-65kpts-signer-independent.yaml)
   today      the recipe of the first published LOSO-12: --reference_config at batch 32, lr 1e-3,
              no length bucketing (the baseline every speed-up is compared with, in the same run)

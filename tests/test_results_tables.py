@@ -79,6 +79,20 @@ def test_merge_over_seeds_and_studies(tmp_path):
     assert "| arabic-asl-65kpts, 80 epochs, batch 1, lr 0.0002 | 96.0 (1) |" in text     # the studies side by side
 
 
+def test_merge_tells_apart_networks_of_one_config(tmp_path):
+    """Two studies of one config and recipe whose network changed in between (the recorded parameter count
+    differs) stay two studies, named by their parameter counts; runs of one network keep the plain name."""
+    wide = publish_folder(tmp_path / "wide", {"user01": {"FP32": 95.0}}, {"model_parameters": 766378})
+    narrow = publish_folder(tmp_path / "narrow", {"user01": {"FP32": 97.0}}, {"model_parameters": 363466})
+    result = merge(wide, narrow, "--output_dir", tmp_path / "m")
+    assert result["differences"] == [] and result["agreeing"] == 0       # not read as one run published twice
+    base = "arabic-asl-65kpts, 80 epochs, batch 32, lr 0.001"
+    top1 = {r["study"]: r["top1_pct"] for r in result["rows"] if r["holdout"] == "user01"}
+    assert top1 == {f"{base}, 766,378 parameters": 95.0, f"{base}, 363,466 parameters": 97.0}
+    alone = merge(narrow, "--output_dir", tmp_path / "one")
+    assert {r["study"] for r in alone["rows"]} == {base}
+
+
 def test_merge_errors_name_the_file(tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()
