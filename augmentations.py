@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from config import MAX_FRAMES
-from preprocessing import subsample
+from preprocessing import mirror_clip, subsample
 
 TIME_WARP = (1.1, 1.5)
 CHOICES = {"rotation_center": ("body", "origin"), "flip": ("swap", "mirror_only", "off"),
@@ -168,11 +168,9 @@ def time_warp(kp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def flip(kp: np.ndarray, mirror: np.ndarray, mode: str = "swap") -> np.ndarray:
     """swap: mirror x of detected points and swap left/right slots; mirror_only: x <- 1 - x for every
     point (missing (0, 0) -> (1, 0)), slots unchanged."""
-    mirrored = np.stack([1.0 - kp[..., 0], kp[..., 1]], axis=-1)
     if mode == "mirror_only":
-        return mirrored
-    mirrored = np.where(detected(kp)[..., None], mirrored, 0.0)
-    return mirrored[:, mirror, :]                                          # left <-> right slots
+        return np.stack([1.0 - kp[..., 0], kp[..., 1]], axis=-1)
+    return mirror_clip(kp, mirror)                                         # left <-> right slots
 
 
 def hold_hands(kp: np.ndarray, rng: np.random.Generator, hands, p: float) -> np.ndarray:

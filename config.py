@@ -40,7 +40,9 @@ OPTIONAL = {
     "description": (str, ""),
     "training": (dict, {}),                  # FP32 training hyperparameters (TRAINING)
     "rest_hand_cutoff": (float, 0.0),        # app contract: hands this far below the shoulders -> undetected
-}                                            # (shoulder widths; 0 = off; preprocessing.drop_resting_hands)
+    #                                          (shoulder widths; 0 = off; preprocessing.drop_resting_hands)
+    "dominant_hand_ratio": (float, 0.0),     # app contract: mirror a clip whose left hand is seen in more than
+}                                            # this many times the right hand's frames (0 = off; > 1)
 REST_HAND_SHOULDERS, REST_HAND_WRISTS = (11, 12), (15, 16)  # MediaPipe Pose: left, right shoulder / wrist
 SCHEDULES = ("plateau", "cosine")
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
@@ -196,6 +198,9 @@ def _check_values(cfg: dict, path: str) -> None:
         raise ConfigError(f"{path}: key 'attention_mask_value' must be negative")
     if cfg["rest_hand_cutoff"] < 0:
         raise ConfigError(f"{path}: key 'rest_hand_cutoff' must be >= 0 (0 = off), got {cfg['rest_hand_cutoff']}")
+    if cfg["dominant_hand_ratio"] != 0 and not cfg["dominant_hand_ratio"] > 1:
+        raise ConfigError(f"{path}: key 'dominant_hand_ratio' must be 0 (off) or > 1, "
+                          f"got {cfg['dominant_hand_ratio']}")
 
 
 def _check_indices(cfg: dict, path: str) -> None:
@@ -232,6 +237,8 @@ def _check_indices(cfg: dict, path: str) -> None:
             rest_hand_points(cfg)
         except ValueError as e:
             raise ConfigError(f"{path}: key 'rest_hand_cutoff': {e}") from None
+    if cfg["dominant_hand_ratio"] > 0 and len(hand_positions(cfg)) != 2:
+        raise ConfigError(f"{path}: key 'dominant_hand_ratio': needs both hands in joint_idx")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -358,6 +365,7 @@ def main(paths: list[str]) -> int:
             continue
         sizes = {name: len(idx) for name, idx in c["groups"].items()}
         rest = f", resting hands > {c['rest_hand_cutoff']} shoulder widths" if c["rest_hand_cutoff"] else ""
+        rest += f", left-handed clips mirrored (ratio {c['dominant_hand_ratio']:g})" if c["dominant_hand_ratio"] else ""
         print(f"{p}: layout {c['layout']}, K={num_keypoints(c)}, classes={c['num_labels']}, groups {sizes}{rest}")
     return 1 if failed else 0
 

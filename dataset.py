@@ -129,9 +129,10 @@ class SplitData:
 
 
 def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples: int | None = None,
-               exclude_users=(), only_users=None) -> SplitData:
+               exclude_users=(), only_users=None, mirror: bool = False) -> SplitData:
     """Read and preprocess every pickle of a split. A bad file raises DataError naming it, or with skip_bad=True
-    is counted in `skipped` (callers print the count)."""
+    is counted in `skipped` (callers print the count). mirror=True: every clip as a signer of the other hand
+    would give it (preprocessing.prepare_clip; e.g. right-handed signers evaluated as left-handed ones)."""
     label2id, _ = read_label_maps(root)
     paths = list_split(root, split)
     if max_samples:
@@ -157,7 +158,7 @@ def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples:
                 raise
             data.skipped.append((str(path), str(e)))
             continue
-        data.clips.append(prepare_clip(sample["keypoints"], cfg))
+        data.clips.append(prepare_clip(sample["keypoints"], cfg, mirror=mirror))
         data.labels.append(label2id[label])
         data.users.append(str(sample.get("user", parsed[0] if parsed else "unknown")))
         data.paths.append(str(path))

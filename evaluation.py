@@ -80,10 +80,11 @@ class EvalSet:
 
 
 def load_eval_set(data_path, split: str, cfg: dict, max_samples: int | None = None, seed: int = DEFAULT_SEED,
-                  tflite_path=None) -> EvalSet:
-    """Read `<data_path>/<split>`; with max_samples, keep a seeded random subset of that many clips."""
+                  tflite_path=None, mirror: bool = False) -> EvalSet:
+    """Read `<data_path>/<split>`; with max_samples, keep a seeded random subset of that many clips; mirror:
+    every clip mirrored first (dataset.load_split)."""
     start = time.perf_counter()
-    data = load_split(data_path, split, cfg)
+    data = load_split(data_path, split, cfg, mirror=mirror)
     keypoints, masks, targets = data.padded(cfg)      # (N, 64, K, 2), (N, 64), (N,)
     seconds_per_clip = (time.perf_counter() - start) / len(data)
     keep = np.arange(len(data))

@@ -211,7 +211,7 @@ def resume_key(s: TrainSettings, cfg: dict) -> dict:
     recipe = training_record(s, cfg)
     if s.schedule != "cosine":
         del recipe["epochs"]
-    preprocessing = {"rest_hand_cutoff": cfg["rest_hand_cutoff"]} if cfg["rest_hand_cutoff"] else {}
+    preprocessing = {k: cfg[k] for k in ("rest_hand_cutoff", "dominant_hand_ratio") if cfg[k]}
     return {"model_config": model_hparams(cfg), "joint_idx": cfg["joint_idx"], "seed": s.seed,
             "validating": s.validating} | preprocessing | recipe
 
@@ -338,6 +338,7 @@ def train(s: TrainSettings) -> dict:
               "framework": "tensorflow", "tensorflow_version": tf.__version__,
               "tf_threads": thread_settings(), "git_commit": git_commit(),
               "model_config": model_hparams(cfg), "rest_hand_cutoff": cfg["rest_hand_cutoff"],
+              "dominant_hand_ratio": cfg["dominant_hand_ratio"],
               "log_file": str(paths.run_log(s.experiment_name)),
               "checkpoint_dir": str(paths.checkpoint_dir(s.experiment_name)),
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S"), "success": False}

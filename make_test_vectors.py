@@ -7,6 +7,8 @@ For every --models file it writes `<model>.test_vector.json` (beside the model, 
   resting_hands_dropped (T, K, 2) after the resting-hand rule (= selected_clipped when the card's
                        resting_hands.cutoff is 0)
   frame_indices        the frames kept (all, or floor(linspace(0, T-1, 64)) when T > 64)
+  dominant_hand_canonical (T', K, 2) the kept frames after the dominant-hand rule (mirrored when
+                       dominant_hand_mirrored is true; the card's dominant_hand.ratio 0: never)
   normalized           (T', K, 2) after per-group normalization
   model_input          keypoints (1, 64, K, 2) and attention_mask (1, 64): what the interpreter is fed
   expected_output      logits (1, C) of this .tflite, softmax probabilities, top-1 id/label/name
@@ -33,12 +35,12 @@ from config import selected_groups
 from dataset import check_layout, list_split, load_sample
 from keypoints import get_layout
 from metrics import softmax
-from preprocessing import (drop_resting_hands, group_box, model_inputs, normalize_groups, pad_clip, select_and_clip,
-                           uniform_frame_indices)
+from preprocessing import (canonicalize_hands, drop_resting_hands, group_box, left_dominant, model_inputs,
+                           normalize_groups, pad_clip, select_and_clip, uniform_frame_indices)
 from runs import UserError, atomic_write_text, cli, parse_sample_name, require_file
 from tflite_runtime import PARITY_TOLERANCE, TFLiteModel, read_model_card, resolve_config
 
-FORMAT_VERSION = 2  # 2: + resting_hands_dropped
+FORMAT_VERSION = 3  # 2: + resting_hands_dropped; 3: + dominant_hand_canonical, dominant_hand_mirrored
 NORMALIZED_TOLERANCE = 1e-5  # float32 ports of the float64 reference land within ~1e-7
 LOGIT_TOLERANCE = PARITY_TOLERANCE  # absolute, for the float modes (fp32, float16): the export's Keras-vs-TFLite bounds
 QUANTIZED_RANGE_SHARE = 0.1  # other modes: a share of the logits' range (quantization error grows with the range;
@@ -72,11 +74,14 @@ def preprocessing_steps(raw: np.ndarray, cfg: dict) -> dict:
     selected = select_and_clip(raw, cfg["joint_idx"])                     # (T, K, 2)
     dropped = drop_resting_hands(selected, cfg)                           # (T, K, 2)
     kept = uniform_frame_indices(len(selected))
-    normalized = normalize_groups(dropped[kept], selected_groups(cfg))   # (T', K, 2)
+    canonical = canonicalize_hands(dropped[kept], cfg)                    # (T', K, 2)
+    normalized = normalize_groups(canonical, selected_groups(cfg))       # (T', K, 2)
     keypoints, mask = pad_clip(normalized)                                # (64, K, 2), (64,)
     reference = model_inputs(raw, cfg)
     assert np.array_equal(keypoints[None], reference[0]) and np.array_equal(mask[None], reference[1])
-    return {"selected_clipped": selected, "resting_hands_dropped": dropped, "frame_indices": kept, "normalized": normalized,
+    return {"selected_clipped": selected, "resting_hands_dropped": dropped, "frame_indices": kept,
+            "dominant_hand_canonical": canonical, "dominant_hand_mirrored": left_dominant(dropped[kept], cfg),
+            "normalized": normalized,
             "keypoints": keypoints[None], "attention_mask": mask[None]}
 
 
@@ -116,6 +121,8 @@ def test_vector(model_path, sample_path, cfg: dict) -> dict:
         "selected_clipped": steps["selected_clipped"].astype(np.float32),
         "resting_hands_dropped": steps["resting_hands_dropped"].astype(np.float32),
         "frame_indices": steps["frame_indices"],
+        "dominant_hand_canonical": steps["dominant_hand_canonical"].astype(np.float32),
+        "dominant_hand_mirrored": bool(steps["dominant_hand_mirrored"]),
         "normalized": steps["normalized"],
         "model_input": {"keypoints": steps["keypoints"], "attention_mask": steps["attention_mask"]},
         "expected_output": output,

@@ -7,6 +7,8 @@ For a stored clip `raw` (T, N, >=2) of MediaPipe landmarks and a config (config.
      (only with a config's rest_hand_cutoff > 0: a hand whose pose wrist is more than that many shoulder widths
      below the shoulder line counts as undetected in that frame: its points become (0, 0))
   3. if T > 64, keep frames floor(linspace(0, T-1, 64))                          -> (T', K, 2), T' <= 64
+     (only with a config's dominant_hand_ratio > 0: a clip whose left hand is detected in more than that many
+     times as many of these frames as its right hand is mirrored, so a left-handed signer looks right-handed)
   4. (training only: augmentations.py)
   5. per frame and per group: min-max into a padded square box around the group's detected points;
      undetected points (exactly (0, 0)) are ignored and stay (0, 0)
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_FRAMES, rest_hand_points, selected_groups
+from config import MAX_FRAMES, hand_positions, mirror_permutation, rest_hand_points, selected_groups
 
 BOX_MARGIN = 0.05  # the square box is 1 + 2*0.05 = 1.1x the larger side of the group's bounding box
 
@@ -48,6 +50,37 @@ def drop_resting_hands(kp: np.ndarray, cfg: dict) -> np.ndarray:
         resting = usable & ~np.all(kp[:, wrist] == 0.0, axis=-1) & (kp[:, wrist, 1] - line > cutoff * width)
         out[np.ix_(resting, hand)] = 0.0
     return out
+
+
+def mirror_clip(kp: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """The clip as a signer of the other hand gives it: x -> 1 - x of the detected points and the left/right
+    slots swapped (mirror: config.mirror_permutation); undetected points stay (0, 0). Its own inverse."""
+    detected = ~np.all(kp == 0.0, axis=-1)                                # (T, K)
+    mirrored = np.where(detected[..., None], np.stack([1.0 - kp[..., 0], kp[..., 1]], axis=-1), 0.0)
+    return mirrored[:, mirror, :]
+
+
+def hand_frame_counts(kp: np.ndarray, cfg: dict) -> tuple[int, int]:
+    """Frames in which the left and the right hand are detected (any point not at (0, 0))."""
+    left, right = hand_positions(cfg)
+    return tuple(int((~np.all(kp[:, hand] == 0.0, axis=(1, 2))).sum()) for hand in (left, right))
+
+
+def canonicalize_hands(kp: np.ndarray, cfg: dict) -> np.ndarray:
+    """After the resting-hand rule and frame sampling (spec step 4.3): a clip whose left hand is detected in more than
+    cfg["dominant_hand_ratio"] times as many frames as its right hand is mirrored (mirror_clip), so that
+    a left-handed signer gives the model what the same sign by a right-handed signer gives. A ratio well
+    above 1 leaves two-handed signs, where both hands are seen about as often, as they are."""
+    return mirror_clip(kp, mirror_permutation(cfg)) if left_dominant(kp, cfg) else kp
+
+
+def left_dominant(kp: np.ndarray, cfg: dict) -> bool:
+    """True when canonicalize_hands mirrors this clip (never when the config's dominant_hand_ratio is 0)."""
+    ratio = cfg.get("dominant_hand_ratio", 0.0)
+    if not ratio:
+        return False
+    n_left, n_right = hand_frame_counts(kp, cfg)
+    return n_left > ratio * n_right
 
 
 def uniform_frame_indices(num_frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
@@ -97,9 +130,13 @@ def normalize_groups(kp: np.ndarray, groups) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def prepare_clip(raw: np.ndarray, cfg: dict) -> np.ndarray:
-    """Steps 1-3: stored landmarks -> clipped, subsampled (T', K, 2) float64 (augmentation comes after this)."""
-    return subsample(drop_resting_hands(select_and_clip(raw, cfg["joint_idx"]), cfg))
+def prepare_clip(raw: np.ndarray, cfg: dict, mirror: bool = False) -> np.ndarray:
+    """Steps 1-3: stored landmarks -> clipped, subsampled (T', K, 2) float64 (augmentation comes after this).
+    mirror=True (evaluation only, never the app): the clip as a signer of the other hand would give it."""
+    kp = select_and_clip(raw, cfg["joint_idx"])
+    if mirror:
+        kp = mirror_clip(kp, mirror_permutation(cfg))
+    return canonicalize_hands(subsample(drop_resting_hands(kp, cfg)), cfg)
 
 
 def preprocess(raw: np.ndarray, cfg: dict) -> np.ndarray:

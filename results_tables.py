@@ -87,7 +87,9 @@ def publish(args) -> list[Path]:
 def study_name(meta: dict) -> str:
     """Config and recipe of a training run: runs that share it are one study (seeds and holdouts vary)."""
     rest = meta.get("rest_hand_cutoff", 0.0)  # another preprocessing: another study
-    return (f"{Path(meta['config_path']).stem}{f' (resting hands > {rest:g})' if rest else ''}, "
+    ratio = meta.get("dominant_hand_ratio", 0.0)
+    rules = ", ".join(([f"resting hands > {rest:g}"] if rest else []) + ([f"left hand > {ratio:g}x"] if ratio else []))
+    return (f"{Path(meta['config_path']).stem}{f' ({rules})' if rules else ''}, "
             f"{meta['epochs']} epochs, batch {meta['batch_size']}, lr {meta['learning_rate']:g}")
 
 

@@ -10,6 +10,8 @@ model's card must agree with it.
         --ptq_tflite outputs/arabic_asl/loso/exports/ptq/user01/model_dynamic_int8.tflite \\
         --qat_tflite outputs/arabic_asl/loso/exports/qat/user01/qat_dynamic_int8.tflite \\
         --tflite PTQ-int8=outputs/arabic_asl/loso/exports/ptq/user01/model_int8.tflite
+
+--mirror evaluates every clip mirrored: right-handed signers as the left-handed signers they would be.
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ def parse_args(argv=None):
                     help="any further model, repeatable, e.g. PTQ-int8=.../model_int8.tflite")
     add_evaluation_args(ap, config_default="the FP32 model's card")
     ap.add_argument("--output_csv", default="", help="also write the table as CSV to this file (default: none)")
+    ap.add_argument("--mirror", action="store_true",
+                    help="mirror every clip first (x -> 1 - x, left/right points swapped): the clips as signers of "
+                         "the other hand would give them, e.g. right-handed signers evaluated as left-handed ones")
     return ap.parse_args(argv)
 
 
@@ -64,9 +69,11 @@ def main(argv=None) -> list[dict]:
     cfg = resolve_config(models["FP32"], args.config_path)
     for path in models.values():
         check_card_matches(cfg, path)
-    clips = load_eval_set(args.data_path, args.split, cfg, args.max_samples, args.seed, models["FP32"])
+    clips = load_eval_set(args.data_path, args.split, cfg, args.max_samples, args.seed, models["FP32"],
+                          mirror=args.mirror)
     rows = comparison(models, clips, args.num_threads)
-    print(f"{args.data_path}/{args.split}: {len(clips)} clips, {args.num_threads} interpreter thread(s)")
+    print(f"{args.data_path}/{args.split}: {len(clips)} clips{', mirrored' if args.mirror else ''}, "
+          f"{args.num_threads} interpreter thread(s)")
     header = ["Model", *(title for title, _ in SUMMARY_METRICS.values()), "Path"]
     print(text_table(header, [[r["model"], *(format_cell(r[k], fmt) for k, (_, fmt) in SUMMARY_METRICS.items()),
                                r["path"]] for r in rows]))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from config import MAX_FRAMES, model_hparams, num_keypoints, rest_hand_points, selected_groups
+from config import (MAX_FRAMES, hand_positions, mirror_permutation, model_hparams, num_keypoints,
+                    rest_hand_points, selected_groups)
 from keypoints import get_layout
 from preprocessing import BOX_MARGIN
 from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -31,8 +32,8 @@ from tflite_runtime import (INPUT_NAMES, OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARI
                             card_path)
 
 SEQUENCE_LENGTH = MAX_FRAMES
-CARD_VERSION = 4  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support;
-#                   4: + resting_hands
+CARD_VERSION = 5  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support;
+#                   4: + resting_hands; 5: + dominant_hand
 # Where each mode's files run (check_runtimes.py measures it; docs/runtimes.md has the table). Apps ship older
 # runtimes than ours: tflite_flutter 0.11/0.12 bundle TensorFlow Lite 2.12 on iOS, 2.11 / LiteRT 1.4 on Android.
 EVERY_RUNTIME = ("runs in ai-edge-litert 2.3, TensorFlow Lite 2.17 and TensorFlow Lite 2.12 (every tflite_flutter "
@@ -221,6 +222,25 @@ def resting_hands_rule(cfg: dict) -> dict:
     }
 
 
+def dominant_hand_rule(cfg: dict) -> dict:
+    """preprocessing.canonicalize_hands with INPUT positions; {"ratio": 0.0} when the model does not use it."""
+    ratio = cfg.get("dominant_hand_ratio", 0.0)
+    if not ratio:
+        return {"ratio": 0.0, "rule": "off"}
+    left, right = hand_positions(cfg)
+    return {
+        "ratio": ratio,
+        "left_hand": left.tolist(),
+        "right_hand": right.tolist(),
+        "mirror": mirror_permutation(cfg).tolist(),
+        "rule": ("after the resting-hand rule, over the whole clip: n_left, n_right = the number of frames in which "
+                 "any point of the left / right hand is not (0, 0); if n_left > ratio * n_right, mirror the clip: "
+                 "every point not at (0, 0) gets x -> 1 - x, then point k takes the value of point mirror[k] "
+                 "(left and right slots swapped); points at (0, 0) stay (0, 0)"),
+        "spec": PREPROCESSING_DOC,
+    }
+
+
 FRAME_SAMPLING = {
     "max_frames": SEQUENCE_LENGTH,
     "rule": (f"one row of keypoints per video frame, no frame dropped; a clip of T > {SEQUENCE_LENGTH} frames keeps "
@@ -260,6 +280,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "groups": cfg["groups"],
         "input_keypoints": input_keypoints(cfg),
         "resting_hands": resting_hands_rule(cfg),
+        "dominant_hand": dominant_hand_rule(cfg),
         "normalization": normalization_rule(cfg),
         "frame_sampling": FRAME_SAMPLING,
         "mirroring": MIRRORING,

@@ -174,7 +174,8 @@ class TFLiteModel:
 
 
 # ---------------------------------------------------------------------------- model card -> config
-CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels", "rest_hand_cutoff")  # card = config
+CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels", "rest_hand_cutoff",  # card = config
+                    "dominant_hand_ratio")
 
 
 def config_from_card(card: dict, tflite_path) -> dict:
@@ -188,6 +189,7 @@ def config_from_card(card: dict, tflite_path) -> dict:
         return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
                           "groups": {name: list(idx) for name, idx in card["groups"].items()},
                           "rest_hand_cutoff": float(card.get("resting_hands", {}).get("cutoff", 0.0)),
+                          "dominant_hand_ratio": float(card.get("dominant_hand", {}).get("ratio", 0.0)),
                           "config_path": f"{card_path(tflite_path)} "
                                          f"(card of {card.get('config_path', '?')})"}
     except (AttributeError, TypeError) as e:

@@ -55,6 +55,7 @@ def test_card_is_complete(exports, trained_fold, mode):
     assert "0.05" in card["normalization"]["rule"] and card["normalization"]["spec"] == "docs/preprocessing_spec.md"
     assert "linspace(0, T - 1, 64)" in card["frame_sampling"]["rule"] and "no horizontal flip" in card["mirroring"]
     assert card["resting_hands"] == {"cutoff": 0.0, "rule": "off"}  # the demo config does not use the rule
+    assert card["dominant_hand"] == {"ratio": 0.0, "rule": "off"}   # nor the dominant-hand rule
     # labels: id -> class -> human name (label2name.json), and labels.txt beside the model
     names = read_label_names(trained_fold.data_path)
     assert names and card["classes"] == [{"id": i, "label": lab, "name": names[lab]} for i, lab in enumerate(card["labels"])]
@@ -104,6 +105,9 @@ def test_vector_content_is_the_pipeline_output(vectors, exports, trained_fold, s
     assert vector["model"]["mode"] == mode and vector["sample"] == {
         "file": "user01_G09_R01.pkl", "label": "G09", "user": "user01", "num_frames": 32, "layout": 65}
     np.testing.assert_array_equal(np.array(vector["raw_keypoints"], dtype=np.float32), raw)
+    assert vector["dominant_hand_mirrored"] is False  # the rule is off: the kept frames as they were
+    np.testing.assert_array_equal(np.array(vector["dominant_hand_canonical"], dtype=np.float32),
+                                  np.array(vector["resting_hands_dropped"], dtype=np.float32)[vector["frame_indices"]])
     keypoints, mask = model_inputs(raw, trained_fold.cfg)
     np.testing.assert_array_equal(np.array(vector["model_input"]["keypoints"], dtype=np.float32), keypoints)
     np.testing.assert_array_equal(np.array(vector["model_input"]["attention_mask"], dtype=np.float32), mask)

@@ -166,6 +166,25 @@ def test_compare_models_table_and_csv(trained_fold, tmp_path, capsys):
     assert "INT8-IO" in capsys.readouterr().out
 
 
+def test_compare_models_on_mirrored_clips(trained_fold, capsys):
+    """--mirror: each clip as a signer of the other hand gives it (the demo config has no dominant-hand rule)."""
+    import test_tflite_models
+    from config import mirror_permutation
+    from preprocessing import mirror_clip
+    from tflite_runtime import TFLiteModel
+    rows = test_tflite_models.main(["--data_path", str(trained_fold.data_path), "--fp32_tflite",
+                                    str(trained_fold.tflite), "--mirror"])
+    cfg = trained_fold.cfg
+    plain = load_split(trained_fold.data_path, "test", cfg)
+    mirrored = load_split(trained_fold.data_path, "test", cfg, mirror=True)
+    assert all(np.allclose(m, mirror_clip(c, mirror_permutation(cfg))) for m, c in zip(mirrored.clips, plain.clips))
+    keypoints, masks, labels = mirrored.padded(cfg)
+    model = TFLiteModel(trained_fold.tflite)
+    predictions = np.array([model(k[None], m[None])[0].argmax() for k, m in zip(keypoints, masks)])
+    assert rows[0]["top1_pct"] == pytest.approx(100 * np.mean(predictions == labels))
+    assert "clips, mirrored," in capsys.readouterr().out
+
+
 def test_single_sample_prediction_and_dump(trained_fold, tmp_path, capsys):
     import test_single_sample
     from preprocessing import model_inputs

@@ -43,12 +43,14 @@ def test_signer_independent_config_sets_every_training_key():
     assert aug.options_from_config(cfg) == AugmentOptions(noise_on_missing=True)  # the chosen recipe
     assert (cfg["training"]["lr"], cfg["batch_size"], cfg["training"]["epochs"]) == (1e-3, 32, 60)
     assert (cfg["training"]["schedule"], cfg["training"]["bucket_batches"]) == ("plateau", 8)
-    reference = load_config(REFERENCE_CONFIG)  # a narrower network; the preprocessing adds the resting-hand rule
+    reference = load_config(REFERENCE_CONFIG)  # a narrower network; the preprocessing adds two rules
     assert (cfg["rest_hand_cutoff"], reference["rest_hand_cutoff"]) == (1.6, 0.0)
+    assert (cfg["dominant_hand_ratio"], reference["dominant_hand_ratio"]) == (1.5, 0.0)
     narrower = ("d_model", "encoder_ffn_dim", "decoder_ffn_dim")
     assert [cfg[k] for k in narrower] == [96, 96, 96] and [reference[k] for k in narrower] == [144, 144, 144]
     assert all(cfg[k] == reference[k] for k in reference if k not in ("training", "config_path", "description",
-                                                                       "batch_size", "rest_hand_cutoff") + narrower)
+                                                                       "batch_size", "rest_hand_cutoff",
+                                                                       "dominant_hand_ratio") + narrower)
 
 
 def test_configs_without_a_training_block_resolve_to_the_recipe():
