@@ -233,10 +233,10 @@ def dominant_hand_rule(cfg: dict) -> dict:
         "left_hand": left.tolist(),
         "right_hand": right.tolist(),
         "mirror": mirror_permutation(cfg).tolist(),
-        "rule": ("after the resting-hand rule, over the whole clip: n_left, n_right = the number of frames in which "
-                 "any point of the left / right hand is not (0, 0); if n_left > ratio * n_right, mirror the clip: "
-                 "every point not at (0, 0) gets x -> 1 - x, then point k takes the value of point mirror[k] "
-                 "(left and right slots swapped); points at (0, 0) stay (0, 0)"),
+        "rule": ("after the resting-hand rule and frame sampling, over the kept frames: n_left, n_right = the number "
+                 "of frames in which any point of the left / right hand is not (0, 0); if n_left > ratio * n_right, "
+                 "mirror the clip: every point not at (0, 0) gets x -> 1 - x, then point k takes the value of "
+                 "point mirror[k] (left and right slots swapped); points at (0, 0) stay (0, 0)"),
         "spec": PREPROCESSING_DOC,
     }
 
