@@ -322,7 +322,7 @@ def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None
 
 def train(s: TrainSettings) -> dict:
     """Run one experiment end to end; returns the metadata record (also written to training_metadata/)."""
-    from model_functional import build_model, load_model, parameter_breakdown
+    from model_functional import build_model, load_pretrained, parameter_breakdown
     from tf_env import keras, tf, thread_settings
     from training_callbacks import plot_training_curves
     cfg = load_config(s.config_path, s.overrides)
@@ -354,8 +354,12 @@ def train(s: TrainSettings) -> dict:
         logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
                     + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
         with dropout_generators_enabled():  # their state is saved with each epoch checkpoint, for --resume
-            model = (load_model(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
-                     if s.pretrained_path else build_model(cfg))
+            if s.pretrained_path:
+                model, taken = load_pretrained(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
+                logger.info(f"starting from {s.pretrained_path}: {taken}")
+                record["pretrained"] = {"path": s.pretrained_path, "taken": taken}
+            else:
+                model = build_model(cfg)
         compile_model(model, cfg, learning_rate(s, math.ceil(len(fit_data) / s.batch_size)),
                       label_smoothing=s.label_smoothing)
         record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
@@ -398,7 +402,9 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
                          "batch_size (1)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
     add_validation_args(ap)
-    ap.add_argument("--pretrained_path", default="", help="weights (.h5) to start from")
+    ap.add_argument("--pretrained_path", default="",
+                    help="a .h5 of the same network to start from; one trained on another label set "
+                         "(pre-training on another dataset) gives all but its classification head")
     ap.add_argument("--resume", action="store_true", help="continue from the experiment's last epoch checkpoint")
     ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
     ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")

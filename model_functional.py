@@ -1,5 +1,6 @@
 """SignBART as a tf_keras Functional model: `build_model(cfg)`, `load_model(path, cfg)` (weights only),
-`parameter_breakdown`, `count_flops(cfg)`.
+`load_pretrained(path, cfg)` (a start for training, possibly from another label set), `parameter_breakdown`,
+`count_flops(cfg)`.
 
 Inputs:  keypoints (B, T, K, 2) float32 (group-normalized, zero-padded) and attention_mask (B, T) float32, the
          LENGTH mask of preprocessing.length_mask (a prefix of ones). T is dynamic unless `max_frames` is given.
@@ -70,6 +71,40 @@ def load_model(path, cfg: dict) -> keras.Model:
         raise UserError(f"{path}: cannot load its weights into the model of {cfg['config_path']} "
                         f"({reason})") from None
     return model
+
+
+def saved_num_labels(path) -> int | None:
+    """The number of labels of the classifier stored in a .h5 (full-model or weights-only save), or None when
+    it has none. Reads array shapes with h5py: nothing in the file is run."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            if "classifier" not in root:
+                return None
+            kernels = []
+            root["classifier"].visititems(lambda name, item: kernels.append(item.shape)
+                                          if isinstance(item, h5py.Dataset) and len(item.shape) == 2 else None)
+            return int(kernels[0][1]) if kernels else None
+    except OSError as e:
+        raise UserError(f"{path}: not a readable .h5 file ({str(e).splitlines()[0][:200]})") from None
+
+
+def load_pretrained(path, cfg: dict) -> tuple[keras.Model, str]:
+    """The model that training starts from (--pretrained_path). A .h5 of the same network gives every weight.
+    One trained on another label set (pre-training on another dataset's signs, same keypoints and network)
+    gives every weight but the classification head, which starts freshly initialized. Returns the model and,
+    for the log, what was taken from the file."""
+    labels = saved_num_labels(path)
+    if labels is None or labels == cfg["num_labels"]:
+        return load_model(path, cfg), "every weight"
+    source = load_model(path, dict(cfg, num_labels=labels))
+    model = build_model(cfg)
+    for layer, trained in zip(model.layers, source.layers):                  # the same graph, layer by layer
+        if layer.name != "classifier":
+            layer.set_weights(trained.get_weights())
+    return model, (f"every weight but the classification head ({labels} labels in the file, "
+                   f"{cfg['num_labels']} here: a new head)")
 
 
 def parameter_breakdown(model: keras.Model) -> dict:

@@ -126,3 +126,33 @@ def test_weights_only_loading_reads_a_full_model_h5(tmp_path, tiny_cfg):
     model.save(path, include_optimizer=False)
     loaded = load_model(path, tiny_cfg)
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), loaded.get_weights()))
+
+
+def test_pretrained_from_another_label_set_keeps_all_but_the_head(tmp_path, tiny_cfg):
+    """Pre-training on another dataset: a .h5 of the same network with another number of labels gives every
+    weight but the classification head, which is new and sized for this config."""
+    from model_functional import build_model, load_pretrained
+    source = build_model(dict(tiny_cfg, num_labels=tiny_cfg["num_labels"] + 3))
+    path = tmp_path / "final_model.h5"
+    source.save(path, include_optimizer=False)
+    model, taken = load_pretrained(path, tiny_cfg)
+    assert taken.startswith("every weight but the classification head")
+    for layer, trained in zip(model.layers, source.layers):
+        if layer.name == "classifier":
+            assert layer.kernel.shape[-1] == tiny_cfg["num_labels"]
+        else:
+            assert all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), trained.get_weights()))
+    same, taken = load_pretrained(path, dict(tiny_cfg, num_labels=tiny_cfg["num_labels"] + 3))
+    assert taken == "every weight"
+    assert all(np.array_equal(a, b) for a, b in zip(same.get_weights(), source.get_weights()))
+
+
+def test_pretrained_from_another_network_is_one_error(tmp_path, tiny_cfg):
+    from model_functional import build_model, load_pretrained
+    path = tmp_path / "wide.h5"
+    build_model(dict(tiny_cfg, d_model=tiny_cfg["d_model"] * 2, num_labels=3)).save(path, include_optimizer=False)
+    with pytest.raises(UserError, match="wide.h5: cannot load its weights into the model of"):
+        load_pretrained(path, tiny_cfg)
+    (tmp_path / "junk.h5").write_bytes(b"not an h5 file")
+    with pytest.raises(UserError, match=r"junk.h5: not a readable \.h5 file"):
+        load_pretrained(tmp_path / "junk.h5", tiny_cfg)
