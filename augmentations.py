@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from config import MAX_FRAMES
+from preprocessing import MAX_FRAMES
 from preprocessing import mirror_clip, subsample
 
 TIME_WARP = (1.1, 1.5)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fix_loso import is_correct_link, make_link
 from layouts import DIGITS, KARSL_PARTS, detect_source, subdirs
-from runs import HelpFormatter, UserError, atomic_write_json, cli, read_json
+from util import HelpFormatter, UserError, atomic_write_json, cli, read_json
 
 KARSL100 = (71, 170)  # KArSL-100: signs 71..170 of KArSL-502
 MODES = ("symlink", "hardlink", "copy")

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation import csv_text
-from runs import DEFAULT_SEED, UserError, atomic_write_json, atomic_write_text, cli
+from recipes import DEFAULT_SEED
+from util import UserError, atomic_write_json, atomic_write_text, cli
 from tflite_runtime import (PINNED_RUNTIME, RUNTIME_MAX_LOGIT_DIFF, RUNTIME_MIN_AGREEMENT, RUNTIMES,
                             CARD_CONFIG_KEYS, card_path, read_model_card, resolve_config)
 

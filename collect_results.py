@@ -48,10 +48,9 @@ from config import model_hparams
 from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, format_cell, load_eval_set,
                         model_file_info, summary_row, text_table)
 from results_report import model_info_rows, write_report
-from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, UserError, atomic_write_json,
-                  atomic_write_text, cli, comma_list, full_experiment_name, loso_data_path,
-                  loso_experiment_name, parse_experiment_name, parse_sample_name, read_json,
-                  run_paths)
+from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
+    loso_data_path, loso_experiment_name, parse_experiment_name, parse_sample_name, run_paths)
+from util import UserError, atomic_write_json, atomic_write_text, cli, read_json
 from tflite_runtime import check_card_matches, display_names, read_model_card, resolve_config
 
 PTQ_FILE, QAT_FILE = PTQ_FILES["dynamic"], QAT_FILES["dynamic"]  # the canonical PTQ and QAT models

@@ -17,11 +17,12 @@ import sys
 from collections.abc import Hashable
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from keypoints import POSE_NAMES, READABLE_FROM, get_layout
-from runs import UserError
+from augmentations import DEFAULTS, check_option
+from keypoints import READABLE_FROM, get_layout, hand_positions, rest_hand_points
+from preprocessing import MAX_FRAMES
+from util import UserError
 
 REQUIRED = {
     "layout": int, "joint_idx": list, "groups": dict, "num_labels": int,
@@ -43,7 +44,6 @@ OPTIONAL = {
     #                                          (shoulder widths; 0 = off; preprocessing.drop_resting_hands)
     "dominant_hand_ratio": (float, 0.0),     # app contract: mirror a clip whose left hand is seen in more than
 }                                            # this many times the right hand's frames (0 = off; > 1)
-REST_HAND_SHOULDERS, REST_HAND_WRISTS = (11, 12), (15, 16)  # MediaPipe Pose: left, right shoulder / wrist
 SCHEDULES = ("plateau", "cosine")
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
@@ -57,7 +57,6 @@ TRAINING = {  # key: (type, check, what the check wants); a key left out: the re
     "bucket_batches": (int, lambda v: v >= 0, ">= 0"),  # length bucketing window (dataset.make_dataset)
     "augmentation": (dict, lambda v: True, ""),   # augmentations.AugmentOptions
 }
-MAX_FRAMES = 64  # every clip is subsampled to at most this many frames; the TFLite input is fixed to it
 
 
 class ConfigError(UserError, ValueError):
@@ -117,7 +116,6 @@ def _check_types(raw: dict, path: str) -> dict:
 
 
 def _check_augmentation(block: dict, path: str) -> dict:
-    from augmentations import DEFAULTS, check_option  # imports this module: loaded when needed
     _unknown(block, DEFAULTS, "training.augmentation.", path)
     checked = {}
     for key, value in block.items():
@@ -306,42 +304,6 @@ def num_keypoints(cfg: dict) -> int:
 def readable_layouts(cfg: dict) -> tuple:
     """Stored layouts (keypoint counts) whose pickles this config can read."""
     return READABLE_FROM[cfg["layout"]]
-
-
-def selected_groups(cfg: dict) -> list[np.ndarray]:
-    """Normalization groups as positions in the SELECTED (T, K, 2) array, in config order."""
-    position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
-    return [np.array([position[i] for i in idx], dtype=np.int64) for idx in cfg["groups"].values()]
-
-
-def mirror_permutation(cfg: dict) -> np.ndarray:
-    """perm[k] = position of the left/right mirror of selected point k (itself if its twin is not selected)."""
-    layout = get_layout(cfg["layout"])
-    position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
-    return np.array([position.get(layout.mirror_index(i), k) for k, i in enumerate(cfg["joint_idx"])], dtype=np.int64)
-
-
-def hand_positions(cfg: dict) -> list[np.ndarray]:
-    """Positions in the SELECTED array of each selected hand's points (left, then right)."""
-    layout = get_layout(cfg["layout"])
-    hands = [[k for k, i in enumerate(cfg["joint_idx"]) if layout.points[i][0] == part]
-             for part in ("left_hand", "right_hand")]
-    return [np.array(h, dtype=np.int64) for h in hands if h]
-
-
-def rest_hand_points(cfg: dict) -> tuple[int, int, list[tuple[int, np.ndarray]]]:
-    """Positions in the SELECTED array that the resting-hand rule reads: the left and right pose shoulder,
-    and (pose wrist, hand points) of each selected hand. ValueError when one of them is not selected."""
-    layout = get_layout(cfg["layout"])
-    position = {layout.points[i]: k for k, i in enumerate(cfg["joint_idx"])}
-    needed = [("pose", i) for i in REST_HAND_SHOULDERS + REST_HAND_WRISTS]
-    missing = [f"pose.{POSE_NAMES[i]}" for part, i in needed if (part, i) not in position]
-    hands = hand_positions(cfg)
-    if missing or len(hands) != 2:
-        raise ValueError(f"needs both pose shoulders, both pose wrists and both hands in joint_idx"
-                         f"{f' (missing {missing})' if missing else ''}")
-    left, right, *wrists = (position[point] for point in needed)
-    return left, right, list(zip(wrists, hands))
 
 
 def model_hparams(cfg: dict) -> dict:

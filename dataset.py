@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from augmentations import AugmentOptions, augment, nonzero_mask, options_from_config
-from config import (MAX_FRAMES, hand_positions, load_config, mirror_permutation, readable_layouts,
-                    selected_groups)
+from config import load_config, readable_layouts
+from keypoints import hand_positions, mirror_permutation, selected_groups
+from preprocessing import MAX_FRAMES
 from preprocessing import normalize_groups, pad_clip, prepare_clip
-from runs import UserError, cli, parse_sample_name, read_json
+from runs import parse_sample_name
+from util import UserError, cli, read_json
 from safe_pickle import UnsafePickleError, load_pickle
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from evaluation import add_evaluation_args, evaluate_tflite, format_results, load_eval_set
-from runs import atomic_write_json, cli
+from util import atomic_write_json, cli
 from tflite_runtime import resolve_config
 
 

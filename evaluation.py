@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 import metrics
 from dataset import load_split, read_label_maps, read_label_names
-from runs import DEFAULT_SEED, UserError
+from recipes import DEFAULT_SEED
+from util import UserError
 from tflite_runtime import TFLiteModel, display_names, read_model_card
 
 TOP_K = 5

@@ -45,7 +45,8 @@ from extraction import (DEFAULT_MIN_CONFIDENCE, check_min_confidence, detected_f
                         person_frames)
 from keypoints import Layout, get_layout
 from layouts import SOURCES, Video, detect_source, find_videos, sign_names
-from runs import USER_RE, UserError, atomic_write_json, atomic_write_pickle, cli, comma_list
+from runs import USER_RE, comma_list
+from util import UserError, atomic_write_json, atomic_write_pickle, cli
 from safe_pickle import UnsafePickleError, load_pickle
 
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from keypoints import PARTS, Layout, get_layout
 from layouts import VIDEO_SUFFIXES  # noqa: F401  (the video file types, defined once)
-from runs import UserError, cli
+from util import UserError, cli
 
 DEFAULT_MIN_CONFIDENCE = 0.5
 _LIBC = ctypes.CDLL(None)  # the C library of this process, to flush C-level stdio buffers

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset import DataError, load_sample
-from runs import (DEFAULT_HOLDOUTS, USER_RE, UserError, atomic_write_bytes, cli, comma_list, loso_data_path,
-                  parse_holdouts, parse_sample_name, read_json)
+from recipes import DEFAULT_HOLDOUTS
+from runs import USER_RE, comma_list, loso_data_path, parse_holdouts, parse_sample_name
+from util import UserError, atomic_write_bytes, cli, read_json
 
 SPLITS = ("train", "test")
 LABEL_FILES = ("label2id.json", "id2label.json", "label2name.json")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 POSE_NAMES = [
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye", "right_eye_outer",
     "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder", "right_shoulder", "left_elbow",
@@ -119,3 +121,45 @@ if __name__ == "__main__":
         print(f"layout {n}: {layout.size} points")
         for part, desc in layout.describe().items():
             print(f"  {part:10s} {desc}")
+
+
+# ------------------------------------------------------------- geometry of a config's selection
+# A config (config.py) selects stored points with `joint_idx` and names normalization `groups`; these
+# helpers turn that selection into positions in the SELECTED (T, K, ...) array.
+REST_HAND_SHOULDERS, REST_HAND_WRISTS = (11, 12), (15, 16)  # MediaPipe Pose: left, right shoulder / wrist
+
+
+def selected_groups(cfg: dict) -> list[np.ndarray]:
+    """Normalization groups as positions in the SELECTED (T, K, 2) array, in config order."""
+    position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
+    return [np.array([position[i] for i in idx], dtype=np.int64) for idx in cfg["groups"].values()]
+
+
+def mirror_permutation(cfg: dict) -> np.ndarray:
+    """perm[k] = position of the left/right mirror of selected point k (itself if its twin is not selected)."""
+    layout = get_layout(cfg["layout"])
+    position = {stored: k for k, stored in enumerate(cfg["joint_idx"])}
+    return np.array([position.get(layout.mirror_index(i), k) for k, i in enumerate(cfg["joint_idx"])], dtype=np.int64)
+
+
+def hand_positions(cfg: dict) -> list[np.ndarray]:
+    """Positions in the SELECTED array of each selected hand's points (left, then right)."""
+    layout = get_layout(cfg["layout"])
+    hands = [[k for k, i in enumerate(cfg["joint_idx"]) if layout.points[i][0] == part]
+             for part in ("left_hand", "right_hand")]
+    return [np.array(h, dtype=np.int64) for h in hands if h]
+
+
+def rest_hand_points(cfg: dict) -> tuple[int, int, list[tuple[int, np.ndarray]]]:
+    """Positions in the SELECTED array that the resting-hand rule reads: the left and right pose shoulder,
+    and (pose wrist, hand points) of each selected hand. ValueError when one of them is not selected."""
+    layout = get_layout(cfg["layout"])
+    position = {layout.points[i]: k for k, i in enumerate(cfg["joint_idx"])}
+    needed = [("pose", i) for i in REST_HAND_SHOULDERS + REST_HAND_WRISTS]
+    missing = [f"pose.{POSE_NAMES[i]}" for part, i in needed if (part, i) not in position]
+    hands = hand_positions(cfg)
+    if missing or len(hands) != 2:
+        raise ValueError(f"needs both pose shoulders, both pose wrists and both hands in joint_idx"
+                         f"{f' (missing {missing})' if missing else ''}")
+    left, right, *wrists = (position[point] for point in needed)
+    return left, right, list(zip(wrists, hands))

@@ -31,7 +31,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from runs import UserError, cli
+from util import UserError, cli
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov")
 SOURCES = ("tree", "lsa64", "karsl")

@@ -50,9 +50,11 @@ from augmentations import options_from_config
 from config import load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
 from recipes import FP32_EPOCHS, FP32_LR, training_recipe
-from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FINAL_MODEL, HelpFormatter, UserError,
-                  atomic_save, atomic_write_json, cli, comma_list, discover_users, git_commit,
-                  parse_experiment_name, require_file, run_paths, set_seed, setup_logging)
+from recipes import DEFAULT_SEED
+from runs import (CHECKPOINT_METADATA, FINAL_MODEL, comma_list, discover_users, parse_experiment_name,
+    require_file, run_paths)
+from util import (HelpFormatter, UserError, atomic_save, atomic_write_json, cli, git_commit, set_seed,
+    setup_logging)
 
 EVAL_BATCH = 32
 MAX_PARITY_CLIPS = 256

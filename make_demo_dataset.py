@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from keypoints import get_layout
-from runs import atomic_write_json, atomic_write_pickle, cli
+from util import atomic_write_json, atomic_write_pickle, cli
 
 LAYOUT = get_layout(65)
 SIGNS = {  # label: (human name, right-hand path, right-hand shape, left hand moves)

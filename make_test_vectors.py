@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from config import selected_groups
+from keypoints import selected_groups
 from dataset import check_layout, list_split, load_sample
 from keypoints import get_layout
 from metrics import softmax
 from preprocessing import (canonicalize_hands, drop_resting_hands, group_box, left_dominant, model_inputs,
                            normalize_groups, pad_clip, select_and_clip, uniform_frame_indices)
-from runs import UserError, atomic_write_text, cli, parse_sample_name, require_file
+from runs import parse_sample_name, require_file
+from util import UserError, atomic_write_text, cli
 from tflite_runtime import PARITY_TOLERANCE, TFLiteModel, read_model_card, resolve_config
 
 FORMAT_VERSION = 3  # 2: + resting_hands_dropped; 3: + dominant_hand_canonical, dominant_hand_mirrored

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_FRAMES
+from preprocessing import MAX_FRAMES
 
 STD_DDOF = 1  # sample standard deviation: seeds and signers are samples of a population, not the population
 FLOPS_METHOD = (f"TF profiler float_operation count (tf.compat.v1.profiler, as the reference) of the frozen "

@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 
 from attention import AttentionBias
-from config import MAX_FRAMES, load_config, num_keypoints
+from config import load_config, num_keypoints
+from preprocessing import MAX_FRAMES
 from decoder import decode
 from encoder import encode
 from layers import CoordinatePlane, LastValidToken
-from runs import UserError, cli
+from util import UserError, cli
 from tf_env import keras
 
 MODEL_NAME = "signbart_functional"

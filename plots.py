@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from runs import atomic_save  # noqa: E402
+from util import atomic_save  # noqa: E402
 
 ANNOTATE_MAX_CLASSES = 30  # beyond this the cell counts are unreadable: colour only
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import extraction
 from metrics import latency_summary
-from runs import UserError, atomic_write_json, cli
+from util import UserError, atomic_write_json, cli
 from video_recognition import (Recognizer, SlidingWindow, Source, VideoSink, annotate, expand_sources, resampled,
                                tracked_frames, true_label)
 

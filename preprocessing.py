@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from config import MAX_FRAMES, hand_positions, mirror_permutation, rest_hand_points, selected_groups
+from keypoints import hand_positions, mirror_permutation, rest_hand_points, selected_groups
 
+MAX_FRAMES = 64  # every clip is subsampled to at most this many frames; the TFLite input is fixed to it
 BOX_MARGIN = 0.05  # the square box is 1 + 2*0.05 = 1.1x the larger side of the group's bounding box
 
 

@@ -28,8 +28,9 @@ from pathlib import Path
 from config import load_config
 from dataset import read_label_maps, read_label_names
 from recipes import CALIBRATION_CLIPS, PTQ_MODES
-from runs import (CHECKPOINT_METADATA, DEFAULT_SEED, FP32_TFLITE, PTQ_FILES, HelpFormatter,
-                  UserError, cli, comma_list, export_dir_for, read_json, require_file, set_seed)
+from recipes import DEFAULT_SEED
+from runs import CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, comma_list, export_dir_for, require_file
+from util import HelpFormatter, UserError, cli, read_json, set_seed
 
 
 def parse_modes(arg: str) -> list[str]:

@@ -15,7 +15,8 @@ import argparse
 import sys
 
 from ptq_export import add_quantization_args, parse_modes, run_ptq
-from runs import HelpFormatter, add_loso_args, cli, run_loso_batch
+from runs import add_loso_args, run_loso_batch
+from util import HelpFormatter, cli
 
 
 @cli

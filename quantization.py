@@ -35,7 +35,8 @@ from encoder import EncoderLayer
 from layers import PACKAGE
 from model_functional import build_model
 from recipes import CALIBRATION_CLIPS
-from runs import UserError, loso_data_user
+from runs import loso_data_user
+from util import UserError
 from tf_env import keras, tf
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  after tf_env, which configures TensorFlow first

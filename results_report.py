@@ -13,7 +13,7 @@ import numpy as np
 
 import metrics
 from evaluation import SUMMARY_METRICS, TOP_K, text_table
-from runs import atomic_write_text
+from util import atomic_write_text
 
 RECIPE_KEYS = {  # training metadata key -> label in the report
     "epochs": "epochs", "learning_rate": "learning rate (AdamW)", "batch_size": "batch size", "seed": "seed",

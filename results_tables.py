@@ -30,8 +30,9 @@ from pathlib import Path
 import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std
-from runs import (DEFAULT_HOLDOUTS, QAT_METADATA, UserError, atomic_save, atomic_write_text, cli,
-                  comma_list, loso_experiment_name, read_json, run_paths)
+from recipes import DEFAULT_HOLDOUTS
+from runs import QAT_METADATA, comma_list, loso_experiment_name, run_paths
+from util import UserError, atomic_save, atomic_write_text, cli, read_json
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 REFERENCE = "REF"                                                # the --reference_holdouts row

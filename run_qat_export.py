@@ -25,7 +25,8 @@ import numpy as np
 from config import load_config, num_keypoints
 from main_functional import compile_model
 from preprocessing import pad_clip
-from runs import DEFAULT_SEED, HelpFormatter, atomic_save, cli, set_seed
+from recipes import DEFAULT_SEED
+from util import HelpFormatter, atomic_save, cli, set_seed
 
 DEMO_EXPORTS = {  # file -> (model, converter mode)
     "signbart_fp32.tflite": ("fp32", "fp32"),

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from config import selected_groups
+from keypoints import selected_groups
 from dataset import check_layout, list_split, load_sample
 from evaluation import TOP_K, class_labels, evaluate_tflite, format_results, load_eval_set
 from keypoints import PARTS, get_layout
 from metrics import softmax
 from preprocessing import model_inputs, prepare_clip
-from runs import UserError, atomic_write_json, cli, parse_sample_name, require_file
+from runs import parse_sample_name, require_file
+from util import UserError, atomic_write_json, cli
 from tflite_runtime import TFLiteModel, display_names, resolve_config
 
 

@@ -19,7 +19,8 @@ import argparse
 
 from evaluation import (SUMMARY_METRICS, add_evaluation_args, csv_text, evaluate_tflite,
                         format_cell, load_eval_set, summary_row, text_table)
-from runs import UserError, atomic_write_text, cli, require_file
+from runs import require_file
+from util import UserError, atomic_write_text, cli
 from tflite_runtime import check_card_matches, resolve_config
 
 

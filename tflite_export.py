@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from config import (MAX_FRAMES, hand_positions, mirror_permutation, model_hparams, num_keypoints,
-                    rest_hand_points, selected_groups)
+from config import model_hparams, num_keypoints
+from keypoints import hand_positions, mirror_permutation, rest_hand_points, selected_groups
+from preprocessing import MAX_FRAMES
 from keypoints import get_layout
 from preprocessing import BOX_MARGIN
-from runs import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from util import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, tf
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
 from tflite_runtime import (INPUT_NAMES, OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARITY_TOLERANCE, TFLiteModel,

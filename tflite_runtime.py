@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runs import UserError, card_path, require_file
+from runs import card_path, require_file
+from util import UserError
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
 OUTPUT_NAME = "logits"

@@ -14,7 +14,8 @@ import argparse
 import sys
 
 from main_functional import add_training_args, settings_from_args, train
-from runs import HelpFormatter, cli, full_experiment_name
+from runs import full_experiment_name
+from util import HelpFormatter, cli
 
 
 @cli

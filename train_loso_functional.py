@@ -18,8 +18,9 @@ import argparse
 import sys
 
 from main_functional import add_training_args, settings_from_args, train
-from runs import (DEFAULT_HOLDOUTS, HelpFormatter, UserError, cli, loso_data_path,
-                  loso_experiment_name, parse_holdouts, setup_logging)
+from recipes import DEFAULT_HOLDOUTS
+from runs import loso_data_path, loso_experiment_name, parse_holdouts
+from util import HelpFormatter, UserError, cli, setup_logging
 
 
 def train_fold(args, user: str, logger) -> dict | None:

@@ -43,9 +43,10 @@ from dataset import make_dataset, read_label_maps, read_label_names
 from main_functional import (EVAL_BATCH, add_validation_args, carve_validation, compile_model, evaluate,
                              validation_from_args)
 from recipes import CALIBRATION_CLIPS, MIN_LR, QAT_BATCH_SIZE, QAT_EPOCHS, QAT_LR
-from runs import (DEFAULT_SEED, FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, HelpFormatter,
-                  atomic_save, atomic_write_json, cli, export_dir_for, git_commit, require_file,
-                  read_json, set_seed, setup_logging)
+from recipes import DEFAULT_SEED
+from runs import FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, export_dir_for, require_file
+from util import (HelpFormatter, atomic_save, atomic_write_json, cli, git_commit, read_json, set_seed,
+    setup_logging)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runs import HelpFormatter, add_loso_args, cli, run_loso_batch
+from runs import add_loso_args, run_loso_batch
+from util import HelpFormatter, cli
 from train_loso_functional_qat import add_qat_args, run_qat, settings_from_args
 
 

@@ -18,7 +18,8 @@ import math
 import time
 from pathlib import Path
 
-from runs import RESUME_STATE_FILE, UserError, atomic_save, atomic_write_json
+from runs import RESUME_STATE_FILE
+from util import UserError, atomic_save, atomic_write_json
 from tf_env import keras, tf
 
 

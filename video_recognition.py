@@ -22,7 +22,7 @@ import extraction
 from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
-from runs import UserError
+from util import UserError
 from tflite_runtime import TFLiteModel, display_names, read_model_card, resolve_config
 
 CAPTION_COLOR = (40, 220, 40)  # BGR

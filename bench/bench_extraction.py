@@ -28,7 +28,8 @@ import common
 from extract_65_keypoints import Job, extract_one, find_videos
 from extraction import DEFAULT_MIN_CONFIDENCE, native_stderr_silenced, open_holistic, process_frame
 from keypoints import LAYOUTS, get_layout
-from runs import HelpFormatter, UserError, cli, comma_list
+from runs import comma_list
+from util import HelpFormatter, UserError, cli
 
 BENCH = "extraction"
 COLUMNS = {"workers": "workers", "videos": "videos", "frames": "frames", "seconds": "seconds",

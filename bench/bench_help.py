@@ -19,7 +19,8 @@ import sys
 import time
 
 import common
-from runs import HelpFormatter, UserError, cli, comma_list
+from runs import comma_list
+from util import HelpFormatter, UserError, cli
 
 BENCH = "help"
 REPO_DIR = common.REPO_DIR

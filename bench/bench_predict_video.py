@@ -32,7 +32,8 @@ import predict_video
 from config import load_config
 from dataset import read_label_maps, read_label_names
 from model_functional import build_model
-from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, set_seed
+from recipes import DEFAULT_SEED
+from util import HelpFormatter, UserError, cli, set_seed
 from tflite_export import export_tflite
 
 BENCH = "predict_video"

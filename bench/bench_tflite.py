@@ -41,8 +41,9 @@ from model_functional import build_model, load_model
 from ptq_export import PTQ_FILES, parse_modes
 from quantization import representative_clips
 from recipes import CALIBRATION_CLIPS
-from runs import (DEFAULT_SEED, HelpFormatter, UserError, atomic_write_bytes, cli, comma_list,
-                  require_file, set_seed)
+from recipes import DEFAULT_SEED
+from runs import comma_list, require_file
+from util import HelpFormatter, UserError, atomic_write_bytes, cli, set_seed
 from tflite_export import convert
 
 BENCH = "tflite"

@@ -51,7 +51,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import common
-from runs import DEFAULT_SEED, HelpFormatter, UserError, cli, comma_list
+from recipes import DEFAULT_SEED
+from runs import comma_list
+from util import HelpFormatter, UserError, cli
 
 BENCH = "training"
 REPO = common.REPO_DIR
@@ -117,7 +119,7 @@ def run_worker(args) -> dict:
     from dataset import make_dataset
     from main_functional import compile_model, dropout_generators_enabled, learning_rate
     from model_functional import build_model
-    from runs import set_seed
+    from util import set_seed
     from tf_env import keras
     cfg, recipe = resolved_recipe(args.worker, args)
     changes = split_name(args.worker)[1]
@@ -183,7 +185,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def forward_flops_per_frame(cfg: dict) -> float:
-    from config import MAX_FRAMES
+    from preprocessing import MAX_FRAMES
     from model_functional import count_flops
     return count_flops(cfg) / MAX_FRAMES
 

@@ -27,7 +27,7 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 if str(REPO_DIR) not in sys.path:
     sys.path.insert(0, str(REPO_DIR))
 
-from runs import atomic_write_text, git_commit  # noqa: E402
+from util import atomic_write_text, git_commit  # noqa: E402
 
 # The MLR511 keypoints and 20-video subset where docs/data.md puts them (override with the flags)
 DEFAULT_KEYPOINTS = REPO_DIR / "data" / "arabic-asl-90kpts"

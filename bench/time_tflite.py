@@ -28,7 +28,7 @@ import numpy as np
 
 import common  # noqa: F401  (makes the repo's modules importable)
 from metrics import latency_summary
-from runs import UserError, cli
+from util import UserError, cli
 from tflite_runtime import TFLiteModel
 
 STATUS = Path("/proc/self/status")

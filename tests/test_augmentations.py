@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from augmentations import add_noise, augment, detected, flip, rotate, select_frames, time_warp
-from config import mirror_permutation
+from keypoints import mirror_permutation
 from dataset import load_split
 
 

@@ -11,7 +11,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH_DIR))
 
 import common  # noqa: E402
-from runs import UserError  # noqa: E402
+from util import UserError  # noqa: E402
 from safe_pickle import load_pickle  # noqa: E402
 
 MACHINE_KEYS = {"date", "cpu_model", "usable_cores", "python", "tensorflow", "ai-edge-litert", "mediapipe", "numpy",

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from config import ConfigError, load_config, mirror_permutation, num_keypoints, parse_index_list, selected_groups
+from config import ConfigError, load_config, num_keypoints, parse_index_list
+from keypoints import mirror_permutation, selected_groups
 from keypoints import LAYOUTS, get_layout
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

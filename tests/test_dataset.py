@@ -58,7 +58,7 @@ def test_batches_are_the_per_clip_pipeline_stacked(demo_root, tiny_cfg):
     """Training batches are built in numpy: each row is exactly augment -> normalize_groups -> pad_clip of one
     clip, in the permutation's order, trimmed to the batch's longest clip."""
     from augmentations import augment
-    from config import mirror_permutation, selected_groups
+    from keypoints import mirror_permutation, selected_groups
     from preprocessing import normalize_groups, pad_clip
     data = load_split(demo_root, "all", tiny_cfg, max_samples=10)
     rng = np.random.default_rng([5, 0])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from runs import REPO_DIR
+from util import REPO_DIR
 
 PAGES = sorted([REPO_DIR / "README.md", REPO_DIR / "results" / "README.md", *(REPO_DIR / "docs").glob("*.md")])
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from config import ConfigError, load_config, mirror_permutation, model_hparams
+from config import ConfigError, load_config, model_hparams
+from keypoints import mirror_permutation
 from dataset import list_split, load_sample, load_split
 from preprocessing import (canonicalize_hands, drop_resting_hands, hand_frame_counts, left_dominant, mirror_clip,
                            prepare_clip, select_and_clip, subsample)

@@ -169,7 +169,7 @@ def test_compare_models_table_and_csv(trained_fold, tmp_path, capsys):
 def test_compare_models_on_mirrored_clips(trained_fold, capsys):
     """--mirror: each clip as a signer of the other hand gives it (the demo config has no dominant-hand rule)."""
     import test_tflite_models
-    from config import mirror_permutation
+    from keypoints import mirror_permutation
     from preprocessing import mirror_clip
     from tflite_runtime import TFLiteModel
     rows = test_tflite_models.main(["--data_path", str(trained_fold.data_path), "--fp32_tflite",

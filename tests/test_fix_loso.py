@@ -10,7 +10,8 @@ import pytest
 
 import fix_loso
 from make_demo_dataset import make_demo_dataset
-from runs import UserError, comma_list, parse_holdouts
+from runs import comma_list, parse_holdouts
+from util import UserError
 
 
 @pytest.fixture

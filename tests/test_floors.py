@@ -4,7 +4,10 @@
 - the app path (predict_video -> video_recognition -> extraction, preprocessing, tflite_runtime)
   imports none;
 - every command-line script answers --help with exit code 0, without importing TensorFlow and
-  without a line on stderr. How fast it answers is measured by bench/bench_help.py, not asserted."""
+  without a line on stderr. How fast it answers is measured by bench/bench_help.py, not asserted;
+- no import cycle among the project's modules, function-level imports included;
+- no module imports the run tree (runs.py) only for the utility drawer (util.py)."""
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +19,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_help import HELP_SCRIPTS, probe_help  # noqa: E402
 
-FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "metrics",
-           "layouts")
+FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "util",
+           "metrics", "layouts")
 APP_PATH = ("predict_video", "video_recognition", "extraction", "preprocessing", "tflite_runtime")
 
 
@@ -54,3 +57,51 @@ def test_importing_tensorflow_prints_no_start_up_noise():
     """tf_env drops TensorFlow's known C++ start-up lines (CUDA plugins registered twice; cuInit
     failing on a machine without a GPU)."""
     assert run_python("import tf_env; tf_env.tf.zeros(1) + 1").stderr == ""
+
+
+def project_imports() -> dict[str, set[str]]:
+    """module -> the project's top-level modules it imports anywhere in its file (functions too)."""
+    modules = {p.stem: p for p in REPO.glob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+        graph[name] = (found & modules.keys()) - {name}
+    return graph
+
+
+def test_no_import_cycles():
+    graph = project_imports()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module, path):
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_nobody_imports_the_run_tree_only_for_the_drawer():
+    """util.py holds the drawer; a module that takes from runs.py must take some of the run tree."""
+    import util
+    drawer = {name for name in vars(util) if not name.startswith("__")}
+    offenders = []
+    for path in list(REPO.glob("*.py")) + list(REPO.glob("bench/*.py")) + list(REPO.glob("tests/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "runs":
+                names = {a.name for a in node.names}
+                if names & drawer:
+                    offenders.append(f"{path.name}: {sorted(names & drawer)} from runs")
+    assert not offenders, offenders

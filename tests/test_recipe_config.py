@@ -16,7 +16,8 @@ import yaml
 import augmentations as aug
 import recipes
 from augmentations import AugmentOptions, augment, nonzero_mask
-from config import ConfigError, hand_positions, load_config, mirror_permutation
+from config import ConfigError, load_config
+from keypoints import hand_positions, mirror_permutation
 from dataset import SplitData, load_split, make_dataset
 from preprocessing import subsample
 
@@ -163,7 +164,7 @@ def test_precedence_flag_over_config_over_recipe():
 
 
 def test_warmup_longer_than_the_flagged_epochs_is_a_user_error():
-    from runs import UserError
+    from util import UserError
     with pytest.raises(UserError, match=r"^warm-up \(2 epochs\) must be shorter than the 2 training epochs$"):
         resolved(["--config_path", str(SIGNER_INDEPENDENT), "--epochs", "2", "--set", "training.schedule=cosine",
                   "--set", "training.warmup_epochs=2"])

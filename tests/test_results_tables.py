@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import results_tables
-from runs import REPO_DIR, loso_experiment_name, run_paths
+from runs import loso_experiment_name, run_paths
+from util import REPO_DIR
 
 SUMMARY_FIELDS = ["holdout", "model", "n", "std_over", "top1_pct", "top5_pct", "agreement_pct", "size_mb"]
 

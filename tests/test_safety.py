@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import safe_pickle
-from runs import UserError, atomic_write_json, cli
+from util import UserError, atomic_write_json, cli
 from safe_pickle import UnsafePickleError, load_pickle
 
 

@@ -95,7 +95,7 @@ def test_integer_io_is_quantized_and_dequantized():
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from runs import UserError
+    from util import UserError
     with pytest.raises(UserError, match="not found"):
         TFLiteModel(tmp_path / "nope.tflite")
 

@@ -17,7 +17,8 @@ import main_functional
 import train_full_dataset
 import train_loso_functional
 from main_functional import TrainSettings, carve_validation, train
-from runs import UserError, loso_data_path, run_paths
+from runs import loso_data_path, run_paths
+from util import UserError
 from tf_env import keras
 
 HOLDOUT = "user01"

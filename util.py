@@ -1,0 +1,153 @@
+"""The utility drawer every script shares: one-line user errors and the CLI wrapper that prints
+them, the --help formatter, atomic writes, reading a JSON file the run needs, seeding, logging and
+the git commit of the checkout. Imports no TensorFlow and nothing of the project's.
+
+The run tree (artefact paths and names, experiment names) is not here: it lives in runs.py.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import pickle
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO_DIR = Path(__file__).resolve().parent
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the module docstring's layout and shows every flag's default."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (file, flag, data) that deserves one clear line, not a traceback."""
+
+
+def cli(main):
+    """Decorator for script entry points: a UserError or a file-system error (missing file, a folder where a file
+    should be, no permission, disk full; the message names the path) becomes `error: ...` and exit code 2."""
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (UserError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600; a plain open() would follow the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path, what: str, error: type[Exception] = UserError):
+    """A JSON file the run needs; a missing, unreadable or invalid file is one `error` naming it and `what`."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: {what} is not valid JSON ({e})") from None
+    except OSError as e:  # a folder, or a path through a file
+        raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+
+
+def atomic_write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def atomic_write_pickle(path, obj) -> Path:
+    return atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def atomic_save(path, save_fn) -> Path:
+    """For writers that need a file name (h5, tflite via libraries): save_fn(tmp_path), then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        save_fn(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------- reproducibility
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and (if imported) TensorFlow, with deterministic TF ops."""
+    random.seed(seed)
+    np.random.seed(seed)
+    if "tensorflow" in sys.modules:
+        tf = sys.modules["tensorflow"]
+        tf.random.set_seed(seed)
+        tf.config.experimental.enable_op_determinism()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def setup_logging(log_file=None, name: str = "signbart") -> logging.Logger:
+    """Log to stdout and, when given, to a file (appending)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    logger.propagate = False
+    return logger
