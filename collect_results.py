@@ -47,6 +47,7 @@ import metrics
 from config import model_hparams
 from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, format_cell, load_eval_set,
                         model_file_info, summary_row, text_table)
+from recipes import DEFAULT_DATASET_NAME
 from results_report import model_info_rows, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
     loso_data_path, loso_experiment_name, parse_experiment_name, parse_sample_name, run_paths)
@@ -272,7 +273,8 @@ def parse_args(argv=None):
     ap.add_argument("--config_path", default="", help="YAML config (default: each run's model card)")
     ap.add_argument("--base_data_path", default="",
                     help="dataset root; test data = <root>_LOSO_<user>/<split> (default: the run metadata's data_path)")
-    ap.add_argument("--dataset_name", default="arabic_asl", help="output folder name (default: arabic_asl)")
+    ap.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
+                    help=f"output folder name (default: {DEFAULT_DATASET_NAME})")
     ap.add_argument("--run_type", default="loso", choices=("loso", "full"),
                     help="loso: held-out signers; full: the full-dataset models (see above)")
     ap.add_argument("--full_exp_name", default="",

@@ -10,9 +10,12 @@ with the same checks.
 Any problem raises ConfigError naming the file and the key.
 
     python config.py configs/*.yaml      # validate configs and print their selection
+    python config.py --recipe configs/arabic-asl-65kpts-signer-independent.yaml   # [--demo]
+        # the pipeline's settings (recipes.py) with the config's training: block, NAME=value lines
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Hashable
 from pathlib import Path
@@ -22,7 +25,9 @@ import yaml
 from augmentations import DEFAULTS, check_option
 from keypoints import READABLE_FROM, get_layout, hand_positions, rest_hand_points
 from preprocessing import MAX_FRAMES
-from util import UserError
+from recipes import (DOMINANT_HAND_RATIO, FP32_BATCH_SIZE, FP32_WARMUP_EPOCHS, REST_HAND_CUTOFF,
+                     WEIGHT_DECAY, pipeline_defaults, print_settings)
+from util import HelpFormatter, UserError, cli
 
 REQUIRED = {
     "layout": int, "joint_idx": list, "groups": dict, "num_labels": int,
@@ -32,18 +37,21 @@ REQUIRED = {
     "dropout": float, "activation_dropout": float, "attention_dropout": float, "classifier_dropout": float,
 }
 OPTIONAL = {
-    "batch_size": (int, 1),                  # FP32 training batch size (reference: 1)
-    "weight_decay": (float, 0.01),           # AdamW weight decay (reference: 0.01)
+    "batch_size": (int, FP32_BATCH_SIZE),    # FP32 training batch size (reference: 1)
+    "weight_decay": (float, WEIGHT_DECAY),   # AdamW weight decay (reference: 0.01)
     "attention_mask_value": (float, -100.0),  # additive mask for padded/future keys; finite so int8 keeps scores
     "encoder_layerdrop": (float, 0.0),       # reference keys, accepted but unused (as in the reference)
     "decoder_layerdrop": (float, 0.0),
     "pe": (str, "learn"),
     "description": (str, ""),
     "training": (dict, {}),                  # FP32 training hyperparameters (TRAINING)
-    "rest_hand_cutoff": (float, 0.0),        # app contract: hands this far below the shoulders -> undetected
-    #                                          (shoulder widths; 0 = off; preprocessing.drop_resting_hands)
-    "dominant_hand_ratio": (float, 0.0),     # app contract: mirror a clip whose left hand is seen in more than
-}                                            # this many times the right hand's frames (0 = off; > 1)
+    # app contract: hands this far below the shoulders -> undetected (shoulder widths; 0 = off;
+    # preprocessing.drop_resting_hands)
+    "rest_hand_cutoff": (float, REST_HAND_CUTOFF),
+    # app contract: mirror a clip whose left hand is seen in more than this many times the right
+    # hand's frames (0 = off; > 1)
+    "dominant_hand_ratio": (float, DOMINANT_HAND_RATIO),
+}
 SCHEDULES = ("plateau", "cosine")
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
@@ -137,7 +145,7 @@ def _check_training(raw: dict, cfg: dict, path: str) -> None:
         if not ok(value):
             raise ConfigError(f"{path}: key 'training.{key}' must be {wants}, got {value!r}")
         checked[key] = value
-    if checked.get("warmup_epochs", 0) >= checked.get("epochs", float("inf")):
+    if checked.get("warmup_epochs", FP32_WARMUP_EPOCHS) >= checked.get("epochs", float("inf")):
         raise ConfigError(f"{path}: key 'training.warmup_epochs' must be < training.epochs")
     if "augmentation" in checked:
         checked["augmentation"] = _check_augmentation(checked["augmentation"], path)
@@ -312,11 +320,8 @@ def model_hparams(cfg: dict) -> dict:
     return {k: cfg[k] for k in keys} | {"num_keypoints": num_keypoints(cfg)}
 
 
-def main(paths: list[str]) -> int:
+def validate(paths: list[str]) -> int:
     """Validate each config; exit status 1 when any is bad (each bad one gets an ERROR line), else 0."""
-    if not paths:
-        print("usage: python config.py CONFIG.yaml [...]", file=sys.stderr)
-        return 2
     failed = 0
     for p in paths:
         try:
@@ -332,5 +337,22 @@ def main(paths: list[str]) -> int:
     return 1 if failed else 0
 
 
+@cli
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file(s)")
+    ap.add_argument("--recipe", action="store_true",
+                    help="print the pipeline's settings with this config's training: block "
+                         "(one config; NAME=value lines, read by run_end_to_end_pipeline.sh)")
+    ap.add_argument("--demo", action="store_true", help="--recipe: the demo dataset's budgets")
+    args = ap.parse_args(argv)
+    if not args.recipe:
+        return validate(args.configs)
+    if len(args.configs) != 1:
+        raise UserError(f"--recipe takes one config, got {len(args.configs)}")
+    print_settings(pipeline_defaults(args.demo, load_config(args.configs[0])))
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -31,6 +31,7 @@ from config import load_config, readable_layouts
 from keypoints import hand_positions, mirror_permutation, selected_groups
 from preprocessing import MAX_FRAMES
 from preprocessing import normalize_groups, pad_clip, prepare_clip
+from recipes import DEFAULT_SEED, FP32_BATCH_SIZE, FP32_BUCKET_BATCHES
 from runs import parse_sample_name
 from util import UserError, cli, read_json
 from safe_pickle import UnsafePickleError, load_pickle
@@ -205,8 +206,9 @@ def batch_order(lengths: list[int], batch_size: int, rng: np.random.Generator | 
     return [batches[i] for i in rng.permutation(len(batches))] if rng is not None else batches
 
 
-def make_dataset(data: SplitData, cfg: dict, batch_size: int = 1, training: bool = False, seed: int = 42,
-                 start_epoch: int = 0, bucket_batches: int = 0, augmentation: AugmentOptions | None = None):
+def make_dataset(data: SplitData, cfg: dict, batch_size: int = FP32_BATCH_SIZE, training: bool = False,
+                 seed: int = DEFAULT_SEED, start_epoch: int = 0, bucket_batches: int = FP32_BUCKET_BATCHES,
+                 augmentation: AugmentOptions | None = None):
     """tf.data of ({'keypoints': (B,T,K,2), 'attention_mask': (B,T)}, labels (B,)).
 
     training=True: reshuffled and augmented every epoch from a numpy Generator seeded with (seed, epoch), so a

@@ -49,8 +49,8 @@ import numpy as np
 from augmentations import options_from_config
 from config import load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
-from recipes import FP32_EPOCHS, FP32_LR, training_recipe
-from recipes import DEFAULT_SEED
+from recipes import (DEFAULT_SEED, FP32_EPOCHS, FP32_LR, PLATEAU_FACTOR, PLATEAU_PATIENCE,
+                     training_recipe)
 from runs import (CHECKPOINT_METADATA, FINAL_MODEL, comma_list, discover_users, parse_experiment_name,
     require_file, run_paths)
 from util import (HelpFormatter, UserError, atomic_save, atomic_write_json, cli, git_commit, set_seed,
@@ -60,11 +60,27 @@ EVAL_BATCH = 32
 MAX_PARITY_CLIPS = 256
 
 
-@dataclass
-class TrainSettings:
-    experiment_name: str
+@dataclass(kw_only=True)
+class FitSettings:
+    """What FP32 training (TrainSettings) and QAT fine-tuning (train_loso_functional_qat.QATSettings)
+    share: the config, the data, the seed, validation carved from the training signers
+    (carve_validation) and the ReduceLROnPlateau schedule."""
     config_path: str
     data_path: str
+    seed: int = DEFAULT_SEED
+    val_users: tuple = ()
+    val_fraction: float = 0.0
+    scheduler_factor: float = PLATEAU_FACTOR
+    scheduler_patience: int = PLATEAU_PATIENCE
+
+    @property
+    def validating(self) -> bool:
+        return bool(self.val_users) or self.val_fraction > 0
+
+
+@dataclass(kw_only=True)
+class TrainSettings(FitSettings):
+    experiment_name: str
     dataset_name: str
     run_type: str                        # "loso" or "full"
     train_split: str = "train"
@@ -80,18 +96,9 @@ class TrainSettings:
     label_smoothing: float | None = None
     bucket_batches: int | None = None    # length bucketing window in batches (0: off)
     overrides: tuple = ()                # --set training.KEY=VALUE items applied to the config
-    seed: int = DEFAULT_SEED
-    val_users: tuple = ()
-    val_fraction: float = 0.0
-    scheduler_factor: float = 0.1
-    scheduler_patience: int = 5
     pretrained_path: str = ""
     resume: bool = False
     output_root: str | None = None
-
-    @property
-    def validating(self) -> bool:
-        return bool(self.val_users) or self.val_fraction > 0
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -101,7 +108,7 @@ def subset(data: SplitData, indices, split: str) -> SplitData:
                                users=pick(data.users), paths=pick(data.paths), skipped=[])
 
 
-def carve_validation(data: SplitData, s: TrainSettings) -> tuple[SplitData, SplitData | None]:
+def carve_validation(data: SplitData, s: FitSettings) -> tuple[SplitData, SplitData | None]:
     """(fit, validation) from the training split: whole signers (--val_users) or a class-stratified fraction."""
     if s.val_users:
         unknown = sorted(set(s.val_users) - set(data.users))
@@ -150,8 +157,9 @@ def training_record(s: TrainSettings, cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def sparse_crossentropy(num_labels: int, label_smoothing: float = 0.0):
-    """Cross-entropy from logits on integer labels; with label smoothing, one-hot inside."""
+def sparse_crossentropy(num_labels: int, label_smoothing: float | None = None):
+    """Cross-entropy from logits on integer labels; with label smoothing (not None, > 0), one-hot
+    inside."""
     from tf_env import keras, tf
     if not label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -165,7 +173,7 @@ def sparse_crossentropy(num_labels: int, label_smoothing: float = 0.0):
 
 def compile_model(model: keras.Model, cfg: dict, lr,
                   optimizer: keras.optimizers.Optimizer | None = None,
-                  label_smoothing: float = 0.0, jit_compile: bool = False) -> keras.Model:
+                  label_smoothing: float | None = None, jit_compile: bool = False) -> keras.Model:
     """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay)
     unless given (lr: a number or a schedule). jit_compile: XLA on the train step (measured slower
     on CPU: docs/training.md#speed; bench/bench_training.py --recipes today+xla)."""
@@ -298,6 +306,21 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data:
     return results
 
 
+def other_settings(s: FitSettings, record: dict, elsewhere=()) -> dict:
+    """The run's settings that its record does not hold already (at its top level, or under the
+    names `elsewhere`): each setting is recorded once."""
+    skip = set(record) | set(elsewhere)
+    return {key: value for key, value in dataclasses.asdict(s).items() if key not in skip}
+
+
+def card_training(s: TrainSettings, record: dict) -> dict:
+    """The `training` entry of the exported model's card (its keys are part of the card format)."""
+    return {"experiment_name": s.experiment_name, "data_path": s.data_path, "epochs": s.epochs,
+            "learning_rate": s.lr, "seed": s.seed, "batch_size": s.batch_size,
+            "train_users": record["train_users"], "holdout_user": s.holdout_user,
+            "git_commit": record["git_commit"]}
+
+
 def holds_success(path: Path) -> bool:
     try:
         return json.loads(path.read_text()).get("success") is True
@@ -333,9 +356,8 @@ def train(s: TrainSettings) -> dict:
     logger = setup_logging(paths.run_log(s.experiment_name), name=f"signbart.{s.experiment_name}")
     start = time.time()
     record = {"experiment_name": s.experiment_name, "dataset_name": s.dataset_name, "run_type": s.run_type,
-              "holdout_user": s.holdout_user, "settings": dataclasses.asdict(s), "config_path": s.config_path,
-              "data_path": s.data_path, "epochs": s.epochs, "learning_rate": s.lr, "seed": s.seed,
-              "batch_size": s.batch_size, "no_validation": not s.validating,
+              "holdout_user": s.holdout_user, "config_path": s.config_path, "data_path": s.data_path,
+              "seed": s.seed, "no_validation": not s.validating,
               "training": training_record(s, cfg), "config_overrides": list(s.overrides),
               "framework": "tensorflow", "tensorflow_version": tf.__version__,
               "tf_threads": thread_settings(), "git_commit": git_commit(),
@@ -344,6 +366,8 @@ def train(s: TrainSettings) -> dict:
               "log_file": str(paths.run_log(s.experiment_name)),
               "checkpoint_dir": str(paths.checkpoint_dir(s.experiment_name)),
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S"), "success": False}
+    record["settings"] = other_settings(s, record, elsewhere=(*RECIPE_KEYS, "overrides"))  # training,
+    #                                                                          config_overrides
     try:
         keras.backend.clear_session()
         set_seed(s.seed)
@@ -369,8 +393,7 @@ def train(s: TrainSettings) -> dict:
                     f"lr {s.lr} ({s.schedule}), batch {s.batch_size}, seed {s.seed}"
                     + (f", --set {' '.join(s.overrides)}" if s.overrides else ""))
         record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
-        training_info = {k: record[k] for k in ("experiment_name", "data_path", "epochs", "learning_rate", "seed",
-                                                "batch_size", "train_users", "holdout_user", "git_commit")}
+        training_info = card_training(s, record)
         record |= finalize(model, s, cfg, fit_data, test_data, paths, logger, training_info)
         plot_training_curves(paths.training_csv(s.experiment_name), paths.curves_png(s.experiment_name),
                              s.experiment_name)
@@ -419,8 +442,10 @@ def add_validation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--val_users", default="", help="comma list of TRAINING signers held out for validation")
     ap.add_argument("--val_fraction", type=float, default=0.0,
                     help="fraction of the training clips (per class) held out for validation")
-    ap.add_argument("--scheduler_factor", type=float, default=0.1, help="ReduceLROnPlateau factor")
-    ap.add_argument("--scheduler_patience", type=int, default=5, help="ReduceLROnPlateau patience (epochs)")
+    ap.add_argument("--scheduler_factor", type=float, default=PLATEAU_FACTOR,
+                    help="ReduceLROnPlateau factor")
+    ap.add_argument("--scheduler_patience", type=int, default=PLATEAU_PATIENCE,
+                    help="ReduceLROnPlateau patience (epochs)")
 
 
 def validation_from_args(args) -> tuple[tuple, float]:
@@ -433,16 +458,18 @@ def validation_from_args(args) -> tuple[tuple, float]:
     return val_users, args.val_fraction
 
 
-def settings_from_args(args, **fixed) -> TrainSettings:
-    """TrainSettings from add_training_args flags; `fixed` supplies the run-specific fields."""
+def settings_from_args(args, settings_class: type = TrainSettings, **fixed):
+    """A settings dataclass (TrainSettings, or train_loso_functional_qat.QATSettings) from parsed
+    flags: each field takes the flag of its name, the validation flags are checked
+    (validation_from_args), and `fixed` supplies the run-specific fields."""
     val_users, val_fraction = validation_from_args(args)
-    return TrainSettings(config_path=args.config_path, epochs=args.epochs, lr=args.lr,
-                         batch_size=args.batch_size, overrides=tuple(args.overrides), seed=args.seed,
-                         val_users=val_users, val_fraction=val_fraction,
-                         scheduler_factor=args.scheduler_factor,
-                         scheduler_patience=args.scheduler_patience,
-                         pretrained_path=args.pretrained_path, resume=args.resume,
-                         output_root=args.output_root or None, **fixed)
+    flags = vars(args) | {"val_users": val_users, "val_fraction": val_fraction}
+    if "overrides" in flags:
+        flags["overrides"] = tuple(flags["overrides"])
+    if "output_root" in flags:
+        flags["output_root"] = flags["output_root"] or None
+    fields = {f.name for f in dataclasses.fields(settings_class)}
+    return settings_class(**{k: v for k, v in flags.items() if k in fields} | fixed)
 
 
 def infer_run(experiment_name: str, dataset_name: str, run_type: str) -> tuple[str, str, str | None]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from keypoints import hand_positions, mirror_permutation, rest_hand_points, selected_groups
+from recipes import DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
 
 MAX_FRAMES = 64  # every clip is subsampled to at most this many frames; the TFLite input is fixed to it
 BOX_MARGIN = 0.05  # the square box is 1 + 2*0.05 = 1.1x the larger side of the group's bounding box
@@ -38,7 +39,7 @@ def drop_resting_hands(kp: np.ndarray, cfg: dict) -> np.ndarray:
     whose pose wrist lies more than cfg["rest_hand_cutoff"] shoulder widths (|x_left - x_right| of the
     shoulders) below the shoulder line (mean y of the shoulders) gets all its points set to (0, 0).
     """
-    cutoff = cfg.get("rest_hand_cutoff", 0.0)
+    cutoff = cfg.get("rest_hand_cutoff", REST_HAND_CUTOFF)
     if not cutoff:
         return kp
     left, right, hands = rest_hand_points(cfg)
@@ -77,7 +78,7 @@ def canonicalize_hands(kp: np.ndarray, cfg: dict) -> np.ndarray:
 
 def left_dominant(kp: np.ndarray, cfg: dict) -> bool:
     """True when canonicalize_hands mirrors this clip (never when the config's dominant_hand_ratio is 0)."""
-    ratio = cfg.get("dominant_hand_ratio", 0.0)
+    ratio = cfg.get("dominant_hand_ratio", DOMINANT_HAND_RATIO)
     if not ratio:
         return False
     n_left, n_right = hand_frame_counts(kp, cfg)

@@ -34,7 +34,7 @@ from decoder import DecoderLayer
 from encoder import EncoderLayer
 from layers import PACKAGE
 from model_functional import build_model
-from recipes import CALIBRATION_CLIPS
+from recipes import CALIBRATION_CLIPS, DEFAULT_SEED
 from runs import loso_data_user
 from util import UserError
 from tf_env import keras, tf
@@ -51,7 +51,7 @@ MAX_PARITY_CLIPS = 256
 
 
 def representative_clips(data: SplitData, cfg: dict, count: int = CALIBRATION_CLIPS,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                         seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random subset of `count` clips, normalized and padded: (N, 64, K, 2), (N, 64)."""
     keypoints, masks, _ = data.padded(cfg)
     chosen = np.random.default_rng(seed).permutation(len(keypoints))[:count]
@@ -76,7 +76,8 @@ class QuantizationData:
     seed: int
 
     @classmethod
-    def load(cls, data_path, cfg: dict, calibration_clips: int = CALIBRATION_CLIPS, seed: int = 0):
+    def load(cls, data_path, cfg: dict, calibration_clips: int = CALIBRATION_CLIPS,
+             seed: int = DEFAULT_SEED):
         has_test = (Path(data_path) / "train").is_dir()
         train = load_split(data_path, "train" if has_test else "all", cfg)
         holdout = loso_data_user(data_path)

@@ -1,23 +1,32 @@
 """The training and quantization recipes: every default number defined once, read by the scripts'
 flags, the pipeline shell (through the CLI below) and the docs.
 
-  FP32 training     80 epochs, AdamW lr 2e-4 (weight decay: the config's, 0.01), batch = the
-                    config's batch_size (1), ReduceLROnPlateau (x0.1 after 5 epochs without
+  FP32 training     80 epochs, AdamW lr 2e-4 (weight decay 0.01 unless the config sets it), batch 1
+                    unless the config sets batch_size, ReduceLROnPlateau (x0.1 after 5 epochs without
                     progress, down to 1e-7), no label smoothing, augmentations.AugmentOptions(),
                     no length bucketing
-  QAT fine-tuning   20 epochs (at most), Adam lr 5e-5 (clipnorm 1.0), batch 4
+  QAT fine-tuning   20 epochs (at most; early stop after 10 without progress), Adam lr 5e-5
+                    (clipnorm 1.0), batch 4, the same ReduceLROnPlateau
   PTQ               mode `dynamic`; integer modes calibrated on 200 training clips
+  preprocessing     no resting-hand rule (rest_hand_cutoff 0) and no mirroring of left-handed clips
+                    (dominant_hand_ratio 0) unless the config sets them
   seed 42, holdouts user01,user08,user11, dataset name arabic_asl
 The demo pipeline (make_demo_dataset.py data) uses smaller budgets, chosen so that its LOSO models
 are clearly above chance (10 %) in about 10 minutes on 2 CPU cores: 20 epochs at lr 5e-4 and
 batch 8, QAT 2 epochs at batch 8, holdouts user01,user02, dataset name demo.
+
+The settings whose default lives here and in no other module (a flag, a settings field, a config
+key or a function parameter of that name; tests/test_recipe_defaults.py checks it): epochs, lr,
+batch_size, weight_decay, schedule, warmup_epochs, min_lr, label_smoothing, bucket_batches,
+scheduler_factor, scheduler_patience, qat_epochs, early_stop_patience, clipnorm, modes,
+num_calibration_samples, seed, holdouts, dataset_name, rest_hand_cutoff, dominant_hand_ratio.
 
 A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line
 flag replaces both: flag > config `training:` > recipe (`training_recipe` resolves them, once).
 
     python recipes.py            # the pipeline's defaults as NAME=value lines
     python recipes.py --demo     # the same for the demo dataset
-    python recipes.py --config configs/arabic-asl-65kpts-signer-independent.yaml  # + its training:
+    python config.py --recipe configs/arabic-asl-65kpts-signer-independent.yaml  # + its training:
 """
 from __future__ import annotations
 
@@ -30,19 +39,31 @@ from util import HelpFormatter, UserError, cli
 DEFAULT_HOLDOUTS = "user01,user08,user11"  # the reference's three held-out signers
 DEFAULT_SEED = 42
 DEFAULT_DATASET_NAME = "arabic_asl"
+SETTINGS = ("epochs", "lr", "batch_size", "weight_decay", "schedule", "warmup_epochs", "min_lr",
+            "label_smoothing", "bucket_batches", "scheduler_factor", "scheduler_patience",
+            "qat_epochs", "early_stop_patience", "clipnorm", "modes", "num_calibration_samples",
+            "seed", "holdouts", "dataset_name", "rest_hand_cutoff", "dominant_hand_ratio")
 
 FP32_EPOCHS = 80
 FP32_LR = 2e-4
+FP32_BATCH_SIZE = 1              # a config's batch_size when it sets none (the reference's)
+WEIGHT_DECAY = 0.01              # a config's AdamW weight decay when it sets none
 FP32_SCHEDULE = "plateau"        # or "cosine": linear warm-up, then cosine decay to min_lr
 FP32_WARMUP_EPOCHS = 0
 MIN_LR = 1e-7                    # floor of ReduceLROnPlateau; end of the cosine decay
 FP32_LABEL_SMOOTHING = 0.0
 FP32_BUCKET_BATCHES = 0          # length bucketing off: batches are consecutive clips of the shuffle
+PLATEAU_FACTOR = 0.1             # ReduceLROnPlateau of FP32 training and QAT: lr x 0.1 ...
+PLATEAU_PATIENCE = 5             # ... after 5 epochs without progress
 QAT_EPOCHS = 20
 QAT_BATCH_SIZE = 4
 QAT_LR = 5e-5
+QAT_CLIPNORM = 1.0               # Adam's gradient-norm clipping in QAT
+QAT_EARLY_STOP_PATIENCE = 10     # EarlyStopping (best weights restored) after 10 epochs without progress
 PTQ_MODES = "dynamic"
 CALIBRATION_CLIPS = 200
+REST_HAND_CUTOFF = 0.0           # a config's resting-hand rule when it sets none: off
+DOMINANT_HAND_RATIO = 0.0        # a config's left-handed-clip mirroring when it sets none: off
 
 DEMO = {"EPOCHS": 20, "LR": 5e-4, "BATCH_SIZE": 8, "QAT_EPOCHS": 2, "QAT_BATCH_SIZE": 8,
         "HOLDOUTS": "user01,user02", "DATASET_NAME": "demo"}
@@ -79,8 +100,8 @@ def cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, total_step
 
 def pipeline_defaults(demo: bool = False, cfg: dict | None = None) -> dict[str, str]:
     """The pipeline shell's settings that have a recipe default, by variable name
-    (BATCH_SIZE '' = the config's batch_size). With a config, its `training:` block's epochs,
-    lr and batch_size replace EPOCHS, LR and BATCH_SIZE."""
+    (BATCH_SIZE '' = the config's batch_size). With a loaded config, its `training:` block's
+    epochs, lr and batch_size replace EPOCHS, LR and BATCH_SIZE (`python config.py --recipe`)."""
     defaults = {"EPOCHS": FP32_EPOCHS, "LR": FP32_LR, "BATCH_SIZE": "", "QAT_EPOCHS": QAT_EPOCHS,
                 "QAT_BATCH_SIZE": QAT_BATCH_SIZE, "QAT_LR": QAT_LR, "PTQ_MODES": PTQ_MODES,
                 "SEED": DEFAULT_SEED, "HOLDOUTS": DEFAULT_HOLDOUTS,
@@ -97,16 +118,15 @@ def pipeline_defaults(demo: bool = False, cfg: dict | None = None) -> dict[str, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--demo", action="store_true", help="the demo dataset's budgets")
-    ap.add_argument("--config", default="",
-                    help="a config whose training: block replaces the defaults")
     args = ap.parse_args(argv)
-    cfg = None
-    if args.config:
-        from config import load_config
-        cfg = load_config(args.config)
-    for name, value in pipeline_defaults(args.demo, cfg).items():
-        print(f"{name}={value}")
+    print_settings(pipeline_defaults(args.demo))
     return 0
+
+
+def print_settings(settings: dict[str, str]) -> None:
+    """NAME=value lines, as the pipeline shell reads them."""
+    for name, value in settings.items():
+        print(f"{name}={value}")
 
 
 if __name__ == "__main__":

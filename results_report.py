@@ -13,10 +13,11 @@ import numpy as np
 
 import metrics
 from evaluation import SUMMARY_METRICS, TOP_K, text_table
+from runs import RECORD_RECIPE_KEYS, recorded_recipe
 from util import atomic_write_text
 
-RECIPE_KEYS = {  # training metadata key -> label in the report
-    "epochs": "epochs", "learning_rate": "learning rate (AdamW)", "batch_size": "batch size", "seed": "seed",
+RECIPE_KEYS = {  # training metadata key (epochs, lr, batch_size: runs.recorded_recipe) -> label in the report
+    "epochs": "epochs", "lr": "learning rate (AdamW)", "batch_size": "batch size", "seed": "seed",
     "no_validation": "no validation", "val_users": "validation signers", "train_samples": "training clips",
     "config_path": "config", "tensorflow_version": "TensorFlow", "git_commit": "git commit",
 }
@@ -50,7 +51,8 @@ def mean_pm_std(row: dict, key: str, fmt: str, missing: str = "-") -> str:
 def distinct(runs, key: str) -> str:
     values = []
     for run in runs:
-        value = run.metadata.get(key)
+        record = recorded_recipe(run.metadata) if key in RECORD_RECIPE_KEYS else run.metadata
+        value = record.get(key)
         if value is not None and value not in values:
             values.append(value)
     return " / ".join(map(str, values)) if values else "(not recorded)"

@@ -30,8 +30,8 @@ from pathlib import Path
 import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std
-from recipes import DEFAULT_HOLDOUTS
-from runs import QAT_METADATA, comma_list, loso_experiment_name, run_paths
+from recipes import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS, DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
+from runs import QAT_METADATA, comma_list, loso_experiment_name, recorded_recipe, run_paths
 from util import UserError, atomic_save, atomic_write_text, cli, read_json
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
@@ -87,11 +87,12 @@ def publish(args) -> list[Path]:
 # ----------------------------------------------------------------------------------------------- merge
 def study_name(meta: dict) -> str:
     """Config and recipe of a training run: runs that share it are one study (seeds and holdouts vary)."""
-    rest = meta.get("rest_hand_cutoff", 0.0)  # another preprocessing: another study
-    ratio = meta.get("dominant_hand_ratio", 0.0)
+    rest = meta.get("rest_hand_cutoff", REST_HAND_CUTOFF)  # another preprocessing: another study
+    ratio = meta.get("dominant_hand_ratio", DOMINANT_HAND_RATIO)
     rules = ", ".join(([f"resting hands > {rest:g}"] if rest else []) + ([f"left hand > {ratio:g}x"] if ratio else []))
+    recipe = recorded_recipe(meta)
     return (f"{Path(meta['config_path']).stem}{f' ({rules})' if rules else ''}, "
-            f"{meta['epochs']} epochs, batch {meta['batch_size']}, lr {meta['learning_rate']:g}")
+            f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, lr {recipe['lr']:g}")
 
 
 def network_name(meta: dict) -> str:
@@ -247,7 +248,8 @@ def parse_args(argv=None):
     p = sub.add_parser("publish", help="copy a collected study from outputs/ into results/<name>/")
     p.add_argument("--name", required=True, help="folder under --results_root")
     p.add_argument("--exp_prefix", default="", help="experiment prefix of the runs (default: none)")
-    p.add_argument("--dataset_name", default="arabic_asl", help="output folder name (default: arabic_asl)")
+    p.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
+                   help=f"output folder name (default: {DEFAULT_DATASET_NAME})")
     p.add_argument("--output_root", default="", help="output root (default: $SIGNBART_OUTPUT_ROOT or outputs)")
     p.add_argument("--results_root", default="results", help="committed results tree (default: results)")
     m = sub.add_parser("merge", help="one table from several published folders")

@@ -13,7 +13,7 @@
 # DATA_DIR and trained with small budgets. Otherwise the seed's recipe, with the config
 # configs/arabic-asl-<KEYPOINTS_COUNT>kpts.yaml. The budgets, seed, holdouts and dataset name of
 # both modes come from recipes.py, or from the config's training: block where it sets them
-# (`python recipes.py [--demo] [--config CONFIG]` prints them); every path and file
+# (`python config.py --recipe [--demo] CONFIG` prints them); every path and file
 # name of the run tree comes from runs.py (`python runs.py paths ...`).
 #
 # Every setting is an environment variable (defaults: the "settings" block below, then recipes.py):
@@ -287,7 +287,7 @@ setup_environment
 STAGE=settings
 # EPOCHS, LR, BATCH_SIZE, QAT_*, PTQ_MODES, SEED, HOLDOUTS, DATASET_NAME (unless set); the config's
 # training: block supplies EPOCHS, LR and BATCH_SIZE when it sets them
-defaults_from "$PY" recipes.py $(enabled "$DEMO" && echo --demo) --config "$CONFIG"
+defaults_from "$PY" config.py --recipe $(enabled "$DEMO" && echo --demo) "$CONFIG"
 HOLDOUTS="${HOLDOUT_ONLY:-$HOLDOUTS}"
 FULL_EPOCHS="${FULL_EPOCHS:-$EPOCHS}"
 FULL_LR="${FULL_LR:-$LR}"

@@ -25,7 +25,7 @@ import numpy as np
 from config import load_config, num_keypoints
 from main_functional import compile_model
 from preprocessing import pad_clip
-from recipes import DEFAULT_SEED
+from recipes import DEFAULT_SEED, QAT_CLIPNORM
 from util import HelpFormatter, atomic_save, cli, set_seed
 
 DEMO_EXPORTS = {  # file -> (model, converter mode)
@@ -62,7 +62,7 @@ def main(argv=None):
     keypoints, masks, labels = toy_clips(cfg, args.clips, args.seed)
     models = {"fp32": build_model(cfg)}
     models["qat"] = compile_model(quantize_for_training(models["fp32"]), cfg, 1e-4,
-                                  optimizer=keras.optimizers.Adam(learning_rate=1e-4, clipnorm=1.0))
+                                  optimizer=keras.optimizers.Adam(learning_rate=1e-4, clipnorm=QAT_CLIPNORM))
     covered = fake_quantized_kernels(models["qat"])
     print(f"QAT graph: {len(covered)}/{len(dense_kernels(models['qat']))} Dense kernels fake-quantized")
     models["qat"].fit({"keypoints": keypoints, "attention_mask": masks}, labels, batch_size=4, epochs=1, verbose=0)

@@ -54,6 +54,19 @@ QAT_WEIGHTS = "qat_model_weights.h5"      # legacy HDF5 weights (".weights.h5" s
 QAT_METADATA = "qat_metadata.json"        # written last by a QAT run
 
 
+# A training run record (training_metadata/<exp>_*.json) holds the resolved recipe once, in its
+# `training` block; records written before that block existed hold epochs, learning_rate and
+# batch_size at the top level (committed results/ folders have both shapes).
+RECORD_RECIPE_KEYS = {"epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size"}
+
+
+def recorded_recipe(record: dict) -> dict:
+    """The training recipe of a run record of either shape: its `training` block, else the
+    top-level epochs / learning_rate / batch_size of an older record (as epochs, lr, batch_size)."""
+    older = {key: record[old] for key, old in RECORD_RECIPE_KEYS.items() if old in record}
+    return older | record.get("training", {})
+
+
 def card_path(tflite_path) -> Path:
     """The model card written beside a .tflite: same name, .json."""
     return Path(tflite_path).with_suffix(".json")
@@ -290,16 +303,22 @@ class LosoFold:
     output_dir: Path
 
 
-def add_loso_args(ap, kind: str) -> None:
-    """Flags of ptq_export_batch.py / train_loso_functional_qat_batch.py."""
+def add_fold_args(ap) -> None:
+    """The LOSO folds to work on (parse_holdouts reads them): flags of train_loso_functional.py
+    and, through add_loso_args, of the batch scripts."""
     ap.add_argument("--base_data_path", required=True,
                     help="dataset root; folds are read from <base>_LOSO_<user>/")
     ap.add_argument("--holdouts", default=DEFAULT_HOLDOUTS,
-                    help="comma list of holdout users, or 'all'")
+                    help="comma list of holdout users, or 'all' (every signer found in <base>/all)")
     ap.add_argument("--holdout_only", default="",
                     help="this one holdout user only (overrides --holdouts)")
     ap.add_argument("--exp_prefix", default="",
                     help="experiment name prefix: <prefix>_<dataset>_LOSO_<user>")
+
+
+def add_loso_args(ap, kind: str) -> None:
+    """Flags of ptq_export_batch.py / train_loso_functional_qat_batch.py."""
+    add_fold_args(ap)
     ap.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
                     help="dataset folder name under the output root")
     ap.add_argument("--output_root", default="",

@@ -29,8 +29,9 @@ from preprocessing import BOX_MARGIN
 from util import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, tf
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
-from tflite_runtime import (INPUT_NAMES, OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARITY_TOLERANCE, TFLiteModel,
-                            card_path)
+from tflite_runtime import (CARD_CONFIG_PATH, CARD_CUTOFF, CARD_DOMINANT_HAND, CARD_GROUPS, CARD_JOINT_IDX,
+                            CARD_LAYOUT, CARD_MODEL, CARD_RATIO, CARD_RESTING_HANDS, CARD_RULES, INPUT_NAMES,
+                            OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARITY_TOLERANCE, TFLiteModel, card_path)
 
 SEQUENCE_LENGTH = MAX_FRAMES
 CARD_VERSION = 5  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support;
@@ -207,12 +208,13 @@ def normalization_rule(cfg: dict) -> dict:
 
 def resting_hands_rule(cfg: dict) -> dict:
     """preprocessing.drop_resting_hands with INPUT positions; {"cutoff": 0.0} when the model does not use it."""
-    cutoff = cfg.get("rest_hand_cutoff", 0.0)
+    _, _, off = CARD_RULES["rest_hand_cutoff"]
+    cutoff = cfg.get("rest_hand_cutoff", off)
     if not cutoff:
-        return {"cutoff": 0.0, "rule": "off"}
+        return {CARD_CUTOFF: off, "rule": "off"}
     left, right, hands = rest_hand_points(cfg)
     return {
-        "cutoff": cutoff,
+        CARD_CUTOFF: cutoff,
         "shoulders": [left, right],
         "hands": [{"wrist": wrist, "points": points.tolist()} for wrist, points in hands],
         "rule": ("after clipping, per frame: if both shoulders are detected and w = |x_left_shoulder - "
@@ -225,12 +227,13 @@ def resting_hands_rule(cfg: dict) -> dict:
 
 def dominant_hand_rule(cfg: dict) -> dict:
     """preprocessing.canonicalize_hands with INPUT positions; {"ratio": 0.0} when the model does not use it."""
-    ratio = cfg.get("dominant_hand_ratio", 0.0)
+    _, _, off = CARD_RULES["dominant_hand_ratio"]
+    ratio = cfg.get("dominant_hand_ratio", off)
     if not ratio:
-        return {"ratio": 0.0, "rule": "off"}
+        return {CARD_RATIO: off, "rule": "off"}
     left, right = hand_positions(cfg)
     return {
-        "ratio": ratio,
+        CARD_RATIO: ratio,
         "left_hand": left.tolist(),
         "right_hand": right.tolist(),
         "mirror": mirror_permutation(cfg).tolist(),
@@ -273,19 +276,19 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "output_rule": "logits -> softmax -> argmax = class id -> classes[id]",
         "sequence_length": SEQUENCE_LENGTH,
         "mask": "float 0/1 length mask: 1 for the first min(frames, 64) positions",
-        "config_path": cfg["config_path"],
-        "layout": cfg["layout"],
+        CARD_CONFIG_PATH: cfg["config_path"],
+        CARD_LAYOUT: cfg["layout"],
         "layout_structure": get_layout(cfg["layout"]).describe(),
         "num_keypoints": num_keypoints(cfg),
-        "joint_idx": cfg["joint_idx"],
-        "groups": cfg["groups"],
+        CARD_JOINT_IDX: cfg["joint_idx"],
+        CARD_GROUPS: cfg["groups"],
         "input_keypoints": input_keypoints(cfg),
-        "resting_hands": resting_hands_rule(cfg),
-        "dominant_hand": dominant_hand_rule(cfg),
+        CARD_RESTING_HANDS: resting_hands_rule(cfg),
+        CARD_DOMINANT_HAND: dominant_hand_rule(cfg),
         "normalization": normalization_rule(cfg),
         "frame_sampling": FRAME_SAMPLING,
         "mirroring": MIRRORING,
-        "model": model_hparams(cfg),
+        CARD_MODEL: model_hparams(cfg),
         "labels": [id2label[i] for i in sorted(id2label)],
         "label_names": label_names,
         "classes": [{"id": i, "label": id2label[i], "name": label_names.get(id2label[i], "")} for i in sorted(id2label)],

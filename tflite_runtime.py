@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recipes import DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
 from runs import card_path, require_file
 from util import UserError
 
@@ -175,24 +176,33 @@ class TFLiteModel:
 
 
 # ---------------------------------------------------------------------------- model card -> config
-CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels", "rest_hand_cutoff",  # card = config
-                    "dominant_hand_ratio")
+# The model card's keys that carry the config (tflite_export.model_card writes them, config_from_card
+# reads them back). The two preprocessing rules are card sections whose value has another name:
+CARD_MODEL, CARD_LAYOUT, CARD_JOINT_IDX, CARD_GROUPS = "model", "layout", "joint_idx", "groups"
+CARD_CONFIG_PATH = "config_path"
+CARD_RESTING_HANDS, CARD_CUTOFF = "resting_hands", "cutoff"     # config key rest_hand_cutoff
+CARD_DOMINANT_HAND, CARD_RATIO = "dominant_hand", "ratio"       # config key dominant_hand_ratio
+CARD_RULES = {"rest_hand_cutoff": (CARD_RESTING_HANDS, CARD_CUTOFF, REST_HAND_CUTOFF),
+              "dominant_hand_ratio": (CARD_DOMINANT_HAND, CARD_RATIO, DOMINANT_HAND_RATIO)}
+#             config key -> (card section, its value key, the value when a card has no section)
+CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels", *CARD_RULES)  # config keys a card
+#                                                                                   must agree on
 
 
 def config_from_card(card: dict, tflite_path) -> dict:
     """The preprocessing/model config recorded in a model card (tflite_export.model_card), as
     config.load_config would return it (index lists already expanded)."""
-    missing = [k for k in ("model", "layout", "joint_idx", "groups") if k not in card]
+    missing = [k for k in (CARD_MODEL, CARD_LAYOUT, CARD_JOINT_IDX, CARD_GROUPS) if k not in card]
     if missing:
         raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
     try:
-        hparams = {k: v for k, v in card["model"].items() if k != "num_keypoints"}
-        return hparams | {"layout": card["layout"], "joint_idx": list(card["joint_idx"]),
-                          "groups": {name: list(idx) for name, idx in card["groups"].items()},
-                          "rest_hand_cutoff": float(card.get("resting_hands", {}).get("cutoff", 0.0)),
-                          "dominant_hand_ratio": float(card.get("dominant_hand", {}).get("ratio", 0.0)),
-                          "config_path": f"{card_path(tflite_path)} "
-                                         f"(card of {card.get('config_path', '?')})"}
+        hparams = {k: v for k, v in card[CARD_MODEL].items() if k != "num_keypoints"}
+        rules = {key: float(card.get(section, {}).get(value_key, off))
+                 for key, (section, value_key, off) in CARD_RULES.items()}
+        return hparams | rules | {
+            "layout": card[CARD_LAYOUT], "joint_idx": list(card[CARD_JOINT_IDX]),
+            "groups": {name: list(idx) for name, idx in card[CARD_GROUPS].items()},
+            "config_path": f"{card_path(tflite_path)} (card of {card.get(CARD_CONFIG_PATH, '?')})"}
     except (AttributeError, TypeError) as e:
         raise UserError(f"{card_path(tflite_path)}: model card has a malformed model/joint_idx/groups "
                         f"entry ({e}); pass --config_path") from None

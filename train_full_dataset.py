@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from main_functional import add_training_args, settings_from_args, train
+from recipes import DEFAULT_DATASET_NAME
 from runs import full_experiment_name
 from util import HelpFormatter, cli
 
@@ -24,7 +25,7 @@ def main(argv=None):
     ap.add_argument("--base_data_path", required=True, help="dataset root holding all/GXX/*.pkl and the label maps")
     ap.add_argument("--exp_name", default="", help="experiment name ('': <dataset_name>_full)")
     add_training_args(ap)
-    ap.set_defaults(dataset_name="arabic_asl")
+    ap.set_defaults(dataset_name=DEFAULT_DATASET_NAME)
     args = ap.parse_args(argv)
     settings = settings_from_args(args, experiment_name=args.exp_name or full_experiment_name(args.dataset_name),
                                   data_path=args.base_data_path, dataset_name=args.dataset_name, run_type="full",

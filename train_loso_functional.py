@@ -18,8 +18,8 @@ import argparse
 import sys
 
 from main_functional import add_training_args, settings_from_args, train
-from recipes import DEFAULT_HOLDOUTS
-from runs import loso_data_path, loso_experiment_name, parse_holdouts
+from recipes import DEFAULT_DATASET_NAME
+from runs import add_fold_args, loso_data_path, loso_experiment_name, parse_holdouts
 from util import HelpFormatter, UserError, cli, setup_logging
 
 
@@ -51,13 +51,9 @@ def summary_line(user: str, record: dict | None) -> str:
 @cli
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--base_data_path", required=True, help="dataset root; folds are read from <base>_LOSO_<user>/")
-    ap.add_argument("--holdouts", default=DEFAULT_HOLDOUTS, help="comma list of holdout users, or 'all' "
-                    "(every signer found in <base>/all)")
-    ap.add_argument("--holdout_only", default="", help="train this one holdout user only (overrides --holdouts)")
-    ap.add_argument("--exp_prefix", default="", help="experiment name prefix: <prefix>_<dataset>_LOSO_<user>")
+    add_fold_args(ap)
     add_training_args(ap)
-    ap.set_defaults(dataset_name="arabic_asl")
+    ap.set_defaults(dataset_name=DEFAULT_DATASET_NAME)
     args = ap.parse_args(argv)
     users = parse_holdouts(args.holdouts, args.base_data_path, args.holdout_only)
     logger = setup_logging(name="signbart.loso")

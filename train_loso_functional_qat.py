@@ -8,7 +8,7 @@ A run, in order:
   1. read the dataset folder: `train` (or `all` for a full-dataset model) is fine-tuned on, `test` is only
      evaluated. Optional validation for early stopping is carved from the TRAINING signers (--val_users or
      --val_fraction, as main_functional); the default is the reference pipelines' --no_validation.
-  2. load the FP32 checkpoint, wrap it for QAT, and fine-tune: Adam(--lr, clipnorm 1.0), batch --batch_size,
+  2. load the FP32 checkpoint, wrap it for QAT, and fine-tune: Adam(--lr, clipnorm: recipes.py), batch --batch_size,
      augmented clips, ReduceLROnPlateau(--scheduler_factor, --scheduler_patience) and EarlyStopping
      (--early_stop_patience, best weights restored) on the validation loss, or on the training loss without validation.
   3. save qat_model_weights.h5 (a QAT model does not reload from .keras/.h5), rebuild
@@ -32,7 +32,6 @@ folder and writes step 3's exports again with the current exporter (e.g. after a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -40,35 +39,24 @@ from pathlib import Path
 
 from config import load_config, model_hparams
 from dataset import make_dataset, read_label_maps, read_label_names
-from main_functional import (EVAL_BATCH, add_validation_args, carve_validation, compile_model, evaluate,
-                             validation_from_args)
-from recipes import CALIBRATION_CLIPS, MIN_LR, QAT_BATCH_SIZE, QAT_EPOCHS, QAT_LR
-from recipes import DEFAULT_SEED
+from main_functional import (EVAL_BATCH, FitSettings, add_validation_args, carve_validation, compile_model,
+                             evaluate, other_settings, settings_from_args)
+from recipes import (CALIBRATION_CLIPS, DEFAULT_SEED, MIN_LR, QAT_BATCH_SIZE, QAT_CLIPNORM,
+                     QAT_EARLY_STOP_PATIENCE, QAT_EPOCHS, QAT_LR)
 from runs import FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, export_dir_for, require_file
 from util import (HelpFormatter, atomic_save, atomic_write_json, cli, git_commit, read_json, set_seed,
     setup_logging)
 
 
-@dataclass
-class QATSettings:
-    config_path: str
-    data_path: str
+@dataclass(kw_only=True)
+class QATSettings(FitSettings):
     checkpoint: str
     output_dir: str
     batch_size: int = QAT_BATCH_SIZE
     qat_epochs: int = QAT_EPOCHS
     lr: float = QAT_LR
-    seed: int = DEFAULT_SEED
-    val_users: tuple = ()                 # the names main_functional.carve_validation reads
-    val_fraction: float = 0.0
-    scheduler_factor: float = 0.1
-    scheduler_patience: int = 5
-    early_stop_patience: int = 10
+    early_stop_patience: int = QAT_EARLY_STOP_PATIENCE
     num_calibration_samples: int = CALIBRATION_CLIPS
-
-    @property
-    def validating(self) -> bool:
-        return bool(self.val_users) or self.val_fraction > 0
 
 
 # ----------------------------------------------------------------------------------------------- steps
@@ -135,12 +123,13 @@ def run_qat(s: QATSettings) -> dict:
                 + (f", {len(val_data)} validation clips of {sorted(set(val_data.users))}" if val_data else
                    ", no validation"))
     qat_model = compile_model(quantize_for_training(load_model(checkpoint, cfg)), cfg, s.lr,
-                              optimizer=keras.optimizers.Adam(learning_rate=s.lr, clipnorm=1.0))
-    record = {"checkpoint": str(checkpoint), "settings": dataclasses.asdict(s), "seed": s.seed,
+                              optimizer=keras.optimizers.Adam(learning_rate=s.lr, clipnorm=QAT_CLIPNORM))
+    record = {"checkpoint": str(checkpoint), "seed": s.seed,
               "config_path": s.config_path, "model_config": model_hparams(cfg), "git_commit": git_commit(),
               "tensorflow_version": tf.__version__, "fit_users": sorted(set(fit_data.users)),
               "fit_samples": len(fit_data), "val_users": sorted(set(val_data.users)) if val_data else [],
               "fake_quant": check_fake_quant(qat_model, logger)}
+    record["settings"] = other_settings(s, record)
     record |= fine_tune(qat_model, s, cfg, fit_data, val_data, logger, output_dir / "qat_training.csv")
 
     weights = atomic_save(output_dir / QAT_WEIGHTS, lambda p: save_qat_weights(qat_model, p))
@@ -198,22 +187,14 @@ def add_qat_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE, help="QAT batch size")
     ap.add_argument("--qat_epochs", type=int, default=QAT_EPOCHS,
                     help="QAT fine-tuning epochs (at most)")
-    ap.add_argument("--lr", type=float, default=QAT_LR, help="Adam learning rate (clipnorm 1.0)")
+    ap.add_argument("--lr", type=float, default=QAT_LR,
+                    help=f"Adam learning rate (clipnorm {QAT_CLIPNORM})")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of shuffling, augmentation and calibration clips")
     add_validation_args(ap)
-    ap.add_argument("--early_stop_patience", type=int, default=10, help="EarlyStopping patience (epochs)")
+    ap.add_argument("--early_stop_patience", type=int, default=QAT_EARLY_STOP_PATIENCE,
+                    help="EarlyStopping patience (epochs)")
     ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
                     help="training clips calibrating qat_int8.tflite's tensors that have no FakeQuant range")
-
-
-def settings_from_args(args, **fixed) -> QATSettings:
-    """QATSettings from add_qat_args flags; `fixed` supplies the run-specific fields."""
-    val_users, val_fraction = validation_from_args(args)
-    return QATSettings(config_path=args.config_path, batch_size=args.batch_size, qat_epochs=args.qat_epochs,
-                       lr=args.lr, seed=args.seed, val_users=val_users, val_fraction=val_fraction,
-                       scheduler_factor=args.scheduler_factor, scheduler_patience=args.scheduler_patience,
-                       early_stop_patience=args.early_stop_patience,
-                       num_calibration_samples=args.num_calibration_samples, **fixed)
 
 
 @cli
@@ -228,7 +209,8 @@ def main(argv=None):
                     help="no training: re-export the QAT weights an earlier run saved in the output folder")
     args = ap.parse_args(argv)
     output_dir = args.output_dir or str(export_dir_for(args.checkpoint, "qat"))
-    settings = settings_from_args(args, data_path=args.data_path, checkpoint=args.checkpoint, output_dir=output_dir)
+    settings = settings_from_args(args, QATSettings, data_path=args.data_path, checkpoint=args.checkpoint,
+                                  output_dir=output_dir)
     record = (reexport_qat if args.export_only else run_qat)(settings)
     print(f"QAT exports in {output_dir}: {', '.join(record['exports'])}")
 

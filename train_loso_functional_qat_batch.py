@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from main_functional import settings_from_args
 from runs import add_loso_args, run_loso_batch
 from util import HelpFormatter, cli
-from train_loso_functional_qat import add_qat_args, run_qat, settings_from_args
+from train_loso_functional_qat import QATSettings, add_qat_args, run_qat
 
 
 @cli
@@ -28,8 +29,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     def fine_tune(fold, logger):
-        run_qat(settings_from_args(args, data_path=str(fold.data_path), checkpoint=str(fold.checkpoint),
-                                   output_dir=str(fold.output_dir)))
+        run_qat(settings_from_args(args, QATSettings, data_path=str(fold.data_path),
+                                   checkpoint=str(fold.checkpoint), output_dir=str(fold.output_dir)))
     return run_loso_batch(args, "qat", "QAT", fine_tune)
 
 

@@ -30,7 +30,7 @@ HELP_SCRIPTS = (  # the command-line scripts of the repository (seed names first
     "train_full_dataset.py", "ptq_export.py", "ptq_export_batch.py", "train_loso_functional_qat.py",
     "train_loso_functional_qat_batch.py", "run_qat_export.py", "evaluate_tflite_single.py",
     "test_tflite_models.py", "test_single_sample.py", "collect_results.py", "predict_video.py",
-    "results_tables.py", "runs.py", "recipes.py", "check_runtimes.py", "tflite_worker.py",
+    "results_tables.py", "runs.py", "recipes.py", "config.py", "check_runtimes.py", "tflite_worker.py",
     "make_test_vectors.py", "build_karsl_subset.py", "layouts.py",
 )
 PROBE = """import os, runpy, sys

@@ -105,9 +105,8 @@ def test_yaml_exponent_without_a_dot_is_a_float(tmp_path):
 
 def test_cli_validation_exits_non_zero_with_one_line(tmp_path):
     path = write_config(tmp_path, {"schedule": "step"})
-    for script, code in (("config.py", 1), ("recipes.py", 2)):
-        args = [str(path)] if script == "config.py" else ["--config", str(path)]
-        result = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True)
+    for args, code in (([str(path)], 1), (["--recipe", str(path)], 2)):
+        result = subprocess.run([sys.executable, "config.py", *args], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == code and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "key 'training.schedule'" in result.stderr
 
@@ -182,7 +181,8 @@ def test_resume_key_holds_the_recipe():
 
 
 def test_pipeline_defaults_read_the_config(capsys):
-    assert recipes.main(["--config", str(SIGNER_INDEPENDENT)]) == 0
+    import config
+    assert config.main(["--recipe", str(SIGNER_INDEPENDENT)]) == 0
     lines = dict(line.split("=", 1) for line in capsys.readouterr().out.split())
     assert (lines["EPOCHS"], lines["LR"], lines["BATCH_SIZE"]) == ("60", "0.001", "32")
     assert recipes.pipeline_defaults(True, load_config(REFERENCE_CONFIG)) == recipes.pipeline_defaults(True)
@@ -412,7 +412,7 @@ def test_one_epoch_run_from_a_full_training_block(demo_root, tiny_config_path, t
     assert code == 0
     paths = run_paths("demo", "loso", str(out))
     record = json.loads((paths.metadata_dir() / "demo_LOSO_user01_latest.json").read_text())
-    assert record["success"] and record["epochs"] == 1 and record["batch_size"] == 16
+    assert record["success"] and (record["training"]["epochs"], record["training"]["batch_size"]) == (1, 16)
     assert record["config_overrides"] == ["training.label_smoothing=0.1"]
     training = record["training"]
     assert (training["schedule"], training["label_smoothing"], training["lr"]) == ("cosine", 0.1, 3e-3)

@@ -94,6 +94,20 @@ def test_merge_tells_apart_networks_of_one_config(tmp_path):
     assert {r["study"] for r in alone["rows"]} == {base}
 
 
+def test_run_records_of_both_shapes_name_one_study(tmp_path):
+    """Records written before the `training` block held the recipe (epochs, learning_rate, batch_size at the top
+    level; the committed results/ folders) and records that hold it only there are one study."""
+    old = publish_folder(tmp_path / "old", {"user01": {"FP32": 95.0}})
+    new = publish_folder(tmp_path / "new", {"user08": {"FP32": 98.0}},
+                         {"training": {"epochs": 80, "lr": 1e-3, "batch_size": 32}})
+    for record in (new / "training_metadata").glob("*.json"):
+        meta = json.loads(record.read_text())
+        record.write_text(json.dumps({k: v for k, v in meta.items()
+                                      if k not in ("epochs", "learning_rate", "batch_size")}))
+    result = merge(old, new, "--output_dir", tmp_path / "m")
+    assert {r["study"] for r in result["rows"]} == {"arabic-asl-65kpts, 80 epochs, batch 32, lr 0.001"}
+
+
 def test_merge_errors_name_the_file(tmp_path, capsys):
     bare = tmp_path / "bare"
     bare.mkdir()

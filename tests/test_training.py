@@ -80,7 +80,11 @@ def test_two_epoch_run_writes_the_full_output_tree(cli_run):
 def test_metadata_records_the_run(cli_run, tiny_cfg):
     paths, _, record = cli_run
     from model_functional import build_model
-    assert record["success"] and record["seed"] == 42 and record["epochs"] == 2 and record["batch_size"] == 8
+    assert record["success"] and record["seed"] == 42
+    assert (record["training"]["epochs"], record["training"]["batch_size"]) == (2, 8)
+    for key in ("epochs", "lr", "batch_size", "learning_rate"):  # each setting recorded once: in training
+        assert key not in record and key not in record["settings"], key
+    assert record["settings"]["scheduler_factor"] == 0.1 and "seed" not in record["settings"]
     assert record["model_parameters"] == build_model(tiny_cfg).count_params()
     assert record["holdout_user"] == HOLDOUT and HOLDOUT not in record["train_users"]
     assert record["test_users"] == [HOLDOUT] and record["test"]["samples"] == 30
