@@ -16,7 +16,7 @@ import yaml
 import augmentations as aug
 import recipes
 from augmentations import AugmentOptions, augment, nonzero_mask
-from config import ConfigError, load_config
+from config import ConfigError, load_config, model_hparams
 from keypoints import hand_positions, mirror_permutation
 from dataset import SplitData, load_split, make_dataset
 from preprocessing import subsample
@@ -61,6 +61,37 @@ def test_configs_without_a_training_block_resolve_to_the_recipe():
         "epochs": recipes.FP32_EPOCHS, "lr": recipes.FP32_LR, "batch_size": 1, "weight_decay": 0.01,
         "schedule": "plateau", "warmup_epochs": 0, "min_lr": recipes.MIN_LR, "label_smoothing": 0.0,
         "bucket_batches": 0}
+
+
+PUBLISHED_BATCH_32 = {  # config -> a committed results folder trained with it and --epochs/--lr/--batch_size
+    "65kpts": "mlr511-65kpts-loso-b32lr1e-3", "42kpts-hands": "mlr511-42kpts-hands-b32lr1e-3",
+    "44kpts-hands-wrists": "mlr511-44kpts-hands-wrists-b32lr1e-3-user01",
+    "46kpts-hands-shoulders-wrists": "mlr511-46kpts-hands-shoulders-wrists-b32lr1e-3",
+    "48kpts-hands-shoulders-elbows-wrists": "mlr511-48kpts-hands-shoulders-elbows-wrists-b32lr1e-3",
+    "90kpts": "mlr511-90kpts-b32lr1e-3"}
+
+
+@pytest.mark.parametrize("variant", PUBLISHED_BATCH_32)
+def test_published_batch_32_runs_have_a_config_with_their_recipe(variant):
+    """configs/arabic-asl-V-b32lr1e-3.yaml trains, with no flag, what the published runs trained with
+    configs/arabic-asl-V.yaml and flags: the same network, the recorded recipe, the default augmentation."""
+    cfg = load_config(REPO / "configs" / f"arabic-asl-{variant}-b32lr1e-3.yaml")
+    base = load_config(REPO / "configs" / f"arabic-asl-{variant}.yaml")
+    assert base["training"] == {}                     # the reference recipe stays the base config's
+    same = [k for k in base if k not in ("training", "config_path", "description", "batch_size")]
+    assert {k: cfg[k] for k in same} == {k: base[k] for k in same}
+    assert aug.options_from_config(cfg) == AugmentOptions()
+    recipe = recipes.training_recipe(cfg)
+    records = sorted((REPO / "results" / PUBLISHED_BATCH_32[variant] / "training_metadata").glob("*.json"))
+    assert records
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["config_path"] == f"configs/arabic-asl-{variant}.yaml"
+        assert (record["epochs"], record["learning_rate"], record["batch_size"]) == (
+            recipe["epochs"], recipe["lr"], recipe["batch_size"]), path
+        assert record["model_config"] == {k: v for k, v in model_hparams(cfg).items()}, path
+        assert record["settings"]["val_fraction"] == 0 and not record["settings"]["val_users"]
+    assert recipe == recipes.training_recipe(base) | {"epochs": 80, "lr": 1e-3, "batch_size": 32}
 
 
 @pytest.mark.parametrize("training, message", [
