@@ -53,8 +53,8 @@ from recipes import (DEFAULT_SEED, FP32_EPOCHS, FP32_LR, PLATEAU_FACTOR, PLATEAU
                      training_recipe)
 from runs import (CHECKPOINT_METADATA, FINAL_MODEL, comma_list, discover_users, parse_experiment_name,
     require_file, run_paths)
-from util import (HelpFormatter, UserError, atomic_save, atomic_write_json, cli, git_commit, set_seed,
-    setup_logging)
+from util import (HelpFormatter, UserError, add_verbose_flag, atomic_save, atomic_write_json, cli, git_commit,
+    set_seed, setup_logging)
 
 EVAL_BATCH = 32
 MAX_PARITY_CLIPS = 256
@@ -433,6 +433,7 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--resume", action="store_true", help="continue from the experiment's last epoch checkpoint")
     ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
     ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
+    add_verbose_flag(ap)
 
 
 def add_validation_args(ap: argparse.ArgumentParser) -> None:

@@ -122,13 +122,14 @@ def count_flops(cfg: dict) -> int:
     """FLOPs of one clip through a freshly built model of `cfg` (method: metrics.FLOPS_METHOD)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from tf_env import tf
+    from tf_env import quiet_native, tf
     model = build_model(cfg, max_frames=MAX_FRAMES, batch_size=1)
     spec = [tf.TensorSpec([1, MAX_FRAMES, num_keypoints(cfg), 2], tf.float32),
             tf.TensorSpec([1, MAX_FRAMES], tf.float32)]
     forward = tf.function(lambda kp, mask: model({"keypoints": kp, "attention_mask": mask},
                                                  training=False))
-    graph = convert_variables_to_constants_v2(forward.get_concrete_function(*spec)).graph
+    with quiet_native():  # grappler's absl lines
+        graph = convert_variables_to_constants_v2(forward.get_concrete_function(*spec)).graph
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),

@@ -30,7 +30,7 @@ from dataset import read_label_maps, read_label_names
 from recipes import CALIBRATION_CLIPS, PTQ_MODES
 from recipes import DEFAULT_SEED
 from runs import CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, comma_list, export_dir_for, require_file
-from util import HelpFormatter, UserError, cli, read_json, set_seed
+from util import HelpFormatter, UserError, add_verbose_flag, cli, read_json, set_seed
 
 
 def parse_modes(arg: str) -> list[str]:
@@ -93,6 +93,7 @@ def add_quantization_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
                     help="training clips calibrating the integer modes (int8, int8_io, int16x8)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed choosing the calibration clips")
+    add_verbose_flag(ap)
 
 
 @cli

@@ -26,7 +26,7 @@ from config import load_config, num_keypoints
 from main_functional import compile_model
 from preprocessing import pad_clip
 from recipes import DEFAULT_SEED, QAT_CLIPNORM
-from util import HelpFormatter, atomic_save, cli, set_seed
+from util import HelpFormatter, add_verbose_flag, atomic_save, cli, set_seed
 
 DEMO_EXPORTS = {  # file -> (model, converter mode)
     "signbart_fp32.tflite": ("fp32", "fp32"),
@@ -51,6 +51,7 @@ def main(argv=None):
     ap.add_argument("--save_keras", action="store_true", help="also save the FP32 .h5 and the QAT weights")
     ap.add_argument("--clips", type=int, default=32, help="random toy clips (QAT steps, calibration, parity)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the weights and the toy clips")
+    add_verbose_flag(ap)
     args = ap.parse_args(argv)
     from model_functional import build_model
     from quantization import (dense_kernels, fake_quantized_kernels, quantize_for_training,

@@ -5,20 +5,24 @@ Keras: in TF >= 2.16 `tf.keras` is Keras 3, which tensorflow-model-optimization 
 Keras 2 (`tf_keras`) explicitly, and set TF_USE_LEGACY_KERAS before TensorFlow is first imported so
 that behaviour does not depend on whether tfmot happens to be imported first.
 
-Logs: TF_CPP_MIN_LOG_LEVEL=2 hides TensorFlow's C++ INFO and WARNING lines and keeps its errors.
-Some start-up lines are written before TensorFlow's logging is set up, whatever that level says:
-the CUDA plugins registering twice (cuFFT/cuDNN/cuBLAS factory, "computation placer already
-registered") and, on a machine without an NVIDIA GPU, "failed call to cuInit". So the import and
-the device probe run with the C++ stderr captured; those known lines are dropped, anything else is
-passed on. GPUs stay visible and usable.
+Console: quiet unless SIGNBART_VERBOSE=1 (or a script's --verbose; util.py holds the switch).
+TF_CPP_MIN_LOG_LEVEL=3 hides TensorFlow's C++ INFO, WARNING and ERROR lines (an "E ... node_def_util.cc
+... use_unbounded_threadpool" line of tf.data is not an error of ours); the Python loggers of
+TensorFlow and absl show errors only; the `tf.lite.Interpreter is deprecated` warning, raised when
+the converter calibrates an integer model, is ignored. Some start-up lines are written before
+TensorFlow's logging is set up, whatever that level says: the CUDA plugins registering twice
+(cuFFT/cuDNN/cuBLAS factory, "computation placer already registered") and, on a machine without an
+NVIDIA GPU, "failed call to cuInit". So the import and the device probe run with the C++ stderr
+captured; those known lines are dropped, anything else is passed on. GPUs stay visible and usable.
+`quiet_native()` does the same around the TFLite converter (its absl lines).
 """
 import os
-import sys
-import tempfile
 from pathlib import Path
 
+from util import NATIVE_NOISE, native_noise_dropped, quiet_tensorflow, verbose
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()
 
 STARTUP_NOISE = ("Unable to register cuFFT factory", "Unable to register cuDNN factory",
                  "Unable to register cuBLAS factory", "computation placer already registered",
@@ -31,33 +35,25 @@ def _has_nvidia_device() -> bool:
 
 
 def _import_quietly():
-    """Import TensorFlow + tf_keras and probe the devices with file descriptor 2 captured; re-emit
-    what is not known start-up noise (an import that fails re-emits everything)."""
-    noise = STARTUP_NOISE + (() if _has_nvidia_device() else NO_GPU_NOISE)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    failed = True
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow
-            import tf_keras
-            tensorflow.config.list_physical_devices()  # CUDA is probed here, not at the first op
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines
-                                     if failed or not any(text in line for text in noise)))
-            sys.stderr.flush()
+    """Import TensorFlow + tf_keras and probe the devices with file descriptor 2 captured; pass on
+    what is not known start-up noise (an import that fails passes on everything)."""
+    with native_noise_dropped(STARTUP_NOISE + (() if _has_nvidia_device() else NO_GPU_NOISE)):
+        import tensorflow
+        import tf_keras
+        tensorflow.config.list_physical_devices()  # CUDA is probed here, not at the first op
     return tensorflow, tf_keras
 
 
+def quiet_native():
+    """A context that drops the converter's and interpreter's native console lines (util.NATIVE_NOISE)."""
+    return native_noise_dropped(NATIVE_NOISE)
+
+
 tf, keras = _import_quietly()
-tf.get_logger().setLevel("ERROR")
+if not verbose():
+    import absl.logging
+    tf.get_logger().setLevel("ERROR")
+    absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 def thread_settings() -> dict:
@@ -70,4 +66,4 @@ def thread_settings() -> dict:
             "cpu_count": os.cpu_count()}
 
 
-__all__ = ["tf", "keras", "thread_settings"]
+__all__ = ["tf", "keras", "quiet_native", "thread_settings"]

@@ -27,7 +27,7 @@ from preprocessing import MAX_FRAMES
 from keypoints import get_layout
 from preprocessing import BOX_MARGIN
 from util import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
-from tf_env import keras, tf
+from tf_env import keras, quiet_native, tf
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
 from tflite_runtime import (CARD_CONFIG_PATH, CARD_CUTOFF, CARD_DOMINANT_HAND, CARD_GROUPS, CARD_JOINT_IDX,
                             CARD_LAYOUT, CARD_MODEL, CARD_RATIO, CARD_RESTING_HANDS, CARD_RULES, INPUT_NAMES,
@@ -161,7 +161,8 @@ def convert(model: keras.Model, cfg: dict, mode: str = "fp32", representative_da
                                                                variables_holder(model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     CONVERTER_MODES[mode](converter, representative_data)
-    return name_signature(converter.convert())
+    with quiet_native():  # the converter's absl lines (util.NATIVE_NOISE)
+        return name_signature(converter.convert())
 
 
 # ----------------------------------------------------------------------------------------------- parity

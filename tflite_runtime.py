@@ -28,7 +28,7 @@ import numpy as np
 
 from recipes import DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
 from runs import card_path, require_file
-from util import UserError
+from util import UserError, native_noise_dropped, quiet_tensorflow
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
 OUTPUT_NAME = "logits"
@@ -60,6 +60,7 @@ def interpreter_class(interpreter: str = "litert"):
         from ai_edge_litert.interpreter import Interpreter
         return Interpreter
     if interpreter == "tensorflow":
+        quiet_tensorflow()  # before the import (tflite_worker.py imports no tf_env)
         import tensorflow as tf
         return tf.lite.Interpreter
     raise UserError(f"unknown interpreter {interpreter!r}; choose one of {list(INTERPRETERS)}")
@@ -119,16 +120,20 @@ class TFLiteModel:
         Interpreter = interpreter_class(interpreter)
         if isinstance(model, (bytes, bytearray)):
             self.source = "<in-memory model>"
-            self.interpreter = Interpreter(model_content=bytes(model), num_threads=num_threads)
+            source = {"model_content": bytes(model)}
         else:
             self.source = str(model)
             if not Path(model).is_file():
                 raise UserError(f"TFLite model not found: {model}")
+            source = {"model_path": str(model)}
+        with native_noise_dropped():  # TFLite's own INFO line (util.NATIVE_NOISE)
             try:
-                self.interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+                self.interpreter = Interpreter(**source, num_threads=num_threads)
             except ValueError as e:
+                if "model_path" not in source:
+                    raise
                 raise UserError(f"{model}: not a loadable TFLite model ({e})") from None
-        self.interpreter.allocate_tensors()
+            self.interpreter.allocate_tensors()
         self.keypoints_input, self.mask_input = find_inputs(self.interpreter.get_input_details(), self.source)
         self.output = self.interpreter.get_output_details()[0]
 

@@ -44,8 +44,8 @@ from main_functional import (EVAL_BATCH, FitSettings, add_validation_args, carve
 from recipes import (CALIBRATION_CLIPS, DEFAULT_SEED, MIN_LR, QAT_BATCH_SIZE, QAT_CLIPNORM,
                      QAT_EARLY_STOP_PATIENCE, QAT_EPOCHS, QAT_LR)
 from runs import FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, export_dir_for, require_file
-from util import (HelpFormatter, atomic_save, atomic_write_json, cli, git_commit, read_json, set_seed,
-    setup_logging)
+from util import (HelpFormatter, add_verbose_flag, atomic_save, atomic_write_json, cli, git_commit, read_json,
+    set_seed, setup_logging)
 
 
 @dataclass(kw_only=True)
@@ -195,6 +195,7 @@ def add_qat_args(ap: argparse.ArgumentParser) -> None:
                     help="EarlyStopping patience (epochs)")
     ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
                     help="training clips calibrating qat_int8.tflite's tensors that have no FakeQuant range")
+    add_verbose_flag(ap)
 
 
 @cli

@@ -1,21 +1,30 @@
 """The utility drawer every script shares: one-line user errors and the CLI wrapper that prints
-them, the --help formatter, atomic writes, reading a JSON file the run needs, seeding, logging and
-the git commit of the checkout. Imports no TensorFlow and nothing of the project's.
+them, the --help formatter, atomic writes, reading a JSON file the run needs, seeding, logging, the
+quiet console and the git commit of the checkout. Imports no TensorFlow and nothing of the project's.
+
+Quiet console: TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL=3), its absl logs, the lines that the
+TFLite converter and interpreter print natively (NATIVE_NOISE) and the `tf.lite.Interpreter is
+deprecated` warning are silenced in our processes (tf_env.py before it imports TensorFlow,
+tflite_runtime.py around every interpreter). SIGNBART_VERBOSE=1 in the environment, or --verbose on
+a training or export script, brings them back.
 
 The run tree (artefact paths and names, experiment names) is not here: it lives in runs.py.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import os
 import pickle
 import random
+import re
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +160,75 @@ def setup_logging(log_file=None, name: str = "signbart") -> logging.Logger:
         logger.addHandler(h)
     logger.propagate = False
     return logger
+
+
+# ----------------------------------------------------------------------------------------------- quiet console
+VERBOSE_ENV = "SIGNBART_VERBOSE"  # "1": TensorFlow's own console (C++ and absl logs, warnings) is kept
+# What TensorFlow and TFLite write to file descriptor 2 from C++, whatever Python's logging says:
+NATIVE_NOISE = (
+    "All log messages before absl::InitializeLog() is called",     # absl's first line in a process
+    re.compile(r"^[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "),            # absl INFO / WARNING (converter)
+    "fully_quantize: ",                                            # the integer quantizer's settings
+    "Created TensorFlow Lite XNNPACK delegate for CPU",            # TFLite's first interpreter
+)
+INTERPRETER_DEPRECATION = r"\s*Warning: tf\.lite\.Interpreter is deprecated"  # TF's converter uses it
+
+
+def verbose() -> bool:
+    """True when SIGNBART_VERBOSE is set (and not 0): TensorFlow's console is not silenced."""
+    return os.environ.get(VERBOSE_ENV, "0").strip() not in ("", "0")
+
+
+class VerboseFlag(argparse.Action):
+    """--verbose: sets SIGNBART_VERBOSE=1 for this process (and the processes it starts) while the
+    flags are parsed, before TensorFlow is imported."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[VERBOSE_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_verbose_flag(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--verbose", action=VerboseFlag,
+                    help=f"keep TensorFlow's C++/absl logs and warnings (as {VERBOSE_ENV}=1)")
+
+
+def quiet_tensorflow() -> None:
+    """Call before TensorFlow is imported: its C++ logs off (TF_CPP_MIN_LOG_LEVEL=3 unless set) and
+    the interpreter deprecation warning ignored. Nothing when verbose()."""
+    if verbose():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", message=INTERPRETER_DEPRECATION, category=UserWarning)
+
+
+def is_noise(line: str, noise) -> bool:
+    return any(n.search(line) if isinstance(n, re.Pattern) else n in line for n in noise)
+
+
+@contextlib.contextmanager
+def native_noise_dropped(noise=NATIVE_NOISE):
+    """Run the block with file descriptor 2 captured, then pass on every line that is not `noise`
+    (substrings or compiled patterns). A block that raises passes everything on; verbose() captures
+    nothing."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved, failed = os.dup(2), True
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or not is_noise(line, noise)))
+            sys.stderr.flush()
