@@ -366,8 +366,8 @@ def train(s: TrainSettings) -> dict:
               "log_file": str(paths.run_log(s.experiment_name)),
               "checkpoint_dir": str(paths.checkpoint_dir(s.experiment_name)),
               "start_time": time.strftime("%Y-%m-%d %H:%M:%S"), "success": False}
-    record["settings"] = other_settings(s, record, elsewhere=(*RECIPE_KEYS, "overrides"))  # training,
-    #                                                                          config_overrides
+    # the settings not recorded above: the recipe is in `training`, the --set items in config_overrides
+    record["settings"] = other_settings(s, record, elsewhere=(*RECIPE_KEYS, "overrides"))
     try:
         keras.backend.clear_session()
         set_seed(s.seed)

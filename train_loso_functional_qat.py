@@ -8,7 +8,7 @@ A run, in order:
   1. read the dataset folder: `train` (or `all` for a full-dataset model) is fine-tuned on, `test` is only
      evaluated. Optional validation for early stopping is carved from the TRAINING signers (--val_users or
      --val_fraction, as main_functional); the default is the reference pipelines' --no_validation.
-  2. load the FP32 checkpoint, wrap it for QAT, and fine-tune: Adam(--lr, clipnorm: recipes.py), batch --batch_size,
+  2. load the FP32 checkpoint, wrap it for QAT, and fine-tune: Adam(--lr, clipnorm 1.0), batch --batch_size,
      augmented clips, ReduceLROnPlateau(--scheduler_factor, --scheduler_patience) and EarlyStopping
      (--early_stop_patience, best weights restored) on the validation loss, or on the training loss without validation.
   3. save qat_model_weights.h5 (a QAT model does not reload from .keras/.h5), rebuild
