@@ -13,7 +13,7 @@ import numpy as np
 
 import metrics
 from evaluation import SUMMARY_METRICS, TOP_K, text_table
-from util import atomic_write_text
+from util import NUMBER, ListOf, atomic_write_text, check_fields, read_json
 
 RECIPE_KEYS = {  # training metadata key -> label in the report
     "epochs": "epochs", "learning_rate": "learning rate (AdamW)", "batch_size": "batch size", "seed": "seed",
@@ -21,6 +21,19 @@ RECIPE_KEYS = {  # training metadata key -> label in the report
     "config_path": "config", "tensorflow_version": "TensorFlow", "git_commit": "git commit",
 }
 REPORT_METRICS = ("top1_pct", "top5_pct", "agreement_pct", "size_mb", "invoke_median_ms", "end_to_end_ms")
+TRAINING_RECORD = {  # the fields of a training record (main_functional.py) that the results use, with their types
+    "dataset_name": str, "data_path": str, "holdout_user": str, "config_path": str, "seed": (int, str),
+    "epochs": int, "batch_size": int, "learning_rate": NUMBER, "model_parameters": int,
+    "rest_hand_cutoff": NUMBER, "dominant_hand_ratio": NUMBER, "train_users": ListOf(str),
+    "test": {"samples": int, "accuracy": NUMBER, "top5_accuracy": NUMBER, "loss": NUMBER},
+}
+KERAS_TEST = ("samples", "accuracy", "top5_accuracy", "loss")  # the record's test result, when complete
+
+
+def read_training_record(path, required=()) -> dict:
+    """training_metadata/<exp>.json with TRAINING_RECORD's JSON types (and the `required` keys): a record of the
+    wrong type is one UserError naming the file, not a traceback in the middle of a table."""
+    return check_fields(read_json(path, "training metadata"), TRAINING_RECORD, str(path), required)
 
 
 # ----------------------------------------------------------------------------------------------- model_info.csv
@@ -86,7 +99,7 @@ def header(runs, args) -> list[str]:
 
 def runs_section(runs) -> list[str]:
     rows = [[r.seed or "-", r.holdout, r.experiment, ", ".join(r.models) or "none",
-             str(r.metadata.get("test", {}).get("samples", "-"))] for r in runs]
+             str((r.metadata.get("test") or {}).get("samples", "-"))] for r in runs]
     lines = ["", "1. RUNS COLLECTED", text_table(["Seed", "Holdout", "Experiment", "Models found", "Test clips"], rows)]
     missing = [f"  {r.experiment}: {note}" for r in runs for note in r.missing]
     lines += ["Missing or not evaluated:", *missing] if missing else ["Nothing missing."]

@@ -136,29 +136,29 @@ class MapOf:
 
 def check_fields(record, fields: dict, where: str, required=(), error: type[Exception] = UserError):
     """`record` is a JSON object whose keys named in `fields` hold the JSON types given there (null and an
-    absent key pass, except for the `required` keys; a nested dict of fields checks a nested object);
-    otherwise one `error` naming `where` and the key. Returns the record."""
+    absent key pass, except for the `required` keys; required=True: every key, nested ones too; a nested dict
+    of fields checks a nested object); otherwise one `error` naming `where` and the key. Returns the record."""
     if not isinstance(record, dict):
         raise error(f"{where}: expected a JSON object, got {_json_type(record)}")
-    for key in required:
+    for key in (fields if required is True else required):
         if record.get(key) is None:
             raise error(f"{where}: '{key}' is missing")
     for key, kind in fields.items():
         if record.get(key) is not None:
-            _check_value(record[key], kind, f"{where}: '{key}'", error)
+            _check_value(record[key], kind, f"{where}: '{key}'", required is True, error)
     return record
 
 
-def _check_value(value, kind, where: str, error) -> None:
+def _check_value(value, kind, where: str, every_key: bool, error) -> None:
     if isinstance(kind, dict):
-        check_fields(value, kind, where, error=error)
+        check_fields(value, kind, where, every_key or (), error)
     elif isinstance(kind, (ListOf, MapOf)):
         container = list if isinstance(kind, ListOf) else dict
         if not isinstance(value, container):
             raise error(f"{where} must be {_kind_name(container)}, got {_json_type(value)} {brief(value, 40)}")
         for item in (value if container is list else value.values()):
             if item is not None:
-                _check_value(item, kind.kind, f"{where} (an item)", error)
+                _check_value(item, kind.kind, f"{where} (an item)", every_key, error)
     elif not _is_kind(value, kind):
         raise error(f"{where} must be {_kind_name(kind)}, got {_json_type(value)} {brief(value, 40)}")
 
