@@ -160,16 +160,19 @@ def run_config(run: Run, config_path: str) -> dict:
 
 
 def stored_result(cache: Path, path: Path, data_path: str, split: str) -> dict | None:
-    """A stored evaluation, if it belongs to this very file (size, mtime) and split; a damaged one, or one with
-    fields of the wrong type (evaluation.EVALUATION_RECORD), is evaluated again, never trusted."""
+    """A stored evaluation, if it belongs to this very file (size, mtime) and split; a damaged one,
+    or one with fields of the wrong type (evaluation.EVALUATION_RECORD), is evaluated again, never
+    trusted."""
     if not cache.is_file():
         return None
     try:
-        result, now = check_evaluation(read_json(cache, "stored evaluation"), str(cache)), model_file_info(path)
+        result = check_evaluation(read_json(cache, "stored evaluation"), str(cache))
     except UserError:
         return None
+    now = model_file_info(path)
     same_file = all(result["model"][k] == now[k] for k in ("path", "size_bytes", "mtime_ns"))
-    return result if same_file and result["data_path"] == data_path and result["split"] == split else None
+    same_data = result["data_path"] == data_path and result["split"] == split
+    return result if same_file and same_data else None
 
 
 def evaluate_run(run: Run, cfg: dict, args, cache_root: Path) -> None:

@@ -7,9 +7,11 @@ An optional `training:` block sets the FP32 training hyperparameters (TRAINING b
 of the keys it leaves out live in recipes.py and augmentations.AugmentOptions), and
 `--set training.KEY=VALUE` overrides (load_config(path, overrides)) change it from the command line
 with the same checks.
-Any problem raises ConfigError naming the file and the key. Limits are checked before anything is
-expanded (MAX_CONFIG_BYTES, MAX_YAML_VALUES after aliases, range bounds) and every number must be finite.
-check_config(raw, path) validates a mapping that did not come from a file (a model card's, tflite_runtime).
+Any problem raises ConfigError naming the file and the key.
+
+Limits are checked before anything is expanded (MAX_CONFIG_BYTES, MAX_YAML_VALUES after aliases,
+range bounds) and every number must be finite. check_config(raw, path) validates a mapping that
+did not come from a file (the config in a model card, tflite_runtime).
 
     python config.py configs/*.yaml      # validate configs and print their selection
 """
@@ -51,7 +53,7 @@ OPTIONAL = {
 }                                            # this many times the right hand's frames (0 = off; > 1)
 SCHEDULES = ("plateau", "cosine")
 MAX_CONFIG_BYTES = 64 * 1024   # a config is ~1 KB; a larger file is refused before it is parsed
-MAX_YAML_VALUES = 10_000       # scalars, lists and mappings of a config, each alias counted as what it repeats
+MAX_YAML_VALUES = 10_000       # scalars, lists and mappings of a config, an alias as what it repeats
 RANGE = re.compile(r"\s*(\d{1,9})\s*-\s*(\d{1,9})\s*", re.ASCII)  # "a-b" of an index list
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
@@ -72,9 +74,9 @@ class ConfigError(UserError, ValueError):
 
 
 def parse_index_list(items, where: str, size: int | None = None) -> list[int]:
-    """Expand `[0-2, 5]` (ints or "a-b" range strings) to `[0, 1, 2, 5]`. With `size` (the layout's number of
-    points), an index or range outside 0..size-1 is refused BEFORE it is expanded ("0-999999999" costs
-    nothing)."""
+    """Expand `[0-2, 5]` (ints or "a-b" range strings) to `[0, 1, 2, 5]`. With `size` (the layout's
+    number of points), an index or range outside 0..size-1 is refused BEFORE it is expanded
+    ("0-999999999" costs nothing)."""
     out = []
     for item in items:
         if isinstance(item, bool):
@@ -90,9 +92,9 @@ def parse_index_list(items, where: str, size: int | None = None) -> list[int]:
             raise ConfigError(f"{where}: {brief(item)} is not an index or 'a-b' range")
         if size is not None and not 0 <= lo <= hi < size:
             first = lo if lo < 0 else max(lo, size)
-            shown = first if first in (lo, hi) else f"{first}-{hi}"
-            raise ConfigError(f"{where}: indices [{shown}] out of range for a layout of {size} points "
-                              f"(0-{size - 1})")
+            shown = first if first == hi else f"{first}-{hi}"
+            raise ConfigError(f"{where}: indices [{shown}] out of range for a layout of {size} "
+                              f"points (0-{size - 1})")
         out.extend(range(lo, hi + 1))
     return out
 
@@ -109,7 +111,8 @@ def _typed(value, kind: type, key: str, path: str):
         try:
             value = float(value)
         except OverflowError:  # an integer beyond float range
-            raise ConfigError(f"{path}: key '{key}' must be a finite number, got {brief(value)}") from None
+            raise ConfigError(f"{path}: key '{key}' must be a finite number, got {brief(value)}") \
+                from None
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ConfigError(f"{path}: key '{key}' must be {kind.__name__}, got {brief(value)}")
     if kind is float and not math.isfinite(value):
@@ -120,7 +123,8 @@ def _typed(value, kind: type, key: str, path: str):
 def _unknown(block: dict, known, prefix: str, path: str) -> None:
     unknown = set(block) - set(known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(prefix + str(k)[:40] for k in unknown)[:10]}")
+        shown = sorted(prefix + str(k)[:40] for k in unknown)[:10]
+        raise ConfigError(f"{path}: unknown key(s) {shown}")
 
 
 def _check_types(raw: dict, path: str) -> dict:
@@ -178,8 +182,8 @@ def parse_override(item: str) -> tuple[list[str], object]:
         raise ConfigError(f"--set {brief(item)}: expected KEY=VALUE, e.g. training.lr=1e-3")
     keys = key.strip().split(".")
     if keys[0] != "training" or len(keys) < 2 or not all(keys):
-        raise ConfigError(f"--set {brief(item)}: only training.* keys can be set (model keys are read "
-                          "from the config file by PTQ, QAT and evaluation)")
+        raise ConfigError(f"--set {brief(item)}: only training.* keys can be set (model keys are "
+                          "read from the config file by PTQ, QAT and evaluation)")
     return keys, parse_yaml(text, f"--set {brief(item)}", "not a YAML value")
 
 
@@ -243,7 +247,8 @@ def _check_indices(cfg: dict, path: str) -> None:
         groups[name] = sorted(idx)
     uncovered = sorted(selected - set(seen))
     if uncovered:
-        raise ConfigError(f"{path}: key 'groups': joint_idx indices {uncovered[:20]} are in no group")
+        raise ConfigError(f"{path}: key 'groups': joint_idx indices {uncovered[:20]} are in no "
+                          "group")
     cfg["joint_idx"] = sorted(joints)  # the model always sees ascending stored order (as the reference)
     cfg["groups"] = groups
     if cfg["rest_hand_cutoff"] > 0:
@@ -260,16 +265,17 @@ class _Refused(yaml.YAMLError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently),
-    a document that expands to more than MAX_YAML_VALUES values through its aliases ("billion laughs") or
-    holds itself, and .inf/.nan."""
+    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one
+    silently), a document that expands to more than MAX_YAML_VALUES values through its aliases
+    ("billion laughs") or holds itself, and .inf/.nan."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, Hashable) and key in seen:
-                raise yaml.YAMLError(f"key {brief(key)} is given twice (line {key_node.start_mark.line + 1})")
+                line = key_node.start_mark.line + 1
+                raise yaml.YAMLError(f"key {brief(key)} is given twice (line {line})")
             if isinstance(key, Hashable):
                 seen.add(key)
         return super().construct_mapping(node, deep)
@@ -282,7 +288,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_yaml_float(self, node):
         value = super().construct_yaml_float(node)
         if not math.isfinite(value):
-            raise _Refused(f"{brief(node.value, 20)} (line {node.start_mark.line + 1}) is not a finite number")
+            line = node.start_mark.line + 1
+            raise _Refused(f"{brief(node.value, 20)} (line {line}) is not a finite number")
         return value
 
 
@@ -296,9 +303,9 @@ def _children(node) -> list:
 
 
 def check_expansion(root) -> None:
-    """Count the values a composed YAML document stands for, an alias counted as all it repeats, without
-    expanding it (each node is counted once and remembered); refuse more than MAX_YAML_VALUES, or an alias
-    inside its own anchor."""
+    """Count the values a composed YAML document stands for, an alias counted as all it repeats,
+    without expanding it (each node is counted once and remembered); refuse more than
+    MAX_YAML_VALUES, or an alias inside its own anchor."""
     done, path, stack = {}, {id(root)}, [[root, iter(_children(root)), 1]]
     while stack:
         frame = stack[-1]
@@ -320,8 +327,8 @@ def check_expansion(root) -> None:
         if frame is not None:
             frame[2] += size
             if frame[2] > MAX_YAML_VALUES:
-                raise _Refused(f"the document expands to more than {MAX_YAML_VALUES:,} values (aliases "
-                               "counted as what they repeat)")
+                raise _Refused(f"the document expands to more than {MAX_YAML_VALUES:,} values "
+                               "(aliases counted as what they repeat)")
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:
@@ -333,7 +340,8 @@ def yaml_problem(error: yaml.YAMLError) -> str:
 
 
 def parse_yaml(text: str, where: str, invalid: str = "not valid YAML") -> object:
-    """The YAML document in `text` (_UniqueKeyLoader); ConfigError `where: ...` when it is refused."""
+    """The YAML document in `text` (_UniqueKeyLoader); ConfigError `where: ...` when it is
+    refused."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except _Refused as e:
@@ -347,8 +355,8 @@ def parse_yaml(text: str, where: str, invalid: str = "not valid YAML") -> object
 
 
 def read_yaml(path) -> object:
-    """The YAML document of a file; ConfigError (one line naming the file) when it cannot be read or parsed,
-    or is larger than MAX_CONFIG_BYTES (checked before it is parsed)."""
+    """The YAML document of a file; ConfigError (one line naming the file) when it cannot be read or
+    parsed, or is larger than MAX_CONFIG_BYTES (checked before it is parsed)."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -362,8 +370,8 @@ def read_yaml(path) -> object:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); expected a YAML config") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a short YAML "
-                          "file (~1 KB)")
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a short "
+                          "YAML file (~1 KB)")
     return parse_yaml(text, str(path))
 
 
@@ -377,8 +385,8 @@ def load_config(path: str, overrides=()) -> dict:
 
 
 def check_config(raw: dict, path: str, overrides=()) -> dict:
-    """Validate a config mapping (load_config's checks, for a mapping read elsewhere, e.g. a model card);
-    `path` names it in every error."""
+    """Validate a config mapping (load_config's checks, for a mapping read elsewhere, e.g. a model
+    card); `path` names it in every error."""
     cfg = _check_types(raw, path)
     _check_training(raw, cfg, path)
     _check_values(cfg, path)

@@ -5,15 +5,17 @@ On-disk format: <root>/{all,train,test}/GXX/<user>_<GXX>_<rep>.pkl, each a dict 
 Pickles of the reference system (float64, extra keys) load as they are.
 
 Every split is read ONCE: each pickle is validated, selected, clipped and subsampled (preprocessing.py) and
-kept in memory. A bad sample is refused with its reason (docs/safety.md): coordinates outside COORDINATE_RANGE,
-none of the selected points inside the image, a `class` that disagrees with its folder, ...; the whole split is
-read first, so the error names the first refused file AND counts every refused one by reason (skip_bad:
-they are left out and counted instead). Per epoch, a seeded generator augments (training only, with the config's
+kept in memory. Per epoch, a seeded generator augments (training only, with the config's
 training.augmentation switches) and normalizes each clip; batches are padded to 64 frames with the length
 mask of preprocessing.pad_clip, then trimmed to the last unmasked frame of the batch (the model is padding
 invariant), so the mask is the same one evaluation and the TFLite model use. Only a training batch can use
 the reference's other mask instead (augmentation `mask: nonzero`: 1 where any coordinate of a frame is
 non-zero).
+
+A bad sample is refused with its reason (docs/safety.md): coordinates outside COORDINATE_RANGE, none
+of the selected points inside the image, a `class` that disagrees with its folder, ... The whole
+split is read first, so the error names the first refused file AND counts every refused one by
+reason (skip_bad: they are left out and counted instead).
 
     python dataset.py --config_path configs/arabic-asl-65kpts.yaml \\
         --data_path data/arabic-asl-90kpts
@@ -40,8 +42,8 @@ from util import UserError, brief, cli, read_json
 from safe_pickle import UnsafePickleError, load_pickle
 
 
-COORDINATE_RANGE = (-1.0, 2.0)  # x, y of a stored point; MediaPipe's normalized coordinates stray past [0, 1]
-#   (MLR511's 2.96 M detected points span [-0.11, 1.57]), pixel or percent values do not fit
+COORDINATE_RANGE = (-1.0, 2.0)  # x, y of a stored point: MediaPipe's normalized coordinates stray
+#   past [0, 1] (MLR511's 2.96 M detected points span [-0.11, 1.57]); pixels or percents do not fit
 
 
 class DataError(UserError):
@@ -59,7 +61,8 @@ def read_label_maps(root) -> tuple[dict, dict]:
     raw_id2label = read_json(Path(root) / "id2label.json", "label map id2label.json", DataError)
     if not (isinstance(label2id, dict) and all(isinstance(i, int) for i in label2id.values())):
         raise DataError(f"{Path(root) / 'label2id.json'}: expected {{\"label\": id, ...}} with integer ids")
-    if not (isinstance(raw_id2label, dict) and all(re.fullmatch(r"\d{1,9}", k, re.ASCII) for k in raw_id2label)):
+    if not (isinstance(raw_id2label, dict)
+            and all(re.fullmatch(r"\d{1,9}", k, re.ASCII) for k in raw_id2label)):
         raise DataError(f"{Path(root) / 'id2label.json'}: expected {{\"id\": \"label\", ...}} with integer ids")
     id2label = {int(k): v for k, v in raw_id2label.items()}
     if sorted(label2id.values()) != list(range(len(label2id))) or any(id2label.get(i) != lab for lab, i in label2id.items()):
@@ -78,11 +81,13 @@ def list_split(root, split: str) -> list[Path]:
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split folder not found (expected {split}/GXX/*.pkl under {root})")
-    return sorted(p for d in sorted(split_dir.iterdir()) if resolvable(d).is_dir() for p in d.glob("*.pkl"))
+    folders = [d for d in sorted(split_dir.iterdir()) if resolvable(d).is_dir()]
+    return sorted(p for d in folders for p in d.glob("*.pkl"))
 
 
 def resolvable(path: Path) -> Path:
-    """path, unless it is a link that loops or points to nothing (is_dir()/is_file() would skip it silently)."""
+    """path, unless it is a link that loops or points to nothing (is_dir()/is_file() would skip it
+    silently)."""
     if path.is_symlink() and not path.exists():
         raise DataError(f"{path}: a link that loops or points to nothing", "broken link")
     return path
@@ -103,23 +108,25 @@ def load_sample(path) -> dict:
     except ValueError:  # a ragged nested list
         raise DataError(f"{path}: keypoints are ragged (frames or points of different sizes)") from None
     if kp.ndim != 3 or kp.shape[2] < 2 or not np.issubdtype(kp.dtype, np.number):
-        raise DataError(f"{path}: keypoints have shape {str(kp.shape)[:40]} {kp.dtype}, expected numeric "
-                        "(T, N, 2 or 3)", "malformed keypoints")
+        raise DataError(f"{path}: keypoints have shape {str(kp.shape)[:40]} {kp.dtype}, expected "
+                        "numeric (T, N, 2 or 3)", "malformed keypoints")
     if not np.issubdtype(kp.dtype, np.floating):
         raise DataError(f"{path}: keypoints are {kp.dtype}, expected floats (normalized image coordinates, "
-                        "e.g. 0.0-1.0); convert them, e.g. pixels / frame size", "malformed keypoints")
+                        "e.g. 0.0-1.0); convert them, e.g. pixels / frame size",
+                        "malformed keypoints")
     if kp.shape[0] == 0:
         raise DataError(f"{path}: empty sequence (0 frames)", "malformed keypoints")
     xy = kp[..., :2]
     if not np.isfinite(xy).all():
         raise DataError(f"{path}: keypoints contain NaN or infinite values", "NaN or infinite keypoints")
     if not xy.any():
-        raise DataError(f"{path}: keypoints are all zeros (nothing was detected in any frame)", "nothing detected")
+        raise DataError(f"{path}: keypoints are all zeros (nothing was detected in any frame)",
+                        "nothing detected")
     low, high = COORDINATE_RANGE
     if xy.min() < low or xy.max() > high:
-        raise DataError(f"{path}: coordinates span [{xy.min():.4g}, {xy.max():.4g}], far outside the image; "
-                        f"expected normalized image coordinates in [{low:g}, {high:g}] (e.g. pixels / frame "
-                        "size)", "coordinates outside the image")
+        raise DataError(f"{path}: coordinates span [{xy.min():.4g}, {xy.max():.4g}], far outside the "
+                        f"image; expected normalized image coordinates in [{low:g}, {high:g}] (e.g. "
+                        "pixels / frame size)", "coordinates outside the image")
     sample["keypoints"] = kp
     return sample
 
@@ -132,31 +139,35 @@ def check_layout(path, kp: np.ndarray, cfg: dict) -> None:
 
 
 def sample_label(path: Path, sample: dict, label2id: dict, cfg: dict) -> str:
-    """The sample's class: its `class` field (else the sign of its file name), a label of label2id.json
-    within the config's num_labels, and the label of its folder when the folder is named after one."""
+    """The sample's class: its `class` field (else the sign of its file name), a label of
+    label2id.json within the config's num_labels, and the label of its folder when the folder is
+    named after one."""
     parsed = parse_sample_name(path.name)
     label = sample.get("class", parsed[1] if parsed else None)
     if not isinstance(label, str):
-        raise DataError(f"{path}: class {brief(label)} is not a label name (a string such as 'G01')", "bad class")
+        raise DataError(f"{path}: class {brief(label)} is not a label name (a string such as 'G01')",
+                        "bad class")
     if label not in label2id:
-        raise DataError(f"{path}: class {brief(label)} is not in {path.parents[2] / 'label2id.json'}", "bad class")
+        raise DataError(f"{path}: class {brief(label)} is not in {path.parents[2] / 'label2id.json'}",
+                        "bad class")
     if label2id[label] >= cfg["num_labels"]:
         raise DataError(f"{path}: class {label!r} has id {label2id[label]} but the config has "
                         f"num_labels {cfg['num_labels']}", "bad class")
     folder = path.parent.name
     if folder in label2id and folder != label:
-        raise DataError(f"{path}: class {label!r} disagrees with its folder {folder}; move the file or fix "
-                        "its class", "class disagrees with its folder")
+        raise DataError(f"{path}: class {label!r} disagrees with its folder {folder}; move the file or "
+                        "fix its class", "class disagrees with its folder")
     return label
 
 
 def prepared_clip(path: Path, sample: dict, cfg: dict, mirror: bool) -> np.ndarray:
-    """preprocessing.prepare_clip of a checked sample; refused when none of the selected points is inside the
-    image in any frame (clipping would leave an all-zero clip that trains as a real one)."""
+    """preprocessing.prepare_clip of a checked sample; refused when none of the selected points is
+    inside the image in any frame (clipping would leave an all-zero clip that trains as a real
+    one)."""
     clip = prepare_clip(sample["keypoints"], cfg, mirror=mirror)
     if not clip.any():
-        raise DataError(f"{path}: none of the {len(cfg['joint_idx'])} points {cfg['config_path']} selects is "
-                        "detected inside the image in any frame", "no selected point detected")
+        raise DataError(f"{path}: none of the {len(cfg['joint_idx'])} points {cfg['config_path']} "
+                        "selects is detected inside the image in any frame", "no selected point detected")
     return clip
 
 
@@ -170,15 +181,15 @@ class SplitData:
     labels: list = field(default_factory=list)     # int class ids
     users: list = field(default_factory=list)
     paths: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)    # (path, message) of each refused sample (skip_bad=True)
+    skipped: list = field(default_factory=list)    # (path, message) of each refused sample
     refused: Counter = field(default_factory=Counter)  # reason -> refused samples
 
     def __len__(self):
         return len(self.clips)
 
     def refusals(self) -> str:
-        """'refused 3 of 120 samples of data/x/all: 2 coordinates outside the image, 1 class disagrees with its
-        folder' ('' when none was refused)."""
+        """'refused 3 of 120 samples of data/x/all: 2 coordinates outside the image, 1 class
+        disagrees with its folder' ('' when none was refused)."""
         if not self.skipped:
             return ""
         counts = ", ".join(f"{n} {reason}" for reason, n in self.refused.most_common())
@@ -198,10 +209,11 @@ class SplitData:
 
 def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples: int | None = None,
                exclude_users=(), only_users=None, mirror: bool = False) -> SplitData:
-    """Read and preprocess every pickle of a split. Bad files are refused: DataError naming the first one and
-    counting all of them by reason, or with skip_bad=True they are left out and counted in `skipped` and
-    `refused` (callers print SplitData.refusals()). mirror=True: every clip as a signer of the other hand
-    would give it (preprocessing.prepare_clip; e.g. right-handed signers evaluated as left-handed ones)."""
+    """Read and preprocess every pickle of a split. Bad files are refused: DataError naming the
+    first one and counting all of them by reason, or with skip_bad=True they are left out and
+    counted in `skipped` and `refused` (callers print SplitData.refusals()). mirror=True: every clip
+    as a signer of the other hand would give it (preprocessing.prepare_clip; e.g. right-handed
+    signers evaluated as left-handed ones)."""
     label2id, _ = read_label_maps(root)
     paths = list_split(root, split)
     if max_samples:
@@ -225,7 +237,8 @@ def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples:
         data.users.append(str(sample.get("user", parsed[0] if parsed else "unknown"))[:100])
         data.paths.append(str(path))
     if data.skipped and not skip_bad:
-        raise DataError(f"{data.skipped[0][1]} ({data.refusals()}; dataset.py --skip_bad reads the rest)")
+        raise DataError(f"{data.skipped[0][1]} ({data.refusals()}; dataset.py --skip_bad reads the "
+                        "rest)")
     if not data.clips:
         raise DataError(f"{Path(root) / split}: no usable samples" + (f" ({len(data.skipped)} skipped)" if data.skipped else ""))
     return data
@@ -349,7 +362,8 @@ def main():
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
     ap.add_argument("--data_path", required=True, help="dataset root holding <split>/GXX/*.pkl and label maps")
     ap.add_argument("--split", default="all", help="split folder to read (default: all)")
-    ap.add_argument("--skip_bad", action="store_true", help="count and skip refused samples instead of stopping")
+    ap.add_argument("--skip_bad", action="store_true",
+                    help="count and skip refused samples instead of stopping")
     args = ap.parse_args()
     cfg = load_config(args.config_path)
     t0 = time.perf_counter()

@@ -29,23 +29,24 @@ from util import NUMBER, ListOf, MapOf, UserError, check_fields
 from tflite_runtime import TFLiteModel, display_names, read_model_card
 
 TOP_K = 5
-EVALUATION_RECORD = {  # an evaluate_tflite result as stored (collect_results) and read back: every key, these types
+EVALUATION_RECORD = {  # an evaluate_tflite result as stored and read back: every key, these types
     "model": {"path": str, "size_bytes": int, "size_mb": NUMBER, "mtime_ns": int},
-    "mode": str, "integer_io": bool, "data_path": str, "split": str, "samples": int, "num_classes": int,
-    "top1": NUMBER, "top5": NUMBER, "loss": NUMBER, "labels": ListOf(str), "label_names": MapOf(str),
-    "per_class_accuracy": MapOf(NUMBER), "confusion_matrix": ListOf(ListOf(int)), "num_threads": int,
+    "mode": str, "integer_io": bool, "data_path": str, "split": str, "samples": int,
+    "num_classes": int, "top1": NUMBER, "top5": NUMBER, "loss": NUMBER, "labels": ListOf(str),
+    "label_names": MapOf(str), "per_class_accuracy": MapOf(NUMBER),
+    "confusion_matrix": ListOf(ListOf(int)), "num_threads": int,
     "invoke_ms": {"median_ms": NUMBER, "p90_ms": NUMBER}, "end_to_end_ms": NUMBER,
     "predictions": ListOf(int), "paths": ListOf(str),
 }
 
 
 def check_evaluation(result, where: str) -> dict:
-    """A stored evaluate_tflite result with EVALUATION_RECORD's keys and types and a square confusion matrix
-    of its labels; UserError otherwise."""
+    """A stored evaluate_tflite result with EVALUATION_RECORD's keys and types and a square
+    confusion matrix of its labels; UserError otherwise."""
     check_fields(result, EVALUATION_RECORD, where, required=True)
-    n = len(result["labels"])
-    if len(result["confusion_matrix"]) != n or any(len(row) != n for row in result["confusion_matrix"]):
-        raise UserError(f"{where}: the confusion matrix is not {n} x {n} (one row and column per label)")
+    n, cm = len(result["labels"]), result["confusion_matrix"]
+    if len(cm) != n or any(len(row) != n for row in cm):
+        raise UserError(f"{where}: the confusion matrix is not {n} x {n} (a row and column per label)")
     return result
 
 

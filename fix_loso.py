@@ -16,13 +16,15 @@ Re-running is idempotent: correct links are kept, missing or wrong ones (e.g. th
 and stale entries of train/ and test/ (deleted samples, signs no longer selected) removed. Only entries this tool
 (or the older one) makes are ever removed: links, and sample files named userXX_GYY_*.pkl. Any other file in a
 split folder keeps its place and is named in the summary; a .pkl among them is refused (training would read it).
-A split is made completely or not at all: everything is checked first (names the file system cannot hold, links
-in the data that loop or point nowhere, foreign .pkl files), the new train/ and test/ are built and checked in a
-folder beside it, and only then moved into place; a failure on the way leaves the previous split as it was.
 Signer and sign come from the file name (userXX_GYY_*.pkl), else from the pickle's `user` / `class` fields; they
 become folder names, so they must be simple names (letters, digits, '_', '-', '.', not starting with '.').
 Afterwards each split is read back from disk and checked: the held-out signer only in test, every other sample only
 in train, each sample of <base_root>/all exactly once; the summary says so, and a violation is an error.
+
+A split is made completely or not at all: everything is checked first (names the file system cannot
+hold, links in the data that loop or point nowhere, foreign .pkl files), the new train/ and test/
+are built and leakage-checked in a folder beside the split, and only then moved into place; a
+failure on the way leaves the previous split as it was.
 """
 from __future__ import annotations
 
@@ -126,7 +128,8 @@ def is_correct_link(dest: Path, src: Path, mode: str) -> bool:
 
 
 def make_link(dest: Path, src: Path, mode: str) -> None:
-    """Create or replace dest atomically (a temp link, named to fit any file system, renamed over it)."""
+    """Create or replace dest atomically (a temp link, named to fit any file system, renamed over
+    it)."""
     tmp = dest.with_name(f".link-{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     if mode == "symlink":
@@ -144,16 +147,16 @@ def made_by_a_split_tool(entry: Path) -> bool:
 
 
 def split_entries(loso_root: Path):
-    """Every entry of <loso_root>/{train,test} that a split is made of: the entries of each sign folder, and
-    what sits in a split folder beside them (a symlinked split or sign folder is one entry: it is unlinked,
-    never emptied). A file in place of a split folder is refused."""
+    """Every entry of <loso_root>/{train,test} that a split is made of: the entries of each sign
+    folder, and what sits in a split folder beside them (a symlinked split or sign folder is one
+    entry: it is unlinked, never emptied). A file in place of a split folder is refused."""
     for split in SPLITS:
         folder = loso_root / split
         if folder.is_symlink():
             yield folder
         elif folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder}: a file where the split folder goes; fix_loso.py did not create it, "
-                            "move it away")
+            raise UserError(f"{folder}: a file where the split folder goes; fix_loso.py did not "
+                            "create it, move it away")
         elif folder.exists():
             for entry in sorted(folder.iterdir()):
                 is_sign_folder = entry.is_dir() and not entry.is_symlink()
@@ -161,9 +164,9 @@ def split_entries(loso_root: Path):
 
 
 def plan_split(loso_root: Path, wanted: dict[Path, Path], mode: str) -> tuple[Counter, list[Path]]:
-    """What making the split `wanted` ({relative dest: source}) changes, read from the split on disk: links
-    created, replaced, kept, stale entries removed; and the entries no split tool made (they keep their
-    place). Writes nothing; a foreign .pkl (training would read it) is refused."""
+    """What making the split `wanted` ({relative dest: source}) changes, read from the split on
+    disk: links created, replaced, kept, stale entries removed; and the entries no split tool made
+    (they keep their place). Writes nothing; a foreign .pkl (training would read it) is refused."""
     counts, foreign = Counter(), []
     for entry in split_entries(loso_root):
         rel = entry.relative_to(loso_root)
@@ -183,26 +186,28 @@ def plan_split(loso_root: Path, wanted: dict[Path, Path], mode: str) -> tuple[Co
 
 def check_names(loso_root: Path, wanted: dict[Path, Path]) -> None:
     """Refuse, before anything is written, a name of the split that its file system cannot hold."""
-    existing = next(p for p in (loso_root, *loso_root.parents) if p.exists())
+    existing = next(p for p in loso_root.parents if p.exists())  # (a stat of a long name fails)
     limit = os.pathconf(existing, "PC_NAME_MAX")
     names = {loso_root.name} | {part for rel in wanted for part in rel.parts}
     for name in sorted(names):
         if len(os.fsencode(name)) > limit:
-            raise UserError(f"{loso_root}: the name {name[:40]}... is {len(os.fsencode(name))} bytes long; "
-                            f"this file system holds names of up to {limit}")
+            raise UserError(f"{loso_root}: the name {name[:40]}... is {len(os.fsencode(name))} bytes "
+                            f"long; this file system holds names of up to {limit}")
 
 
 def staging_folder(loso_root: Path) -> Path:
-    """The folder beside the split where its new train/ and test/ are built (at the split's depth, so that
-    relative links resolve alike); one left by an interrupted run is removed when it holds only links."""
+    """The folder beside the split where its new train/ and test/ are built (at the split's depth,
+    so that relative links resolve alike); one left by an interrupted run is removed when it holds
+    only links."""
     digest = hashlib.sha1(loso_root.name.encode()).hexdigest()[:8]
     staging = loso_root.with_name(f".{loso_root.name[:100]}-{digest}.building")
     if staging.is_symlink() or staging.exists():
         kept = [Path(top, name) for top, dirs, files in os.walk(staging) for name in dirs + files
                 if not made_by_a_split_tool(Path(top, name)) and not os.path.isdir(Path(top, name))]
         if kept:
-            raise UserError(f"{staging}: left by an interrupted fix_loso.py run and holds {kept[0].name}, "
-                            "which it did not make; move your files out of it and remove it")
+            raise UserError(f"{staging}: left by an interrupted fix_loso.py run and holds "
+                            f"{kept[0].name}, which it did not make; move your files out of it and "
+                            "remove it")
         shutil.rmtree(staging)
     return staging
 
@@ -210,15 +215,15 @@ def staging_folder(loso_root: Path) -> Path:
 def build_links(staging: Path, wanted: dict[Path, Path], mode: str) -> None:
     for rel, src in sorted(wanted.items()):
         dest = staging / rel
-        if not dest.parent.resolve().is_relative_to(staging.resolve()):  # names are checked; a last guard
+        if not dest.parent.resolve().is_relative_to(staging.resolve()):  # a last guard
             raise UserError(f"{dest}: would be outside {staging}; refused")
         dest.parent.mkdir(parents=True, exist_ok=True)
         make_link(dest, src, mode)
 
 
 def swap_in(staging: Path, loso_root: Path, foreign: list[Path]) -> None:
-    """Move the user's files into the new split, then the new train/ and test/ into place; the old ones
-    (links and tool-made copies only, by now) are removed with the staging folder."""
+    """Move the user's files into the new split, then the new train/ and test/ into place; the old
+    ones (links and tool-made copies only, by now) are removed with the staging folder."""
     for entry in foreign:
         target = staging / entry.relative_to(loso_root)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -247,9 +252,10 @@ def file_identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample], shown: Path | None = None) -> str:
-    """Read the split back from disk; raise UserError on any leak (naming `shown`, default loso_root), else
-    return the proof as one sentence."""
+def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample],
+                     shown: Path | None = None) -> str:
+    """Read the split back from disk; raise UserError on any leak (naming `shown`, default
+    loso_root), else return the proof as one sentence."""
     found = {split: {} for split in SPLITS}  # split -> {file identity: user}
     for split in SPLITS:
         for entry in sorted((loso_root / split).glob("*/*.pkl")):
@@ -273,7 +279,8 @@ def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample], shown
 
 
 def build_split(base_root: Path, holdout: str, samples: list[Sample], mode: str) -> str:
-    """Check, build beside, check for leakage, move into place: the split is made completely or not at all."""
+    """Check, build beside, check for leakage, move into place: the split is made completely or not
+    at all."""
     loso_root = loso_data_path(base_root, holdout)
     wanted = {Path("test" if s.user == holdout else "train", s.sign, s.path.name): s.path for s in samples}
     check_names(loso_root, wanted)
@@ -285,7 +292,7 @@ def build_split(base_root: Path, holdout: str, samples: list[Sample], mode: str)
         loso_root.mkdir(parents=True, exist_ok=True)
         copied = copy_label_files(base_root, loso_root)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # only links so far: the user's files have not moved
+        shutil.rmtree(staging, ignore_errors=True)  # only links: no file of the user's moved yet
         raise
     swap_in(staging, loso_root, foreign)
     missing = "" if "label2id.json" in copied else "; WARNING: no label2id.json in the base root"

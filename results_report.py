@@ -21,18 +21,20 @@ RECIPE_KEYS = {  # training metadata key -> label in the report
     "config_path": "config", "tensorflow_version": "TensorFlow", "git_commit": "git commit",
 }
 REPORT_METRICS = ("top1_pct", "top5_pct", "agreement_pct", "size_mb", "invoke_median_ms", "end_to_end_ms")
-TRAINING_RECORD = {  # the fields of a training record (main_functional.py) that the results use, with their types
-    "dataset_name": str, "data_path": str, "holdout_user": str, "config_path": str, "seed": (int, str),
-    "epochs": int, "batch_size": int, "learning_rate": NUMBER, "model_parameters": int,
-    "rest_hand_cutoff": NUMBER, "dominant_hand_ratio": NUMBER, "train_users": ListOf(str),
+TRAINING_RECORD = {  # what the results use of a training record (main_functional.py), with JSON types
+    "dataset_name": str, "data_path": str, "holdout_user": str, "config_path": str,
+    "seed": (int, str), "epochs": int, "batch_size": int, "learning_rate": NUMBER,
+    "model_parameters": int, "rest_hand_cutoff": NUMBER, "dominant_hand_ratio": NUMBER,
+    "train_users": ListOf(str),
     "test": {"samples": int, "accuracy": NUMBER, "top5_accuracy": NUMBER, "loss": NUMBER},
 }
-KERAS_TEST = ("samples", "accuracy", "top5_accuracy", "loss")  # the record's test result, when complete
+KERAS_TEST = ("samples", "accuracy", "top5_accuracy", "loss")  # the record's test result, if whole
 
 
 def read_training_record(path, required=()) -> dict:
-    """training_metadata/<exp>.json with TRAINING_RECORD's JSON types (and the `required` keys): a record of the
-    wrong type is one UserError naming the file, not a traceback in the middle of a table."""
+    """training_metadata/<exp>.json with TRAINING_RECORD's JSON types (and the `required` keys): a
+    record of the wrong type is one UserError naming the file, not a traceback in the middle of a
+    table."""
     return check_fields(read_json(path, "training metadata"), TRAINING_RECORD, str(path), required)
 
 

@@ -36,7 +36,8 @@ from util import UserError, atomic_save, atomic_write_text, brief, cli
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
 ROW_KEYS = ("holdout", "model", "n")                              # and the columns that name a row
-RUN_KEYS = ("holdout_user", "seed", "config_path", "epochs", "batch_size", "learning_rate")  # of a record
+RUN_KEYS = ("holdout_user", "seed", "config_path", "epochs", "batch_size",  # what a training
+            "learning_rate")                                                  # record must hold
 REFERENCE = "REF"                                                # the --reference_holdouts row
 
 
@@ -54,7 +55,8 @@ def newest_report(results_dir: Path) -> Path:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The rows of a summary_table.csv; one UserError when it is missing, not a CSV text or lacks ROW_KEYS."""
+    """The rows of a summary_table.csv; one UserError when it is missing, not a CSV text or lacks
+    ROW_KEYS."""
     if not path.is_file():
         raise UserError(f"{path}: not found")
     try:
@@ -65,12 +67,14 @@ def read_rows(path: Path) -> list[dict]:
         raise UserError(f"{path}: not a CSV table ({str(e)[:80]})") from None
     missing = [k for k in ROW_KEYS if k not in (reader.fieldnames or [])]
     if missing:
-        raise UserError(f"{path}: no column(s) {missing}; expected collect_results.py's summary_table.csv")
+        raise UserError(f"{path}: no column(s) {missing}; expected collect_results.py's "
+                        "summary_table.csv")
     return rows
 
 
 def number(row: dict, key: str, where: str) -> float | None:
-    """A numeric cell of a results table (None when empty); a text that is not a number is one UserError."""
+    """A numeric cell of a results table (None when empty); a text that is not a number is one
+    UserError."""
     text = row.get(key) or ""
     try:
         return float(text) if text else None
@@ -151,7 +155,8 @@ def folder_records(folder: Path, holdouts: set) -> list[dict]:
         study, seed, network = keys[row["holdout"]]
         records.append({"study": study, "seed": seed, "network": network, "holdout": row["holdout"],
                         "model": row["model"],
-                        **{v: number(row, v, f"{table}: line {line}") for v in VALUES}, "source": str(folder)})
+                        **{v: number(row, v, f"{table}: line {line}") for v in VALUES},
+                        "source": str(folder)})
     return records
 
 

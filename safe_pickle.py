@@ -5,14 +5,14 @@ the unpickler resolves only the names in ALLOWED (numpy arrays, numpy dtypes and
 containers); anything else is refused with a line naming it. Plain types (dict, list, tuple, str, bytes,
 int, float, bool, None) need no name and always load.
 
-A small file can still ask for a lot: numpy's own pickle format can make an object array from a list that
-is too short (numpy then crashes the process), a dtype whose state claims it holds Python objects, or an
-array of any shape; memo references can repeat one frame millions of times, or nest lists without end.
-So numpy arrays and dtypes are only built as numpy itself writes them, of numbers, booleans or strings
-(ARRAY_KINDS; never objects, never structured), and what a pickle built is measured before it is returned:
-at most MAX_DEPTH containers deep and MAX_VALUES values, a shared object counted at each reference (what
-numpy.asarray or a repr would expand it to). Files above MAX_PICKLE_BYTES are not read. docs/safety.md
-lists what is checked.
+A small file can still ask for a lot: numpy's own pickle format can make an object array from a list
+that is too short (numpy then crashes the process), a dtype whose state claims it holds Python
+objects, or an array of any shape; memo references can repeat one frame millions of times, or nest
+lists without end. So numpy arrays and dtypes are only built as numpy itself writes them, of
+numbers, booleans or strings (ARRAY_KINDS; never objects, never structured), and what a pickle built
+is measured before it is returned: at most MAX_DEPTH containers deep and MAX_VALUES values, a shared
+object counted at each reference (what numpy.asarray or a repr would expand it to). Files above
+MAX_PICKLE_BYTES are not read. docs/safety.md lists what is checked.
 
     from safe_pickle import load_pickle
     sample = load_pickle("data/x/all/G01/user01_G01_R01.pkl")
@@ -39,54 +39,58 @@ ALLOWED = {
     ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("collections", "OrderedDict"),
     ("_codecs", "encode"),  # bytes in protocol-2 pickles (numpy array data among them)
 }
-MAX_PICKLE_BYTES = 256 * 2**20  # a larger file is refused unread (a 20-minute 90-point clip is ~60 MB)
-MAX_VALUES = 10_000_000         # numbers, items and keys of what a pickle builds, shared objects at each use
-MAX_DEPTH = 32                  # containers inside containers (a sample dict needs 4)
-ARRAY_KINDS = "biufcSU"         # numpy dtypes that load: bool, int, uint, float, complex, bytes, str
-MAX_ITEMSIZE = 2**16            # bytes per array element (a long fixed-width string)
+MAX_PICKLE_BYTES = 256 * 2**20  # larger files are refused unread (a 20-min 90-point clip: ~60 MB)
+MAX_VALUES = 10_000_000   # numbers, items and keys a pickle builds, a shared object at each use
+MAX_DEPTH = 32            # containers inside containers (a sample dict needs 4)
+ARRAY_KINDS = "biufcSU"   # numpy dtypes that load: bool, int, uint, float, complex, bytes, str
+MAX_ITEMSIZE = 2**16      # bytes per array element (a long fixed-width string)
 
 
 class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle is unreadable, names something outside ALLOWED, or builds more than the limits allow."""
+    """The pickle is unreadable, names something outside ALLOWED, or builds more than the limits
+    allow."""
 
 
-# ----------------------------------------------------------------------------------------------- numpy, checked
+# ----------------------------------------------------------------------------------- numpy, checked
 def _checked_dtype(dtype: np.dtype) -> np.dtype:
-    """A dtype of ARRAY_KINDS exactly as numpy makes it from its type string (no objects, fields, subarrays,
-    or flags and sizes changed by a pickled state)."""
+    """A dtype of ARRAY_KINDS exactly as numpy makes it from its type string (no objects, fields,
+    subarrays, or flags and sizes changed by a pickled state)."""
     canonical = np.dtype(dtype.str) if dtype.kind in ARRAY_KINDS else None
     if (canonical is None or dtype.fields is not None or dtype.subdtype is not None
             or (dtype.flags, dtype.itemsize) != (canonical.flags, canonical.itemsize)
             or dtype.itemsize > MAX_ITEMSIZE):
-        raise UnsafePickleError(f"refused numpy dtype {str(dtype)[:40]}: sample arrays hold numbers, booleans "
-                                "or strings (no objects, no structured or oversized types)")
+        raise UnsafePickleError(f"refused numpy dtype {str(dtype)[:40]}: sample arrays hold "
+                                "numbers, booleans or strings (no objects, no structured or "
+                                "oversized types)")
     return dtype
 
 
 def _dtype(spec, align=False, copy=False):
-    """numpy.dtype(...) as a pickle calls it; always a private copy, so that a pickled state (BUILD) cannot
-    change numpy's own float32."""
+    """numpy.dtype(...) as a pickle calls it; always a private copy, so that a pickled state (BUILD)
+    cannot change numpy's own float32."""
     return _checked_dtype(np.dtype(spec, bool(align), True))
 
 
 class _NdarrayName:
-    """numpy.ndarray as numpy's pickles name it: the class passed to _reconstruct. Calling it (an array of any
-    shape, or on any buffer) is not something numpy's pickles do, and is refused."""
+    """numpy.ndarray as numpy's pickles name it: the class passed to _reconstruct. Calling it (an
+    array of any shape, or on any buffer) is not something numpy's pickles do, and is refused."""
 
     def __new__(cls, *args, **kwargs):
-        raise UnsafePickleError("refused a call of numpy.ndarray: sample pickles may hold arrays only as "
-                                "numpy writes them")
+        raise UnsafePickleError("refused a call of numpy.ndarray: sample pickles may hold arrays "
+                                "only as numpy writes them")
 
 
 def _reconstruct(subtype, shape, dtype):
-    """numpy's _reconstruct(ndarray, (0,), b'b'): an empty array that the pickle's BUILD then fills."""
+    """numpy's _reconstruct(ndarray, (0,), b'b'): an empty array that the pickle's BUILD then
+    fills."""
     if subtype is not _NdarrayName:
         raise UnsafePickleError("refused _reconstruct of anything but numpy.ndarray")
     return np.empty(_checked_shape(shape), dtype=_checked_dtype(np.dtype(dtype)))
 
 
 def _checked_shape(shape) -> tuple:
-    if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape) and len(shape) <= 32):
+    if not (isinstance(shape, tuple) and len(shape) <= 32
+            and all(type(n) is int and n >= 0 for n in shape)):
         raise UnsafePickleError(f"refused an array shape {str(shape)[:40]}")
     size = 1
     for n in shape:
@@ -97,8 +101,8 @@ def _checked_shape(shape) -> tuple:
 
 
 def _array_state(state) -> None:
-    """ndarray.__setstate__'s (version, shape, dtype, fortran, data): numpy's own layout, with data bytes that
-    fill the shape exactly (numpy reads past a short buffer of objects)."""
+    """ndarray.__setstate__'s (version, shape, dtype, fortran, data): numpy's own layout, with data
+    bytes that fill the shape exactly (numpy reads past a short buffer of objects)."""
     if isinstance(state, tuple) and len(state) == 5 and type(state[0]) is int:
         state = state[1:]
     if not (isinstance(state, tuple) and len(state) == 4 and isinstance(state[1], np.dtype)
@@ -113,7 +117,8 @@ def _array_state(state) -> None:
 
 
 def _dtype_state(dtype: np.dtype, state) -> None:
-    """dtype.__setstate__'s 8 (or 9) fields: tried on a copy first, the result must still be a plain dtype."""
+    """dtype.__setstate__'s 8 (or 9) fields: tried on a copy first, the result must still be a plain
+    dtype."""
     if not (isinstance(state, tuple) and len(state) in (8, 9) and all(v is None for v in state[2:5])
             and all(type(v) is int for v in (state[0], *state[5:8])) and isinstance(state[1], str)
             and state[8:] in ((), (None,))):
@@ -124,8 +129,8 @@ def _dtype_state(dtype: np.dtype, state) -> None:
 
 
 def _latin1(text, encoding="utf-8"):
-    """_codecs.encode as pickle protocol 2 writes bytes: (text, 'latin1'); other codecs are refused (chained,
-    'hex' would double a value at each step)."""
+    """_codecs.encode as pickle protocol 2 writes bytes: (text, 'latin1'); other codecs are refused
+    (chained, 'hex' would double a value at each step)."""
     if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
         raise UnsafePickleError(f"refused _codecs.encode with codec {str(encoding)[:20]!r}")
     return text.encode("latin-1")
@@ -139,7 +144,7 @@ STAND_INS = {  # names a pickle may use, resolved to the checked versions above
 }
 
 
-# ----------------------------------------------------------------------------------------------- the unpickler
+# ------------------------------------------------------------------------------------ the unpickler
 class _RestrictedUnpickler(pickle._Unpickler):
     """The pure-Python unpickler: its BUILD step can be checked before numpy sees a state."""
 
@@ -170,7 +175,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
     dispatch[pickle.BUILD[0]] = load_build
 
 
-# ----------------------------------------------------------------------------------------------- size of the result
+# ------------------------------------------------------------------------------- size of the result
 def _items(value):
     """An iterator over what a container holds (dict: keys and values), None for a leaf."""
     if isinstance(value, dict):
@@ -185,11 +190,11 @@ def _leaf_size(value) -> int:
 
 
 def check_size(root) -> None:
-    """Refuse a value nested deeper than MAX_DEPTH, holding itself, or expanding to more than MAX_VALUES values
-    with every shared object counted at each reference. Each distinct container is walked once (no
-    recursion), so the check costs no more than the pickle's own length."""
+    """Refuse a value nested deeper than MAX_DEPTH, holding itself, or expanding to more than
+    MAX_VALUES values with every shared object counted at each reference. Each distinct container is
+    walked once (no recursion), so the check costs no more than the pickle's own length."""
     _END = object()
-    done, path = {}, set()          # id -> expanded size of a finished container; ids on the current path
+    done, path = {}, set()  # id -> expanded size of a finished container; ids on the current path
     items = _items(root)
     if items is None:
         return
@@ -220,11 +225,11 @@ def check_size(root) -> None:
 def _add(frame: list, size: int) -> None:
     frame[2] += size
     if frame[2] > MAX_VALUES:
-        raise UnsafePickleError(f"refused: the pickle expands to more than {MAX_VALUES:,} values (a shared "
-                                "object counts at every reference)")
+        raise UnsafePickleError(f"refused: the pickle expands to more than {MAX_VALUES:,} values "
+                                "(a shared object counts at every reference)")
 
 
-# ----------------------------------------------------------------------------------------------- entry points
+# ------------------------------------------------------------------------------------- entry points
 def loads(data: bytes):
     """Unpickle bytes with the restricted unpickler; any failure is an UnsafePickleError with one line."""
     try:
@@ -238,8 +243,8 @@ def loads(data: bytes):
 
 
 def load_pickle(path):
-    """Read a pickle file safely; raises UnsafePickleError (the path is the caller's to add), OSError when the
-    file cannot be read."""
+    """Read a pickle file safely; raises UnsafePickleError (the path is the caller's to add),
+    OSError when the file cannot be read."""
     with open(path, "rb", opener=_open_regular) as f:
         data = f.read(MAX_PICKLE_BYTES + 1)
     if len(data) > MAX_PICKLE_BYTES:

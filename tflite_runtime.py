@@ -11,10 +11,10 @@ their float inputs quantized and their outputs dequantized here, so callers alwa
 A model with a dynamic T is resized to the clips' length.
 
 Model card -> config: resolve_config(tflite_path[, config_path]) is the config recorded in the card
-beside a model (config_from_card: config.check_config's checks, as for a YAML config), or a --config_path
-checked against it (check_card_matches); read_model_card checks the JSON types of the fields readers use
-(CARD_FIELDS); output_labels gives one label per model output (card, labels.txt) or refuses the model;
-display_names formats class labels with their human names.
+beside a model (config_from_card: config.check_config's checks, as for a YAML config), or a
+--config_path checked against it (check_card_matches); read_model_card checks the JSON types of the
+fields readers use (CARD_FIELDS); output_labels gives one label per model output (card, labels.txt)
+or refuses the model; display_names formats class labels with their human names.
 
 This module imports no TensorFlow (only numpy and ai-edge-litert), so an app-side script that only runs models stays light.
 `interpreter="tensorflow"` runs the same code on `tf.lite.Interpreter` instead: tflite_worker.py uses it to run a model
@@ -65,7 +65,7 @@ def interpreter_class(interpreter: str = "litert"):
     raise UserError(f"unknown interpreter {interpreter!r}; choose one of {list(INTERPRETERS)}")
 
 
-CARD_FIELDS = {  # what the card's readers use (tflite_export.model_card writes it), with its JSON type
+CARD_FIELDS = {  # what readers of a card use (tflite_export.model_card writes it), with JSON types
     "model": dict, "layout": int, "joint_idx": list, "groups": dict, "config_path": str,
     "labels": ListOf(str), "label_names": MapOf(str), "mode": str, "size_bytes": int,
     "resting_hands": {"cutoff": NUMBER}, "dominant_hand": {"ratio": NUMBER},
@@ -83,7 +83,8 @@ def read_model_card(tflite_path) -> dict:
         data = path.read_bytes()
     except OSError as e:
         raise UserError(f"{path}: cannot read the model card ({e.strerror})") from None
-    return check_fields(parse_json(data, f"{path}: the model card"), CARD_FIELDS, f"{path}: the model card")
+    where = f"{path}: the model card"
+    return check_fields(parse_json(data, where), CARD_FIELDS, where)
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -186,9 +187,10 @@ CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels", "rest_hand_cu
 
 
 def config_from_card(card: dict, tflite_path) -> dict:
-    """The preprocessing/model config recorded in a model card (tflite_export.model_card; read_model_card
-    checked its types), validated by config.check_config as a YAML config is: an unknown layout, an index out
-    of range or of the wrong type, a label count that is not num_labels is one line naming the card."""
+    """The preprocessing/model config recorded in a model card (tflite_export.model_card;
+    read_model_card checked its types), validated by config.check_config as a YAML config is: an
+    unknown layout, an index out of range or of the wrong type, a label count that is not num_labels
+    is one line naming the card."""
     from config import check_config  # here: the old-runtime worker's venv has no YAML parser
     where = card_path(tflite_path)
     missing = [k for k in ("model", "layout", "joint_idx", "groups") if card.get(k) is None]
@@ -204,14 +206,15 @@ def config_from_card(card: dict, tflite_path) -> dict:
         raise UserError(f"{where}: model.num_keypoints is {brief(recorded)} but joint_idx selects "
                         f"{len(cfg['joint_idx'])} points")
     if card.get("labels") and len(card["labels"]) != cfg["num_labels"]:
-        raise UserError(f"{where}: {len(card['labels'])} labels for a model of num_labels {cfg['num_labels']}")
+        raise UserError(f"{where}: {len(card['labels'])} labels for a model of num_labels "
+                        f"{cfg['num_labels']}")
     return cfg | {"config_path": f"{where} (card of {card.get('config_path', '?')})"}
 
 
 def output_labels(model: TFLiteModel, tflite_path) -> list[str]:
-    """The label of each output of a loaded model: the card's labels, else labels.txt beside the model, else
-    class_<i>; a card or labels.txt with another number of labels than the model has outputs is refused
-    (before any clip is classified)."""
+    """The label of each output of a loaded model: the card's labels, else labels.txt beside the
+    model, else class_<i>; a card or labels.txt with another number of labels than the model has
+    outputs is refused (before any clip is classified)."""
     outputs = int(model.output["shape"][-1])
     card, labels_txt = read_model_card(tflite_path), Path(tflite_path).parent / "labels.txt"
     if card.get("labels"):
@@ -224,8 +227,8 @@ def output_labels(model: TFLiteModel, tflite_path) -> list[str]:
     else:
         return [f"class_{i}" for i in range(outputs)]
     if len(labels) != outputs:
-        raise UserError(f"{source}: {len(labels)} labels, but {tflite_path} has {outputs} outputs; re-export "
-                        "the model or fix the labels")
+        raise UserError(f"{source}: {len(labels)} labels, but {tflite_path} has {outputs} outputs; "
+                        "re-export the model or fix the labels")
     return labels
 
 

@@ -1,6 +1,7 @@
 """The utility drawer every script shares: one-line user errors and the CLI wrapper that prints
-them, the --help formatter, atomic writes, reading a JSON file the run needs (no key given twice) and
-checking the types of its fields, seeding, logging and the git commit of the checkout. Imports no TensorFlow and nothing of the project's.
+them, the --help formatter, atomic writes, reading a JSON file the run needs (no key given twice)
+and checking the types of its fields, seeding, logging and the git commit of the checkout. Imports
+no TensorFlow and nothing of the project's.
 
 The run tree (artefact paths and names, experiment names) is not here: it lives in runs.py.
 """
@@ -46,7 +47,7 @@ def cli(main):
     return run
 
 
-# ----------------------------------------------------------------------------------------------- atomic writes
+# ------------------------------------------------------------------------------------ atomic writes
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path = Path(path)
@@ -74,8 +75,8 @@ def atomic_write_text(path, text: str) -> Path:
 
 
 def read_json(path, what: str, error: type[Exception] = UserError):
-    """A JSON file the run needs; a missing, unreadable or invalid file (parse_json) is one `error` naming it
-    and `what`."""
+    """A JSON file the run needs; a missing, unreadable or invalid file (parse_json) is one `error`
+    naming it and `what`."""
     try:
         with open(path) as f:
             return parse_json(f.read(), f"{path}: {what}", error)
@@ -88,8 +89,9 @@ def read_json(path, what: str, error: type[Exception] = UserError):
 
 
 def parse_json(text, where: str, error: type[Exception] = UserError):
-    """json.loads that refuses a key given twice in one object (plain JSON keeps the last one silently);
-    invalid JSON, an integer of more than 4300 digits or nesting too deep for the parser is one `error`."""
+    """json.loads that refuses a key given twice in one object (plain JSON keeps the last one
+    silently); invalid JSON, an integer of more than 4300 digits or nesting too deep for the parser
+    is one `error`."""
     try:
         return json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as e:  # JSONDecodeError, a repeated key, a huge integer, bytes not in UTF-8
@@ -107,14 +109,14 @@ def _unique_keys(pairs: list) -> dict:
     return obj
 
 
-# ----------------------------------------------------------------------------------------------- records
+# ------------------------------------------------------------------------------------------ records
 _BRIEF = reprlib.Repr()
 _BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlist, _BRIEF.maxdict = 3, 60, 60, 6, 4
 
 
 def brief(value, limit: int = 80) -> str:
-    """repr(value), shortened: an error message quotes what it refuses without printing (or walking) a huge,
-    deeply nested or self-referencing value."""
+    """repr(value), shortened: an error message quotes what it refuses without printing (or walking)
+    a huge, deeply nested or self-referencing value."""
     text = _BRIEF.repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -124,7 +126,8 @@ NUMBER = (int, float)  # a JSON number (true/false are not numbers here)
 
 @dataclass(frozen=True)
 class ListOf:
-    """A JSON list whose every item is `kind` (a type, a tuple of types, or another ListOf/MapOf/dict)."""
+    """A JSON list whose every item is `kind` (a type, a tuple of types, or another
+    ListOf/MapOf/dict)."""
     kind: object
 
 
@@ -135,9 +138,10 @@ class MapOf:
 
 
 def check_fields(record, fields: dict, where: str, required=(), error: type[Exception] = UserError):
-    """`record` is a JSON object whose keys named in `fields` hold the JSON types given there (null and an
-    absent key pass, except for the `required` keys; required=True: every key, nested ones too; a nested dict
-    of fields checks a nested object); otherwise one `error` naming `where` and the key. Returns the record."""
+    """`record` is a JSON object whose keys named in `fields` hold the JSON types given there (null
+    and an absent key pass, except for the `required` keys; required=True: every key, nested ones
+    too; a nested dict of fields checks a nested object); otherwise one `error` naming `where` and
+    the key. Returns the record."""
     if not isinstance(record, dict):
         raise error(f"{where}: expected a JSON object, got {_json_type(record)}")
     for key in (fields if required is True else required):
@@ -155,12 +159,12 @@ def _check_value(value, kind, where: str, every_key: bool, error) -> None:
     elif isinstance(kind, (ListOf, MapOf)):
         container = list if isinstance(kind, ListOf) else dict
         if not isinstance(value, container):
-            raise error(f"{where} must be {_kind_name(container)}, got {_json_type(value)} {brief(value, 40)}")
+            raise error(f"{where} must be {_kind_name(container)}, got {_shown(value)}")
         for item in (value if container is list else value.values()):
             if item is not None:
                 _check_value(item, kind.kind, f"{where} (an item)", every_key, error)
     elif not _is_kind(value, kind):
-        raise error(f"{where} must be {_kind_name(kind)}, got {_json_type(value)} {brief(value, 40)}")
+        raise error(f"{where} must be {_kind_name(kind)}, got {_shown(value)}")
 
 
 def _is_kind(value, kind) -> bool:
@@ -169,12 +173,16 @@ def _is_kind(value, kind) -> bool:
 
 
 def _kind_name(kind) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
-             dict: "a JSON object"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a JSON object"}
     if kind == NUMBER:
         return "a number"
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _shown(value) -> str:
+    return f"{_json_type(value)} {brief(value, 40)}"
 
 
 def _json_type(value) -> str:
@@ -215,7 +223,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-# ----------------------------------------------------------------------------------------------- reproducibility
+# ---------------------------------------------------------------------------------- reproducibility
 def set_seed(seed: int) -> None:
     """Seed python, numpy and (if imported) TensorFlow, with deterministic TF ops."""
     random.seed(seed)

@@ -23,7 +23,8 @@ from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
 from util import UserError
-from tflite_runtime import TFLiteModel, display_names, output_labels, read_model_card, resolve_config
+from tflite_runtime import (TFLiteModel, display_names, output_labels, read_model_card,
+                            resolve_config)
 
 CAPTION_COLOR = (40, 220, 40)  # BGR
 
