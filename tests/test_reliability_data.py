@@ -297,6 +297,19 @@ def test_small_pickles_that_exhaust_memory_or_crash_are_one_line(root, tmp_path,
     assert line.startswith(f"error: {path}: cannot read pickle (refused"), line
 
 
+def test_a_pickle_file_too_large_or_not_a_file_is_refused_unread(root, monkeypatch):
+    path = root / "all" / "G01" / "user01_G01_R01.pkl"
+    monkeypatch.setattr(safe_pickle, "MAX_PICKLE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(safe_pickle.UnsafePickleError, match="refused a file of more than"):
+        safe_pickle.load_pickle(path)
+    monkeypatch.undo()
+    fifo = root / "all" / "G01" / "user01_G01_R09.pkl"
+    os.mkfifo(fifo)  # a plain open() would wait for a writer forever
+    result = run_limited("dataset.py", "--config_path", DEMO_CONFIG, "--data_path", root)
+    line = one_error_line(result, 2)
+    assert line.startswith(f"error: {fifo}: cannot read pickle (not a regular file)")
+
+
 def test_pickle_limits_hold_for_the_real_data(shared_data):
     """The largest real sample is far inside MAX_VALUES and MAX_DEPTH; the limits only refuse
     hostile files."""
