@@ -45,10 +45,10 @@ import numpy as np
 
 import metrics
 from config import model_hparams
-from evaluation import (SUMMARY_METRICS, csv_text, evaluate_tflite, format_cell, load_eval_set,
-                        model_file_info, summary_row, text_table)
+from evaluation import (SUMMARY_METRICS, check_evaluation, csv_text, evaluate_tflite, format_cell,
+                        load_eval_set, model_file_info, summary_row, text_table)
 from recipes import DEFAULT_DATASET_NAME
-from results_report import model_info_rows, write_report
+from results_report import KERAS_TEST, model_info_rows, read_training_record, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
     loso_data_path, loso_experiment_name, parse_experiment_name, parse_sample_name, run_paths)
 from util import UserError, atomic_write_json, atomic_write_text, cli, read_json
@@ -140,7 +140,7 @@ def discover_runs(args, paths) -> list[Run]:
             exp = loso_experiment_name(args.dataset_name, user, prefix)
             meta_file = paths.latest_record(exp)
             run = Run(seed, user, exp, paths.checkpoint_dir(exp),
-                      read_json(meta_file, "training metadata") if meta_file.is_file() else {})
+                      read_training_record(meta_file) if meta_file.is_file() else {})
             find_models(run, ptq_base / user, qat_base / user)
             runs.append(run)
     if not runs:
@@ -161,15 +161,19 @@ def run_config(run: Run, config_path: str) -> dict:
 
 
 def stored_result(cache: Path, path: Path, data_path: str, split: str) -> dict | None:
-    """A stored evaluation, if it belongs to this very file (size, mtime) and split."""
+    """A stored evaluation, if it belongs to this very file (size, mtime) and split; a damaged one,
+    or one with fields of the wrong type (evaluation.EVALUATION_RECORD), is evaluated again, never
+    trusted."""
     if not cache.is_file():
         return None
     try:
-        result, now = json.loads(cache.read_text()), model_file_info(path)
-        same_file = all(result["model"].get(k) == now[k] for k in ("path", "size_bytes", "mtime_ns"))
-        return result if same_file and result["data_path"] == data_path and result["split"] == split else None
-    except (ValueError, KeyError, TypeError, AttributeError):  # a damaged cache is evaluated again, not trusted
+        result = check_evaluation(read_json(cache, "stored evaluation"), str(cache))
+    except UserError:
         return None
+    now = model_file_info(path)
+    same_file = all(result["model"][k] == now[k] for k in ("path", "size_bytes", "mtime_ns"))
+    same_data = result["data_path"] == data_path and result["split"] == split
+    return result if same_file and same_data else None
 
 
 def evaluate_run(run: Run, cfg: dict, args, cache_root: Path) -> None:
@@ -201,8 +205,8 @@ def summary_records(runs: list[Run]) -> list[dict]:
     """One record per (seed, holdout, model) with evaluation.SUMMARY_METRICS (+ the Keras test numbers)."""
     records = []
     for run in runs:
-        test = run.metadata.get("test")
-        if test:
+        test = run.metadata.get("test") or {}
+        if all(test.get(k) is not None for k in KERAS_TEST):
             records.append({"seed": run.seed, "holdout": run.holdout, "model": KERAS_TAG, "samples": test["samples"],
                             "top1_pct": 100 * test["accuracy"], "top5_pct": 100 * test["top5_accuracy"],
                             "loss": test["loss"]})
@@ -375,7 +379,7 @@ def collect_full(args) -> dict:
     exp = args.full_exp_name or full_experiment_name(args.dataset_name)
     meta_file = paths.latest_record(exp)
     run = Run(None, "full", exp, paths.checkpoint_dir(exp),
-              read_json(meta_file, "training metadata") if meta_file.is_file() else {})
+              read_training_record(meta_file) if meta_file.is_file() else {})
     find_models(run, Path(args.ptq_base_dir or paths.export_dir("ptq", args.exp_prefix)),
                 Path(args.qat_base_dir or paths.export_dir("qat", args.exp_prefix)))
     if not run.models:

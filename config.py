@@ -9,6 +9,10 @@ of the keys it leaves out live in recipes.py and augmentations.AugmentOptions), 
 with the same checks.
 Any problem raises ConfigError naming the file and the key.
 
+Limits are checked before anything is expanded (MAX_CONFIG_BYTES, MAX_YAML_VALUES after aliases,
+range bounds) and every number must be finite. check_config(raw, path) validates a mapping that
+did not come from a file (the config in a model card, tflite_runtime).
+
     python config.py configs/*.yaml      # validate configs and print their selection
     python config.py --recipe configs/arabic-asl-65kpts-signer-independent.yaml   # [--demo]
         # the pipeline's settings (recipes.py) with the config's training: block, NAME=value lines
@@ -16,9 +20,11 @@ Any problem raises ConfigError naming the file and the key.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
+from collections import Counter
 from collections.abc import Hashable
-from pathlib import Path
 
 import yaml
 
@@ -27,7 +33,7 @@ from keypoints import READABLE_FROM, get_layout, hand_positions, rest_hand_point
 from preprocessing import MAX_FRAMES
 from recipes import (DOMINANT_HAND_RATIO, FP32_BATCH_SIZE, FP32_WARMUP_EPOCHS, REST_HAND_CUTOFF,
                      WEIGHT_DECAY, pipeline_defaults, print_settings)
-from util import HelpFormatter, UserError, cli
+from util import HelpFormatter, UserError, brief, cli
 
 REQUIRED = {
     "layout": int, "joint_idx": list, "groups": dict, "num_labels": int,
@@ -53,6 +59,9 @@ OPTIONAL = {
     "dominant_hand_ratio": (float, DOMINANT_HAND_RATIO),
 }
 SCHEDULES = ("plateau", "cosine")
+MAX_CONFIG_BYTES = 64 * 1024   # a config is ~1 KB; a larger file is refused before it is parsed
+MAX_YAML_VALUES = 10_000       # scalars, lists and mappings of a config, an alias as what it repeats
+RANGE = re.compile(r"\s*(\d{1,9})\s*-\s*(\d{1,9})\s*", re.ASCII)  # "a-b" of an index list
 TRAINING = {  # key: (type, check, what the check wants); a key left out: the recipes.py default
     "epochs": (int, lambda v: v >= 1, ">= 1"),
     "batch_size": (int, lambda v: v >= 1, ">= 1"),  # replaces the top-level batch_size
@@ -71,21 +80,29 @@ class ConfigError(UserError, ValueError):
     pass
 
 
-def parse_index_list(items, where: str) -> list[int]:
-    """Expand `[0-2, 5]` (ints or "a-b" range strings) to `[0, 1, 2, 5]`."""
+def parse_index_list(items, where: str, size: int | None = None) -> list[int]:
+    """Expand `[0-2, 5]` (ints or "a-b" range strings) to `[0, 1, 2, 5]`. With `size` (the layout's
+    number of points), an index or range outside 0..size-1 is refused BEFORE it is expanded
+    ("0-999999999" costs nothing)."""
     out = []
     for item in items:
         if isinstance(item, bool):
-            raise ConfigError(f"{where}: {item!r} is not an index")
+            raise ConfigError(f"{where}: {brief(item)} is not an index")
         if isinstance(item, int):
-            out.append(item)
+            lo = hi = item
         elif isinstance(item, str) and "-" in item:
-            lo, hi = item.split("-", 1)
-            if not (lo.strip().isdigit() and hi.strip().isdigit()) or int(lo) > int(hi):
-                raise ConfigError(f"{where}: bad range {item!r}")
-            out.extend(range(int(lo), int(hi) + 1))
+            bounds = RANGE.fullmatch(item)
+            if not bounds or int(bounds[1]) > int(bounds[2]):
+                raise ConfigError(f"{where}: bad range {brief(item)}")
+            lo, hi = int(bounds[1]), int(bounds[2])
         else:
-            raise ConfigError(f"{where}: {item!r} is not an index or 'a-b' range")
+            raise ConfigError(f"{where}: {brief(item)} is not an index or 'a-b' range")
+        if size is not None and not 0 <= lo <= hi < size:
+            first = lo if lo < 0 else max(lo, size)
+            shown = first if first == hi else f"{first}-{hi}"
+            raise ConfigError(f"{where}: indices [{shown}] out of range for a layout of {size} "
+                              f"points (0-{size - 1})")
+        out.extend(range(lo, hi + 1))
     return out
 
 
@@ -98,16 +115,23 @@ def _typed(value, kind: type, key: str, path: str):
         except ValueError:
             pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise ConfigError(f"{path}: key '{key}' must be a finite number, got {brief(value)}") \
+                from None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{path}: key '{key}' must be {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{path}: key '{key}' must be {kind.__name__}, got {brief(value)}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{path}: key '{key}' must be a finite number, got {value}")
     return value
 
 
 def _unknown(block: dict, known, prefix: str, path: str) -> None:
     unknown = set(block) - set(known)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(prefix + str(k) for k in unknown)}")
+        shown = sorted(prefix + str(k)[:40] for k in unknown)[:10]
+        raise ConfigError(f"{path}: unknown key(s) {shown}")
 
 
 def _check_types(raw: dict, path: str) -> dict:
@@ -143,7 +167,7 @@ def _check_training(raw: dict, cfg: dict, path: str) -> None:
         kind, ok, wants = TRAINING[key]
         value = _typed(value, kind, f"training.{key}", path)
         if not ok(value):
-            raise ConfigError(f"{path}: key 'training.{key}' must be {wants}, got {value!r}")
+            raise ConfigError(f"{path}: key 'training.{key}' must be {wants}, got {brief(value)}")
         checked[key] = value
     if checked.get("warmup_epochs", FP32_WARMUP_EPOCHS) >= checked.get("epochs", float("inf")):
         raise ConfigError(f"{path}: key 'training.warmup_epochs' must be < training.epochs")
@@ -162,15 +186,12 @@ def parse_override(item: str) -> tuple[list[str], object]:
     'mirror_only'); the value is read as YAML (numbers, true/false, [0.8, 1.2])."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=1e-3")
+        raise ConfigError(f"--set {brief(item)}: expected KEY=VALUE, e.g. training.lr=1e-3")
     keys = key.strip().split(".")
     if keys[0] != "training" or len(keys) < 2 or not all(keys):
-        raise ConfigError(f"--set {item!r}: only training.* keys can be set (model keys are read "
-                          "from the config file by PTQ, QAT and evaluation)")
-    try:
-        return keys, yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item!r}: not a YAML value ({yaml_problem(e)})") from None
+        raise ConfigError(f"--set {brief(item)}: only training.* keys can be set (model keys are "
+                          "read from the config file by PTQ, QAT and evaluation)")
+    return keys, parse_yaml(text, f"--set {brief(item)}", "not a YAML value")
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
@@ -182,7 +203,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
             block = block.setdefault(key, {})
             if not isinstance(block, dict):
                 where = ".".join(keys[:depth + 1])
-                raise ConfigError(f"--set {item!r}: '{where}' is not a mapping")
+                raise ConfigError(f"--set {brief(item)}: '{where}' is not a mapping")
         block[keys[-1]] = value
     return raw
 
@@ -214,28 +235,27 @@ def _check_indices(cfg: dict, path: str) -> None:
         size = get_layout(cfg["layout"]).size
     except ValueError as e:
         raise ConfigError(f"{path}: key 'layout': {e}") from None
-    joints = parse_index_list(cfg["joint_idx"], f"{path}: key 'joint_idx'")
-    bad = [i for i in joints if not 0 <= i < size]
-    if bad:
-        raise ConfigError(f"{path}: key 'joint_idx': indices {bad} out of range for layout {cfg['layout']} (0-{size - 1})")
-    if len(set(joints)) != len(joints):
-        raise ConfigError(f"{path}: key 'joint_idx': repeated indices {sorted({i for i in joints if joints.count(i) > 1})}")
-    groups, seen = {}, {}
+    joints = parse_index_list(cfg["joint_idx"], f"{path}: key 'joint_idx'", size)
+    repeated = sorted(i for i, n in Counter(joints).items() if n > 1)
+    if repeated:
+        raise ConfigError(f"{path}: key 'joint_idx': repeated indices {repeated[:10]}")
+    groups, seen, selected = {}, {}, set(joints)
     for name, items in cfg["groups"].items():
-        where = f"{path}: key 'groups.{name}'"
+        where = f"{path}: key 'groups.{str(name)[:40]}'"
         if not isinstance(items, list) or not items:
             raise ConfigError(f"{where}: must be a non-empty list of indices")
-        idx = parse_index_list(items, where)
+        idx = parse_index_list(items, where, size)
         for i in idx:
-            if i not in joints:
+            if i not in selected:
                 raise ConfigError(f"{where}: index {i} is not in joint_idx")
             if i in seen:
                 raise ConfigError(f"{where}: index {i} is already in group '{seen[i]}'")
             seen[i] = name
         groups[name] = sorted(idx)
-    uncovered = sorted(set(joints) - set(seen))
+    uncovered = sorted(selected - set(seen))
     if uncovered:
-        raise ConfigError(f"{path}: key 'groups': joint_idx indices {uncovered} are in no group")
+        raise ConfigError(f"{path}: key 'groups': joint_idx indices {uncovered[:20]} are in no "
+                          "group")
     cfg["joint_idx"] = sorted(joints)  # the model always sees ascending stored order (as the reference)
     cfg["groups"] = groups
     if cfg["rest_hand_cutoff"] > 0:
@@ -247,18 +267,75 @@ def _check_indices(cfg: dict, path: str) -> None:
         raise ConfigError(f"{path}: key 'dominant_hand_ratio': needs both hands in joint_idx")
 
 
+class _Refused(yaml.YAMLError):
+    """YAML that parses but is refused (too large after aliases, a number that is not finite)."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one
+    silently), a document that expands to more than MAX_YAML_VALUES values through its aliases
+    ("billion laughs") or holds itself, and .inf/.nan."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, Hashable) and key in seen:
-                raise yaml.YAMLError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1})")
+                line = key_node.start_mark.line + 1
+                raise yaml.YAMLError(f"key {brief(key)} is given twice (line {line})")
             if isinstance(key, Hashable):
                 seen.add(key)
         return super().construct_mapping(node, deep)
+
+    def compose_document(self):
+        node = super().compose_document()
+        check_expansion(node)
+        return node
+
+    def construct_yaml_float(self, node):
+        value = super().construct_yaml_float(node)
+        if not math.isfinite(value):
+            line = node.start_mark.line + 1
+            raise _Refused(f"{brief(node.value, 20)} (line {line}) is not a finite number")
+        return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_yaml_float)
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+def check_expansion(root) -> None:
+    """Count the values a composed YAML document stands for, an alias counted as all it repeats,
+    without expanding it (each node is counted once and remembered); refuse more than
+    MAX_YAML_VALUES, or an alias inside its own anchor."""
+    done, path, stack = {}, {id(root)}, [[root, iter(_children(root)), 1]]
+    while stack:
+        frame = stack[-1]
+        child = next(frame[1], None)
+        if child is None:
+            stack.pop()
+            path.discard(id(frame[0]))
+            done[id(frame[0])] = frame[2]
+            size = frame[2]
+            frame = stack[-1] if stack else None
+        elif id(child) in path:
+            raise _Refused(f"an alias inside its own anchor (line {child.start_mark.line + 1})")
+        elif id(child) not in done and _children(child):
+            path.add(id(child))
+            stack.append([child, iter(_children(child)), 1])
+            continue
+        else:
+            size = done.get(id(child), 1)
+        if frame is not None:
+            frame[2] += size
+            if frame[2] > MAX_YAML_VALUES:
+                raise _Refused(f"the document expands to more than {MAX_YAML_VALUES:,} values "
+                               "(aliases counted as what they repeat)")
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:
@@ -269,10 +346,28 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1})" if mark else problem
 
 
-def read_yaml(path) -> object:
-    """The YAML document of a file; ConfigError (one line naming the file) when it cannot be read or parsed."""
+def parse_yaml(text: str, where: str, invalid: str = "not valid YAML") -> object:
+    """The YAML document in `text` (_UniqueKeyLoader); ConfigError `where: ...` when it is
+    refused."""
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _Refused as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: {invalid} ({yaml_problem(e)})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: {invalid} (nested too deeply)") from None
+    except ValueError as e:  # an integer of more than 4300 digits, a date such as 2024-13-01
+        raise ConfigError(f"{where}: {invalid} ({str(e).split(':')[0][:80]})") from None
+
+
+def read_yaml(path) -> object:
+    """The YAML document of a file; ConfigError (one line naming the file) when it cannot be read or
+    parsed, or is larger than MAX_CONFIG_BYTES (checked before it is parsed)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except IsADirectoryError:
@@ -281,12 +376,10 @@ def read_yaml(path) -> object:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); expected a YAML config") from None
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a short "
+                          "YAML file (~1 KB)")
+    return parse_yaml(text, str(path))
 
 
 def load_config(path: str, overrides=()) -> dict:
@@ -295,7 +388,12 @@ def load_config(path: str, overrides=()) -> dict:
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
+    return check_config(apply_overrides(raw, overrides), path, overrides)
+
+
+def check_config(raw: dict, path: str, overrides=()) -> dict:
+    """Validate a config mapping (load_config's checks, for a mapping read elsewhere, e.g. a model
+    card); `path` names it in every error."""
     cfg = _check_types(raw, path)
     _check_training(raw, cfg, path)
     _check_values(cfg, path)

@@ -12,6 +12,11 @@ invariant), so the mask is the same one evaluation and the TFLite model use. Onl
 the reference's other mask instead (augmentation `mask: nonzero`: 1 where any coordinate of a frame is
 non-zero).
 
+A bad sample is refused with its reason (docs/safety.md): coordinates outside COORDINATE_RANGE, none
+of the selected points inside the image, a `class` that disagrees with its folder, ... The whole
+split is read first, so the error names the first refused file AND counts every refused one by
+reason (skip_bad: they are left out and counted instead).
+
     python dataset.py --config_path configs/arabic-asl-65kpts.yaml \\
         --data_path data/arabic-asl-90kpts
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,12 +39,20 @@ from preprocessing import MAX_FRAMES
 from preprocessing import normalize_groups, pad_clip, prepare_clip
 from recipes import DEFAULT_SEED, FP32_BATCH_SIZE, FP32_BUCKET_BATCHES
 from runs import parse_sample_name
-from util import UserError, cli, read_json
+from util import UserError, brief, cli, read_json
 from safe_pickle import UnsafePickleError, load_pickle
 
 
+COORDINATE_RANGE = (-1.0, 2.0)  # x, y of a stored point: MediaPipe's normalized coordinates stray
+#   past [0, 1] (MLR511's 2.96 M detected points span [-0.11, 1.57]); pixels or percents do not fit
+
+
 class DataError(UserError):
-    pass
+    """A bad data file; `reason` is its kind, for the count of refused samples."""
+
+    def __init__(self, message: str, reason: str = "unreadable or malformed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -48,7 +62,8 @@ def read_label_maps(root) -> tuple[dict, dict]:
     raw_id2label = read_json(Path(root) / "id2label.json", "label map id2label.json", DataError)
     if not (isinstance(label2id, dict) and all(isinstance(i, int) for i in label2id.values())):
         raise DataError(f"{Path(root) / 'label2id.json'}: expected {{\"label\": id, ...}} with integer ids")
-    if not (isinstance(raw_id2label, dict) and all(k.strip().isdigit() for k in raw_id2label)):
+    if not (isinstance(raw_id2label, dict)
+            and all(re.fullmatch(r"\d{1,9}", k, re.ASCII) for k in raw_id2label)):
         raise DataError(f"{Path(root) / 'id2label.json'}: expected {{\"id\": \"label\", ...}} with integer ids")
     id2label = {int(k): v for k, v in raw_id2label.items()}
     if sorted(label2id.values()) != list(range(len(label2id))) or any(id2label.get(i) != lab for lab, i in label2id.items()):
@@ -67,7 +82,16 @@ def list_split(root, split: str) -> list[Path]:
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise DataError(f"{split_dir}: split folder not found (expected {split}/GXX/*.pkl under {root})")
-    return sorted(p for d in sorted(split_dir.iterdir()) if d.is_dir() for p in d.glob("*.pkl"))
+    folders = [d for d in sorted(split_dir.iterdir()) if resolvable(d).is_dir()]
+    return sorted(p for d in folders for p in d.glob("*.pkl"))
+
+
+def resolvable(path: Path) -> Path:
+    """path, unless it is a link that loops or points to nothing (is_dir()/is_file() would skip it
+    silently)."""
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path}: a link that loops or points to nothing", "broken link")
+    return path
 
 
 def load_sample(path) -> dict:
@@ -79,22 +103,31 @@ def load_sample(path) -> dict:
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror})") from None
     if not isinstance(sample, dict) or "keypoints" not in sample:
-        raise DataError(f"{path}: not a sample dict with a 'keypoints' array")
+        raise DataError(f"{path}: not a sample dict with a 'keypoints' array", "not a sample")
     try:
         kp = np.asarray(sample["keypoints"])
     except ValueError:  # a ragged nested list
         raise DataError(f"{path}: keypoints are ragged (frames or points of different sizes)") from None
     if kp.ndim != 3 or kp.shape[2] < 2 or not np.issubdtype(kp.dtype, np.number):
-        raise DataError(f"{path}: keypoints have shape {kp.shape} {kp.dtype}, expected numeric (T, N, 2 or 3)")
+        raise DataError(f"{path}: keypoints have shape {str(kp.shape)[:40]} {kp.dtype}, expected "
+                        "numeric (T, N, 2 or 3)", "malformed keypoints")
     if not np.issubdtype(kp.dtype, np.floating):
         raise DataError(f"{path}: keypoints are {kp.dtype}, expected floats (normalized image coordinates, "
-                        "e.g. 0.0-1.0); convert them, e.g. pixels / frame size")
+                        "e.g. 0.0-1.0); convert them, e.g. pixels / frame size",
+                        "malformed keypoints")
     if kp.shape[0] == 0:
-        raise DataError(f"{path}: empty sequence (0 frames)")
-    if not np.isfinite(kp[..., :2]).all():
-        raise DataError(f"{path}: keypoints contain NaN or infinite values")
-    if not kp[..., :2].any():
-        raise DataError(f"{path}: keypoints are all zeros (nothing was detected in any frame)")
+        raise DataError(f"{path}: empty sequence (0 frames)", "malformed keypoints")
+    xy = kp[..., :2]
+    if not np.isfinite(xy).all():
+        raise DataError(f"{path}: keypoints contain NaN or infinite values", "NaN or infinite keypoints")
+    if not xy.any():
+        raise DataError(f"{path}: keypoints are all zeros (nothing was detected in any frame)",
+                        "nothing detected")
+    low, high = COORDINATE_RANGE
+    if xy.min() < low or xy.max() > high:
+        raise DataError(f"{path}: coordinates span [{xy.min():.4g}, {xy.max():.4g}], far outside the "
+                        f"image; expected normalized image coordinates in [{low:g}, {high:g}] (e.g. "
+                        "pixels / frame size)", "coordinates outside the image")
     sample["keypoints"] = kp
     return sample
 
@@ -102,7 +135,41 @@ def load_sample(path) -> dict:
 def check_layout(path, kp: np.ndarray, cfg: dict) -> None:
     if kp.shape[1] not in readable_layouts(cfg):
         raise DataError(f"{path}: {kp.shape[1]} keypoints per frame, but {cfg['config_path']} (layout {cfg['layout']}) "
-                        f"reads pickles with {' or '.join(map(str, readable_layouts(cfg)))} keypoints")
+                        f"reads pickles with {' or '.join(map(str, readable_layouts(cfg)))} keypoints",
+                        "another keypoint layout")
+
+
+def sample_label(path: Path, sample: dict, label2id: dict, cfg: dict) -> str:
+    """The sample's class: its `class` field (else the sign of its file name), a label of
+    label2id.json within the config's num_labels, and the label of its folder when the folder is
+    named after one."""
+    parsed = parse_sample_name(path.name)
+    label = sample.get("class", parsed[1] if parsed else None)
+    if not isinstance(label, str):
+        raise DataError(f"{path}: class {brief(label)} is not a label name (a string such as 'G01')",
+                        "bad class")
+    if label not in label2id:
+        raise DataError(f"{path}: class {brief(label)} is not in {path.parents[2] / 'label2id.json'}",
+                        "bad class")
+    if label2id[label] >= cfg["num_labels"]:
+        raise DataError(f"{path}: class {label!r} has id {label2id[label]} but the config has "
+                        f"num_labels {cfg['num_labels']}", "bad class")
+    folder = path.parent.name
+    if folder in label2id and folder != label:
+        raise DataError(f"{path}: class {label!r} disagrees with its folder {folder}; move the file or "
+                        "fix its class", "class disagrees with its folder")
+    return label
+
+
+def prepared_clip(path: Path, sample: dict, cfg: dict, mirror: bool) -> np.ndarray:
+    """preprocessing.prepare_clip of a checked sample; refused when none of the selected points is
+    inside the image in any frame (clipping would leave an all-zero clip that trains as a real
+    one)."""
+    clip = prepare_clip(sample["keypoints"], cfg, mirror=mirror)
+    if not clip.any():
+        raise DataError(f"{path}: none of the {len(cfg['joint_idx'])} points {cfg['config_path']} "
+                        "selects is detected inside the image in any frame", "no selected point detected")
+    return clip
 
 
 # ----------------------------------------------------------------------------------------------- splits
@@ -115,10 +182,20 @@ class SplitData:
     labels: list = field(default_factory=list)     # int class ids
     users: list = field(default_factory=list)
     paths: list = field(default_factory=list)
-    skipped: list = field(default_factory=list)    # (path, reason) when skip_bad=True
+    skipped: list = field(default_factory=list)    # (path, message) of each refused sample
+    refused: Counter = field(default_factory=Counter)  # reason -> refused samples
 
     def __len__(self):
         return len(self.clips)
+
+    def refusals(self) -> str:
+        """'refused 3 of 120 samples of data/x/all: 2 coordinates outside the image, 1 class
+        disagrees with its folder' ('' when none was refused)."""
+        if not self.skipped:
+            return ""
+        counts = ", ".join(f"{n} {reason}" for reason, n in self.refused.most_common())
+        return (f"refused {len(self.skipped)} of {len(self.skipped) + len(self.clips)} samples of "
+                f"{self.root / self.split}: {counts}")
 
     def normalized(self, cfg: dict) -> list[np.ndarray]:
         groups = selected_groups(cfg)
@@ -133,9 +210,11 @@ class SplitData:
 
 def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples: int | None = None,
                exclude_users=(), only_users=None, mirror: bool = False) -> SplitData:
-    """Read and preprocess every pickle of a split. A bad file raises DataError naming it, or with skip_bad=True
-    is counted in `skipped` (callers print the count). mirror=True: every clip as a signer of the other hand
-    would give it (preprocessing.prepare_clip; e.g. right-handed signers evaluated as left-handed ones)."""
+    """Read and preprocess every pickle of a split. Bad files are refused: DataError naming the
+    first one and counting all of them by reason, or with skip_bad=True they are left out and
+    counted in `skipped` and `refused` (callers print SplitData.refusals()). mirror=True: every clip
+    as a signer of the other hand would give it (preprocessing.prepare_clip; e.g. right-handed
+    signers evaluated as left-handed ones)."""
     label2id, _ = read_label_maps(root)
     paths = list_split(root, split)
     if max_samples:
@@ -148,23 +227,19 @@ def load_split(root, split: str, cfg: dict, skip_bad: bool = False, max_samples:
         try:
             sample = load_sample(path)
             check_layout(path, sample["keypoints"], cfg)
-            label = sample.get("class", parsed[1] if parsed else None)
-            if not isinstance(label, str):
-                raise DataError(f"{path}: class {label!r} is not a label name (a string such as 'G01')")
-            if label not in label2id:
-                raise DataError(f"{path}: class {label!r} is not in {Path(root) / 'label2id.json'}")
-            if label2id[label] >= cfg["num_labels"]:
-                raise DataError(f"{path}: class {label!r} has id {label2id[label]} but the config has "
-                                f"num_labels {cfg['num_labels']}")
+            label = sample_label(path, sample, label2id, cfg)
+            clip = prepared_clip(path, sample, cfg, mirror)
         except DataError as e:
-            if not skip_bad:
-                raise
             data.skipped.append((str(path), str(e)))
+            data.refused[e.reason] += 1
             continue
-        data.clips.append(prepare_clip(sample["keypoints"], cfg, mirror=mirror))
+        data.clips.append(clip)
         data.labels.append(label2id[label])
-        data.users.append(str(sample.get("user", parsed[0] if parsed else "unknown")))
+        data.users.append(str(sample.get("user", parsed[0] if parsed else "unknown"))[:100])
         data.paths.append(str(path))
+    if data.skipped and not skip_bad:
+        raise DataError(f"{data.skipped[0][1]} ({data.refusals()}; dataset.py --skip_bad reads the "
+                        "rest)")
     if not data.clips:
         raise DataError(f"{Path(root) / split}: no usable samples" + (f" ({len(data.skipped)} skipped)" if data.skipped else ""))
     return data
@@ -279,7 +354,7 @@ def summarize(data: SplitData, cfg: dict, id2label: dict) -> str:
         f"  detected points: {detected.mean():.1%}; normalized values in [{values.min():.3f}, {values.max():.3f}]",
     ]
     if data.skipped:
-        lines.append(f"  skipped {len(data.skipped)} bad file(s), first: {data.skipped[0][1]}")
+        lines.append(f"  {data.refusals()}; first: {data.skipped[0][1]}")
     return "\n".join(lines)
 
 
@@ -289,7 +364,8 @@ def main():
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
     ap.add_argument("--data_path", required=True, help="dataset root holding <split>/GXX/*.pkl and label maps")
     ap.add_argument("--split", default="all", help="split folder to read (default: all)")
-    ap.add_argument("--skip_bad", action="store_true", help="count and skip unreadable samples instead of stopping")
+    ap.add_argument("--skip_bad", action="store_true",
+                    help="count and skip refused samples instead of stopping")
     args = ap.parse_args()
     cfg = load_config(args.config_path)
     t0 = time.perf_counter()

@@ -25,10 +25,29 @@ from tqdm import tqdm
 import metrics
 from dataset import load_split, read_label_maps, read_label_names
 from recipes import DEFAULT_SEED
-from util import UserError
+from util import NUMBER, ListOf, MapOf, UserError, check_fields
 from tflite_runtime import TFLiteModel, display_names, read_model_card
 
 TOP_K = 5
+EVALUATION_RECORD = {  # an evaluate_tflite result as stored and read back: every key, these types
+    "model": {"path": str, "size_bytes": int, "size_mb": NUMBER, "mtime_ns": int},
+    "mode": str, "integer_io": bool, "data_path": str, "split": str, "samples": int,
+    "num_classes": int, "top1": NUMBER, "top5": NUMBER, "loss": NUMBER, "labels": ListOf(str),
+    "label_names": MapOf(str), "per_class_accuracy": MapOf(NUMBER),
+    "confusion_matrix": ListOf(ListOf(int)), "num_threads": int,
+    "invoke_ms": {"median_ms": NUMBER, "p90_ms": NUMBER}, "end_to_end_ms": NUMBER,
+    "predictions": ListOf(int), "paths": ListOf(str),
+}
+
+
+def check_evaluation(result, where: str) -> dict:
+    """A stored evaluate_tflite result with EVALUATION_RECORD's keys and types and a square
+    confusion matrix of its labels; UserError otherwise."""
+    check_fields(result, EVALUATION_RECORD, where, required=True)
+    n, cm = len(result["labels"]), result["confusion_matrix"]
+    if len(cm) != n or any(len(row) != n for row in cm):
+        raise UserError(f"{where}: the confusion matrix is not {n} x {n} (a row and column per label)")
+    return result
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -128,11 +147,11 @@ def evaluate_tflite(tflite_path, clips: EvalSet, num_threads: int = 1) -> dict:
     model = TFLiteModel(tflite_path, num_threads=num_threads)
     load_seconds = time.perf_counter() - start
     check_input_size(model, clips)
-    logits, invoke, wall = run_model(model, clips, Path(tflite_path).name)
-    predictions = logits.argmax(axis=1)
-    num_classes = logits.shape[1]
+    num_classes = int(model.output["shape"][-1])
     if num_classes != len(clips.labels):
         raise UserError(f"{tflite_path} outputs {num_classes} classes, but {clips.data_path} has {len(clips.labels)}")
+    logits, invoke, wall = run_model(model, clips, Path(tflite_path).name)
+    predictions = logits.argmax(axis=1)
     card = read_model_card(tflite_path)
     check_card_labels(card, clips.labels, tflite_path, clips.data_path)
     cm = metrics.confusion_matrix(clips.targets, predictions, num_classes)

@@ -15,22 +15,29 @@ files, so run fix_loso.py again afterwards).
 Re-running is idempotent: correct links are kept, missing or wrong ones (e.g. the copies of an older tool) replaced,
 and stale entries of train/ and test/ (deleted samples, signs no longer selected) removed. Only entries this tool
 (or the older one) makes are ever removed: links, and sample files named userXX_GYY_*.pkl. Any other file in a
-split folder is left where it is and named in the summary; a .pkl among them is refused (training would read it).
+split folder keeps its place and is named in the summary; a .pkl among them is refused (training would read it).
 Signer and sign come from the file name (userXX_GYY_*.pkl), else from the pickle's `user` / `class` fields; they
 become folder names, so they must be simple names (letters, digits, '_', '-', '.', not starting with '.').
 Afterwards each split is read back from disk and checked: the held-out signer only in test, every other sample only
 in train, each sample of <base_root>/all exactly once; the summary says so, and a violation is an error.
+
+A split is made completely or not at all: everything is checked first (names the file system cannot
+hold, links in the data that loop or point nowhere, foreign .pkl files), the new train/ and test/
+are built and leakage-checked in a folder beside the split, and only then moved into place; a
+failure on the way leaves the previous split as it was.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset import DataError, load_sample
+from dataset import DataError, load_sample, resolvable
 from recipes import DEFAULT_HOLDOUTS
 from runs import USER_RE, comma_list, loso_data_path, parse_holdouts, parse_sample_name
 from util import UserError, atomic_write_bytes, cli, read_json
@@ -63,7 +70,8 @@ def parse_gestures(arg: str, base_root: Path) -> list[str]:
             if not isinstance(labels, dict):
                 raise DataError(f"{label_map}: expected {{\"label\": id, ...}}, got {type(labels).__name__}")
             return sorted(labels, key=lambda s: (sign_number(s), s))
-        folders = [d.name for d in (base_root / "all").glob("G*") if d.is_dir() and re.fullmatch(r"G\d+", d.name)]
+        folders = [d.name for d in (base_root / "all").glob("G*")
+                   if re.fullmatch(r"G\d+", d.name) and resolvable(d).is_dir()]
         return sorted(folders, key=sign_number)
     bounds = re.fullmatch(r"G(\d+)-G(\d+)", arg.strip())
     if bounds:
@@ -101,8 +109,8 @@ def base_samples(base_root: Path, signs: list[str]) -> list[Sample]:
     samples = []
     for sign in signs:
         folder = base_root / "all" / check_simple_name(sign, "sign")
-        if folder.is_dir():
-            samples += [Sample(p, *identify(p)) for p in sorted(folder.glob("*.pkl"))]
+        if resolvable(folder).is_dir():
+            samples += [Sample(p, *identify(resolvable(p))) for p in sorted(folder.glob("*.pkl"))]
     if not samples:
         raise UserError(f"{base_root}/all: no .pkl samples for gestures {signs[0]}..{signs[-1]}")
     return samples
@@ -120,26 +128,15 @@ def is_correct_link(dest: Path, src: Path, mode: str) -> bool:
 
 
 def make_link(dest: Path, src: Path, mode: str) -> None:
-    """Create or replace dest atomically (a temp link renamed over it)."""
-    tmp = dest.with_name(f".{dest.name}.link.tmp")
+    """Create or replace dest atomically (a temp link, named to fit any file system, renamed over
+    it)."""
+    tmp = dest.with_name(f".link-{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     if mode == "symlink":
         os.symlink(link_target(src, dest), tmp)
     else:
         os.link(src, tmp)
     os.replace(tmp, dest)
-
-
-def real_dir(folder: Path, counts: Counter) -> None:
-    """Make sure folder is a real directory: a symlinked one is unlinked (never emptied: it points at real data);
-    a file in its place is the user's and is refused, never deleted."""
-    if folder.is_symlink():
-        folder.unlink()
-        counts["removed"] += 1
-    elif folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: a file where the split folder goes; fix_loso.py did not create it, "
-                        "move it away")
-    folder.mkdir(parents=True, exist_ok=True)
 
 
 def made_by_a_split_tool(entry: Path) -> bool:
@@ -149,46 +146,94 @@ def made_by_a_split_tool(entry: Path) -> bool:
     return entry.is_file() and (os.stat(entry).st_nlink > 1 or parse_sample_name(entry.name) is not None)
 
 
-def remove_stale(folder: Path, keep, counts: Counter, foreign: list) -> None:
-    """Remove the stale entries of a split or sign folder that a split tool made; note the others in `foreign`."""
-    for entry in sorted(folder.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            continue
-        if keep(entry):
-            continue
-        if made_by_a_split_tool(entry):
-            entry.unlink()
+def split_entries(loso_root: Path):
+    """Every entry of <loso_root>/{train,test} that a split is made of: the entries of each sign
+    folder, and what sits in a split folder beside them (a symlinked split or sign folder is one
+    entry: it is unlinked, never emptied). A file in place of a split folder is refused."""
+    for split in SPLITS:
+        folder = loso_root / split
+        if folder.is_symlink():
+            yield folder
+        elif folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder}: a file where the split folder goes; fix_loso.py did not "
+                            "create it, move it away")
+        elif folder.exists():
+            for entry in sorted(folder.iterdir()):
+                is_sign_folder = entry.is_dir() and not entry.is_symlink()
+                yield from sorted(entry.iterdir()) if is_sign_folder else [entry]
+
+
+def plan_split(loso_root: Path, wanted: dict[Path, Path], mode: str) -> tuple[Counter, list[Path]]:
+    """What making the split `wanted` ({relative dest: source}) changes, read from the split on
+    disk: links created, replaced, kept, stale entries removed; and the entries no split tool made
+    (they keep their place). Writes nothing; a foreign .pkl (training would read it) is refused."""
+    counts, foreign = Counter(), []
+    for entry in split_entries(loso_root):
+        rel = entry.relative_to(loso_root)
+        if rel in wanted:
+            counts["kept" if is_correct_link(entry, wanted[rel], mode) else "replaced"] += 1
+        elif made_by_a_split_tool(entry) or entry.parent == loso_root:
             counts["removed"] += 1
         else:
             foreign.append(entry)
-
-
-def sync_links(loso_root: Path, wanted: dict[Path, Path], mode: str) -> tuple[Counter, list[Path]]:
-    """Make <loso_root>/{train,test} hold exactly `wanted` ({relative dest: source}); returns what changed and
-    the files left in place because no split tool made them."""
-    counts, foreign = Counter(), []
-    for split in SPLITS:
-        real_dir(loso_root / split, counts)
-        remove_stale(loso_root / split, lambda entry: False, counts, foreign)
-        for sign_dir in sorted(d for d in (loso_root / split).iterdir() if d.is_dir() and not d.is_symlink()):
-            remove_stale(sign_dir, lambda entry: entry.relative_to(loso_root) in wanted, counts, foreign)
-            if not any(sign_dir.iterdir()):
-                sign_dir.rmdir()
+    counts["created"] = len(wanted) - counts["kept"] - counts["replaced"]
     samples = [f for f in foreign if f.suffix == ".pkl"]
     if samples:
         raise UserError(f"{samples[0]}: a .pkl that fix_loso.py did not create is in a split folder (training "
                         f"would read it; {len(samples)} such file(s)); move it out of {loso_root}")
-    for rel, src in sorted(wanted.items()):
-        dest = loso_root / rel
-        if not dest.parent.resolve().is_relative_to(loso_root.resolve()):  # names are checked; a last guard
-            raise UserError(f"{dest}: would be outside {loso_root}; refused")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if is_correct_link(dest, src, mode):
-            counts["kept"] += 1
-        else:
-            counts["replaced" if dest.exists() or dest.is_symlink() else "created"] += 1
-            make_link(dest, src, mode)
     return counts, foreign
+
+
+def check_names(loso_root: Path, wanted: dict[Path, Path]) -> None:
+    """Refuse, before anything is written, a name of the split that its file system cannot hold."""
+    existing = next(p for p in loso_root.parents if p.exists())  # (a stat of a long name fails)
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    names = {loso_root.name} | {part for rel in wanted for part in rel.parts}
+    for name in sorted(names):
+        if len(os.fsencode(name)) > limit:
+            raise UserError(f"{loso_root}: the name {name[:40]}... is {len(os.fsencode(name))} bytes "
+                            f"long; this file system holds names of up to {limit}")
+
+
+def staging_folder(loso_root: Path) -> Path:
+    """The folder beside the split where its new train/ and test/ are built (at the split's depth,
+    so that relative links resolve alike); one left by an interrupted run is removed when it holds
+    only links."""
+    digest = hashlib.sha1(loso_root.name.encode()).hexdigest()[:8]
+    staging = loso_root.with_name(f".{loso_root.name[:100]}-{digest}.building")
+    if staging.is_symlink() or staging.exists():
+        kept = [Path(top, name) for top, dirs, files in os.walk(staging) for name in dirs + files
+                if not made_by_a_split_tool(Path(top, name)) and not os.path.isdir(Path(top, name))]
+        if kept:
+            raise UserError(f"{staging}: left by an interrupted fix_loso.py run and holds "
+                            f"{kept[0].name}, which it did not make; move your files out of it and "
+                            "remove it")
+        shutil.rmtree(staging)
+    return staging
+
+
+def build_links(staging: Path, wanted: dict[Path, Path], mode: str) -> None:
+    for rel, src in sorted(wanted.items()):
+        dest = staging / rel
+        if not dest.parent.resolve().is_relative_to(staging.resolve()):  # a last guard
+            raise UserError(f"{dest}: would be outside {staging}; refused")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_link(dest, src, mode)
+
+
+def swap_in(staging: Path, loso_root: Path, foreign: list[Path]) -> None:
+    """Move the user's files into the new split, then the new train/ and test/ into place; the old
+    ones (links and tool-made copies only, by now) are removed with the staging folder."""
+    for entry in foreign:
+        target = staging / entry.relative_to(loso_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(entry, target)
+    (staging / ".old").mkdir()
+    for split in SPLITS:
+        if (loso_root / split).is_symlink() or (loso_root / split).exists():
+            os.replace(loso_root / split, staging / ".old" / split)
+        os.replace(staging / split, loso_root / split)
+    shutil.rmtree(staging)
 
 
 def copy_label_files(base_root: Path, loso_root: Path) -> list[str]:
@@ -207,8 +252,10 @@ def file_identity(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample]) -> str:
-    """Read the split back from disk; raise UserError on any leak, else return the proof as one sentence."""
+def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample],
+                     shown: Path | None = None) -> str:
+    """Read the split back from disk; raise UserError on any leak (naming `shown`, default
+    loso_root), else return the proof as one sentence."""
     found = {split: {} for split in SPLITS}  # split -> {file identity: user}
     for split in SPLITS:
         for entry in sorted((loso_root / split).glob("*/*.pkl")):
@@ -226,17 +273,28 @@ def check_no_leakage(loso_root: Path, holdout: str, samples: list[Sample]) -> st
     if found["train"].keys() | found["test"].keys() != expected:
         problems.append("the splits do not hold exactly the samples of all/")
     if problems:
-        raise UserError(f"{loso_root}: LEAKAGE CHECK FAILED: " + "; ".join(problems))
+        raise UserError(f"{shown or loso_root}: LEAKAGE CHECK FAILED: " + "; ".join(problems))
     return (f"no leakage: {holdout} only in test ({len(found['test'])} samples), the other {len(train_users)} "
             f"signers only in train ({len(found['train'])} samples), each of the {len(expected)} samples once")
 
 
 def build_split(base_root: Path, holdout: str, samples: list[Sample], mode: str) -> str:
+    """Check, build beside, check for leakage, move into place: the split is made completely or not
+    at all."""
     loso_root = loso_data_path(base_root, holdout)
     wanted = {Path("test" if s.user == holdout else "train", s.sign, s.path.name): s.path for s in samples}
-    counts, foreign = sync_links(loso_root, wanted, mode)
-    copied = copy_label_files(base_root, loso_root)
-    proof = check_no_leakage(loso_root, holdout, samples)
+    check_names(loso_root, wanted)
+    counts, foreign = plan_split(loso_root, wanted, mode)
+    staging = staging_folder(loso_root)
+    try:
+        build_links(staging, wanted, mode)
+        proof = check_no_leakage(staging, holdout, samples, shown=loso_root)
+        loso_root.mkdir(parents=True, exist_ok=True)
+        copied = copy_label_files(base_root, loso_root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # only links: no file of the user's moved yet
+        raise
+    swap_in(staging, loso_root, foreign)
     missing = "" if "label2id.json" in copied else "; WARNING: no label2id.json in the base root"
     left = (f"; left {len(foreign)} file(s) it did not create, e.g. {foreign[0].relative_to(loso_root)}"
             if foreign else "")
@@ -258,7 +316,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     base_root = Path(args.base_root.rstrip("/"))
-    if not (base_root / "all").is_dir():
+    if not resolvable(base_root / "all").is_dir():
         raise UserError(f"{base_root}/all: folder not found (make the dataset with extract_65_keypoints.py first)")
     samples = base_samples(base_root, parse_gestures(args.gestures, base_root))
     users = sorted({s.user for s in samples})

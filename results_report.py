@@ -14,7 +14,7 @@ import numpy as np
 import metrics
 from evaluation import SUMMARY_METRICS, TOP_K, text_table
 from runs import RECORD_RECIPE_KEYS, recorded_recipe
-from util import atomic_write_text
+from util import NUMBER, ListOf, atomic_write_text, check_fields, read_json
 
 RECIPE_KEYS = {  # training metadata key (epochs, lr, batch_size: runs.recorded_recipe) -> label in the report
     "epochs": "epochs", "lr": "learning rate (AdamW)", "batch_size": "batch size", "seed": "seed",
@@ -22,6 +22,21 @@ RECIPE_KEYS = {  # training metadata key (epochs, lr, batch_size: runs.recorded_
     "config_path": "config", "tensorflow_version": "TensorFlow", "git_commit": "git commit",
 }
 REPORT_METRICS = ("top1_pct", "top5_pct", "agreement_pct", "size_mb", "invoke_median_ms", "end_to_end_ms")
+TRAINING_RECORD = {  # what the results use of a training record (main_functional.py), with JSON types
+    "dataset_name": str, "data_path": str, "holdout_user": str, "config_path": str,
+    "seed": (int, str), "epochs": int, "batch_size": int, "learning_rate": NUMBER,
+    "model_parameters": int, "rest_hand_cutoff": NUMBER, "dominant_hand_ratio": NUMBER,
+    "train_users": ListOf(str),
+    "test": {"samples": int, "accuracy": NUMBER, "top5_accuracy": NUMBER, "loss": NUMBER},
+}
+KERAS_TEST = ("samples", "accuracy", "top5_accuracy", "loss")  # the record's test result, if whole
+
+
+def read_training_record(path, required=()) -> dict:
+    """training_metadata/<exp>.json with TRAINING_RECORD's JSON types (and the `required` keys): a
+    record of the wrong type is one UserError naming the file, not a traceback in the middle of a
+    table."""
+    return check_fields(read_json(path, "training metadata"), TRAINING_RECORD, str(path), required)
 
 
 # ----------------------------------------------------------------------------------------------- model_info.csv
@@ -88,7 +103,7 @@ def header(runs, args) -> list[str]:
 
 def runs_section(runs) -> list[str]:
     rows = [[r.seed or "-", r.holdout, r.experiment, ", ".join(r.models) or "none",
-             str(r.metadata.get("test", {}).get("samples", "-"))] for r in runs]
+             str((r.metadata.get("test") or {}).get("samples", "-"))] for r in runs]
     lines = ["", "1. RUNS COLLECTED", text_table(["Seed", "Holdout", "Experiment", "Models found", "Test clips"], rows)]
     missing = [f"  {r.experiment}: {note}" for r in runs for note in r.missing]
     lines += ["Missing or not evaluated:", *missing] if missing else ["Nothing missing."]
@@ -129,7 +144,7 @@ def results_sections(summary: list[dict]) -> list[str]:
                    if r["holdout"] != metrics.ALL_HOLDOUTS]
     overall = [[r["model"], str(r["n"]), r["std_over"], *cells(r)] for r in summary
                if r["holdout"] == metrics.ALL_HOLDOUTS]
-    return ["", f"4. RESULTS PER TEST SIGNER (mean ± std over seeds; n = seeds)",
+    return ["", "4. RESULTS PER TEST SIGNER (mean ± std over seeds; n = seeds)",
             f"  top-{TOP_K}, agreement = share of clips with the FP32 TFLite prediction; invoke = interpreter "
             "alone, 1 thread, median per clip; end-to-end adds reading, preprocessing and model load",
             text_table(["Model", "Holdout", "n", *(t for t, _ in columns)], per_holdout),

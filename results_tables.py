@@ -29,12 +29,15 @@ from pathlib import Path
 
 import metrics
 from evaluation import csv_text
-from results_report import mean_pm_std
+from results_report import mean_pm_std, read_training_record
 from recipes import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS, DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
 from runs import QAT_METADATA, comma_list, loso_experiment_name, recorded_recipe, run_paths
-from util import UserError, atomic_save, atomic_write_text, cli, read_json
+from util import UserError, atomic_save, atomic_write_text, brief, cli
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
+ROW_KEYS = ("holdout", "model", "n")                              # and the columns that name a row
+RUN_KEYS = ("holdout_user", "seed", "config_path", "epochs", "batch_size",  # what a training
+            "learning_rate")                                                  # record must hold
 REFERENCE = "REF"                                                # the --reference_holdouts row
 
 
@@ -52,10 +55,31 @@ def newest_report(results_dir: Path) -> Path:
 
 
 def read_rows(path: Path) -> list[dict]:
+    """The rows of a summary_table.csv; one UserError when it is missing, not a CSV text or lacks
+    ROW_KEYS."""
     if not path.is_file():
         raise UserError(f"{path}: not found")
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a CSV table ({str(e)[:80]})") from None
+    missing = [k for k in ROW_KEYS if k not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{path}: no column(s) {missing}; expected collect_results.py's "
+                        "summary_table.csv")
+    return rows
+
+
+def number(row: dict, key: str, where: str) -> float | None:
+    """A numeric cell of a results table (None when empty); a text that is not a number is one
+    UserError."""
+    text = row.get(key) or ""
+    try:
+        return float(text) if text else None
+    except ValueError:
+        raise UserError(f"{where}: {key} {brief(text, 40)} is not a number") from None
 
 
 def publish(args) -> list[Path]:
@@ -105,7 +129,7 @@ def run_keys(folder: Path) -> dict:
     """holdout -> (study name, seed, network) from the folder's training_metadata/*.json."""
     keys = {}
     for meta_file in sorted((folder / "training_metadata").glob("*.json")):
-        meta = read_json(meta_file, "training metadata")
+        meta = read_training_record(meta_file, RUN_KEYS)
         user = meta["holdout_user"]
         key = (study_name(meta), str(meta["seed"]), network_name(meta))
         if keys.get(user, key) != key:
@@ -120,8 +144,8 @@ def run_keys(folder: Path) -> dict:
 def folder_records(folder: Path, holdouts: set) -> list[dict]:
     """One record per (holdout, model) of a published folder: {study, seed, network, holdout, model, *VALUES,
     source}."""
-    keys, records = run_keys(folder), []
-    for row in read_rows(folder / "summary_table.csv"):
+    keys, records, table = run_keys(folder), [], folder / "summary_table.csv"
+    for line, row in enumerate(read_rows(table), start=2):
         if row["holdout"] == metrics.ALL_HOLDOUTS or (holdouts and row["holdout"] not in holdouts):
             continue
         if row["holdout"] not in keys:
@@ -132,7 +156,8 @@ def folder_records(folder: Path, holdouts: set) -> list[dict]:
         study, seed, network = keys[row["holdout"]]
         records.append({"study": study, "seed": seed, "network": network, "holdout": row["holdout"],
                         "model": row["model"],
-                        **{v: float(row[v]) if row.get(v) else None for v in VALUES}, "source": str(folder)})
+                        **{v: number(row, v, f"{table}: line {line}") for v in VALUES},
+                        "source": str(folder)})
     return records
 
 

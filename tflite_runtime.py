@@ -11,8 +11,10 @@ their float inputs quantized and their outputs dequantized here, so callers alwa
 A model with a dynamic T is resized to the clips' length.
 
 Model card -> config: resolve_config(tflite_path[, config_path]) is the config recorded in the card
-beside a model (config_from_card), or a --config_path checked against it (check_card_matches);
-display_names formats class labels with their human names.
+beside a model (config_from_card: config.check_config's checks, as for a YAML config), or a
+--config_path checked against it (check_card_matches); read_model_card checks the JSON types of the
+fields readers use (CARD_FIELDS); output_labels gives one label per model output (card, labels.txt)
+or refuses the model; display_names formats class labels with their human names.
 
 This module imports no TensorFlow (only numpy and ai-edge-litert), so an app-side script that only runs models stays light.
 `interpreter="tensorflow"` runs the same code on `tf.lite.Interpreter` instead: tflite_worker.py uses it to run a model
@@ -20,7 +22,6 @@ in an older TensorFlow Lite runtime (a side venv that has only numpy and tensorf
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -28,7 +29,8 @@ import numpy as np
 
 from recipes import DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
 from runs import card_path, require_file
-from util import UserError, native_noise_dropped, quiet_tensorflow
+from util import (NUMBER, ListOf, MapOf, UserError, brief, check_fields, native_noise_dropped,
+                  parse_json, quiet_tensorflow)
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
 OUTPUT_NAME = "logits"
@@ -66,20 +68,26 @@ def interpreter_class(interpreter: str = "litert"):
     raise UserError(f"unknown interpreter {interpreter!r}; choose one of {list(INTERPRETERS)}")
 
 
+CARD_FIELDS = {  # what readers of a card use (tflite_export.model_card writes it), with JSON types
+    "model": dict, "layout": int, "joint_idx": list, "groups": dict, "config_path": str,
+    "labels": ListOf(str), "label_names": MapOf(str), "mode": str, "size_bytes": int,
+    "resting_hands": {"cutoff": NUMBER}, "dominant_hand": {"ratio": NUMBER},
+    "parity": {"clips": int, "max_abs_logit_diff": NUMBER, "argmax_identical": int, "passed": bool},
+}
+
+
 def read_model_card(tflite_path) -> dict:
     """The card written beside a .tflite ({} when there is none, e.g. a foreign model); a card that is not a JSON
-    object is a UserError naming it."""
+    object (no key given twice) with CARD_FIELDS of their types is a UserError naming it."""
     path = card_path(tflite_path)
     if not path.exists():
         return {}
     try:
-        card = json.loads(path.read_bytes())
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: the model card is not valid JSON ({e}); re-export the model, or remove the "
-                        "card and pass --config_path") from None
-    if not isinstance(card, dict):
-        raise UserError(f"{path}: the model card is not a JSON object")
-    return card
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the model card ({e.strerror})") from None
+    where = f"{path}: the model card"
+    return check_fields(parse_json(data, where), CARD_FIELDS, where)
 
 
 def quantize(values: np.ndarray, detail: dict) -> np.ndarray:
@@ -195,22 +203,49 @@ CARD_CONFIG_KEYS = ("layout", "joint_idx", "groups", "num_labels", *CARD_RULES) 
 
 
 def config_from_card(card: dict, tflite_path) -> dict:
-    """The preprocessing/model config recorded in a model card (tflite_export.model_card), as
-    config.load_config would return it (index lists already expanded)."""
-    missing = [k for k in (CARD_MODEL, CARD_LAYOUT, CARD_JOINT_IDX, CARD_GROUPS) if k not in card]
+    """The preprocessing/model config recorded in a model card (tflite_export.model_card;
+    read_model_card checked its types), validated by config.check_config as a YAML config is: an
+    unknown layout, an index out of range or of the wrong type, a label count that is not num_labels
+    is one line naming the card."""
+    from config import check_config  # here: the old-runtime worker's venv has no YAML parser
+    where = card_path(tflite_path)
+    missing = [k for k in (CARD_MODEL, CARD_LAYOUT, CARD_JOINT_IDX, CARD_GROUPS) if card.get(k) is None]
     if missing:
-        raise UserError(f"{card_path(tflite_path)}: model card lacks {missing}; pass --config_path")
-    try:
-        hparams = {k: v for k, v in card[CARD_MODEL].items() if k != "num_keypoints"}
-        rules = {key: float(card.get(section, {}).get(value_key, off))
-                 for key, (section, value_key, off) in CARD_RULES.items()}
-        return hparams | rules | {
-            "layout": card[CARD_LAYOUT], "joint_idx": list(card[CARD_JOINT_IDX]),
-            "groups": {name: list(idx) for name, idx in card[CARD_GROUPS].items()},
-            "config_path": f"{card_path(tflite_path)} (card of {card.get(CARD_CONFIG_PATH, '?')})"}
-    except (AttributeError, TypeError) as e:
-        raise UserError(f"{card_path(tflite_path)}: model card has a malformed model/joint_idx/groups "
-                        f"entry ({e}); pass --config_path") from None
+        raise UserError(f"{where}: model card lacks {missing}; pass --config_path")
+    rules = {key: (card.get(section) or {}).get(value_key, off)
+             for key, (section, value_key, off) in CARD_RULES.items()}
+    raw = {k: v for k, v in card[CARD_MODEL].items() if k != "num_keypoints"} | rules | {
+        "layout": card[CARD_LAYOUT], "joint_idx": card[CARD_JOINT_IDX], "groups": card[CARD_GROUPS]}
+    cfg = check_config(raw, str(where))
+    recorded = card[CARD_MODEL].get("num_keypoints")
+    if recorded is not None and recorded != len(cfg["joint_idx"]):
+        raise UserError(f"{where}: model.num_keypoints is {brief(recorded)} but joint_idx selects "
+                        f"{len(cfg['joint_idx'])} points")
+    if card.get("labels") and len(card["labels"]) != cfg["num_labels"]:
+        raise UserError(f"{where}: {len(card['labels'])} labels for a model of num_labels "
+                        f"{cfg['num_labels']}")
+    return cfg | {"config_path": f"{where} (card of {card.get(CARD_CONFIG_PATH, '?')})"}
+
+
+def output_labels(model: TFLiteModel, tflite_path) -> list[str]:
+    """The label of each output of a loaded model: the card's labels, else labels.txt beside the
+    model, else class_<i>; a card or labels.txt with another number of labels than the model has
+    outputs is refused (before any clip is classified)."""
+    outputs = int(model.output["shape"][-1])
+    card, labels_txt = read_model_card(tflite_path), Path(tflite_path).parent / "labels.txt"
+    if card.get("labels"):
+        labels, source = card["labels"], card_path(tflite_path)
+    elif labels_txt.is_file():
+        try:
+            labels, source = labels_txt.read_text(encoding="utf-8").split(), labels_txt
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{labels_txt}: cannot read the labels ({e})") from None
+    else:
+        return [f"class_{i}" for i in range(outputs)]
+    if len(labels) != outputs:
+        raise UserError(f"{source}: {len(labels)} labels, but {tflite_path} has {outputs} outputs; "
+                        "re-export the model or fix the labels")
+    return labels
 
 
 def resolve_config(tflite_path, config_path: str | None = None) -> dict:

@@ -1,6 +1,7 @@
 """The utility drawer every script shares: one-line user errors and the CLI wrapper that prints
-them, the --help formatter, atomic writes, reading a JSON file the run needs, seeding, logging, the
-quiet console and the git commit of the checkout. Imports no TensorFlow and nothing of the project's.
+them, the --help formatter, atomic writes, reading a JSON file the run needs (no key given twice)
+and checking the types of its fields, seeding, logging, the quiet console and the git commit of the
+checkout. Imports no TensorFlow and nothing of the project's.
 
 Quiet console: TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL=3), its absl logs, the lines that the
 TFLite converter and interpreter print natively (NATIVE_NOISE) and the `tf.lite.Interpreter is
@@ -21,10 +22,12 @@ import os
 import pickle
 import random
 import re
+import reprlib
 import subprocess
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +56,7 @@ def cli(main):
     return run
 
 
-# ----------------------------------------------------------------------------------------------- atomic writes
+# ------------------------------------------------------------------------------------ atomic writes
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path = Path(path)
@@ -81,16 +84,119 @@ def atomic_write_text(path, text: str) -> Path:
 
 
 def read_json(path, what: str, error: type[Exception] = UserError):
-    """A JSON file the run needs; a missing, unreadable or invalid file is one `error` naming it and `what`."""
+    """A JSON file the run needs; a missing, unreadable or invalid file (parse_json) is one `error`
+    naming it and `what`."""
     try:
         with open(path) as f:
-            return json.load(f)
+            return parse_json(f.read(), f"{path}: {what}", error)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise error(f"{path}: {what} is not valid JSON ({e})") from None
     except OSError as e:  # a folder, or a path through a file
         raise error(f"{path}: cannot read {what} ({e.strerror})") from None
+
+
+def parse_json(text, where: str, error: type[Exception] = UserError):
+    """json.loads that refuses a key given twice in one object (plain JSON keeps the last one
+    silently); invalid JSON, an integer of more than 4300 digits or nesting too deep for the parser
+    is one `error`."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except ValueError as e:  # JSONDecodeError, a repeated key, a huge integer, bytes not in UTF-8
+        raise error(f"{where} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise error(f"{where} is not valid JSON (nested too deeply)") from None
+
+
+def _unique_keys(pairs: list) -> dict:
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"key {brief(key)} is given twice")
+        obj[key] = value
+    return obj
+
+
+# ------------------------------------------------------------------------------------------ records
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother, _BRIEF.maxlist, _BRIEF.maxdict = 3, 60, 60, 6, 4
+
+
+def brief(value, limit: int = 80) -> str:
+    """repr(value), shortened: an error message quotes what it refuses without printing (or walking)
+    a huge, deeply nested or self-referencing value."""
+    text = _BRIEF.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+NUMBER = (int, float)  # a JSON number (true/false are not numbers here)
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A JSON list whose every item is `kind` (a type, a tuple of types, or another
+    ListOf/MapOf/dict)."""
+    kind: object
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A JSON object with any keys whose every value is `kind`."""
+    kind: object
+
+
+def check_fields(record, fields: dict, where: str, required=(), error: type[Exception] = UserError):
+    """`record` is a JSON object whose keys named in `fields` hold the JSON types given there (null
+    and an absent key pass, except for the `required` keys; required=True: every key, nested ones
+    too; a nested dict of fields checks a nested object); otherwise one `error` naming `where` and
+    the key. Returns the record."""
+    if not isinstance(record, dict):
+        raise error(f"{where}: expected a JSON object, got {_json_type(record)}")
+    for key in (fields if required is True else required):
+        if record.get(key) is None:
+            raise error(f"{where}: '{key}' is missing")
+    for key, kind in fields.items():
+        if record.get(key) is not None:
+            _check_value(record[key], kind, f"{where}: '{key}'", required is True, error)
+    return record
+
+
+def _check_value(value, kind, where: str, every_key: bool, error) -> None:
+    if isinstance(kind, dict):
+        check_fields(value, kind, where, every_key or (), error)
+    elif isinstance(kind, (ListOf, MapOf)):
+        container = list if isinstance(kind, ListOf) else dict
+        if not isinstance(value, container):
+            raise error(f"{where} must be {_kind_name(container)}, got {_shown(value)}")
+        for item in (value if container is list else value.values()):
+            if item is not None:
+                _check_value(item, kind.kind, f"{where} (an item)", every_key, error)
+    elif not _is_kind(value, kind):
+        raise error(f"{where} must be {_kind_name(kind)}, got {_shown(value)}")
+
+
+def _is_kind(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def _kind_name(kind) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a JSON object"}
+    if kind == NUMBER:
+        return "a number"
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _shown(value) -> str:
+    return f"{_json_type(value)} {brief(value, 40)}"
+
+
+def _json_type(value) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def atomic_write_json(path, obj) -> Path:
@@ -126,7 +232,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-# ----------------------------------------------------------------------------------------------- reproducibility
+# ---------------------------------------------------------------------------------- reproducibility
 def set_seed(seed: int) -> None:
     """Seed python, numpy and (if imported) TensorFlow, with deterministic TF ops."""
     random.seed(seed)

@@ -23,7 +23,8 @@ from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
 from util import UserError
-from tflite_runtime import TFLiteModel, display_names, read_model_card, resolve_config
+from tflite_runtime import (TFLiteModel, display_names, output_labels, read_model_card,
+                            resolve_config)
 
 CAPTION_COLOR = (40, 220, 40)  # BGR
 
@@ -51,16 +52,9 @@ class Recognizer:
         self.cfg = resolve_config(model_path, config_path)
         self.layout = get_layout(self.cfg["layout"])
         self.model = TFLiteModel(model_path, num_threads=num_threads)
-        card = read_model_card(model_path)
-        self.labels = card.get("labels") or self._labels_file(model_path)
-        self.names = card.get("label_names", {})
+        self.labels = output_labels(self.model, model_path)
+        self.names = read_model_card(model_path).get("label_names") or {}
         self.display = display_names(self.labels, self.names)
-
-    def _labels_file(self, model_path) -> list[str]:
-        path = Path(model_path).parent / "labels.txt"
-        if path.is_file():
-            return path.read_text().split()
-        return [f"class_{i}" for i in range(int(self.model.output["shape"][-1]))]
 
     def classify(self, raw: np.ndarray, start: int = 0) -> Prediction:
         """raw (T, N, 3) keypoints in the model's layout -> a Prediction of frames [start, start + T)."""
