@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,8 @@ def disk_full(e: BaseException) -> str | None:
         text = str(e)
         if ((isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS)
                 or any(t in text for t in DISK_FULL_TEXTS)):
-            filename = getattr(e, "filename", None)
+            named = re.search(r"(/[^\s;]+); (?:No space left on device|Disk quota exceeded)", text)
+            filename = getattr(e, "filename", None) or (named and named.group(1))
             if filename:
                 return f"{filename}: no space left on device (free some space, then re-run)"
             first = text.splitlines()[0][:300]
