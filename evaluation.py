@@ -25,7 +25,7 @@ from tqdm import tqdm
 import metrics
 from dataset import load_split, read_label_maps, read_label_names
 from recipes import DEFAULT_SEED
-from util import NUMBER, ListOf, MapOf, UserError, check_fields
+from util import NUMBER, ListOf, MapOf, UserError, bounded, check_fields
 from tflite_runtime import TFLiteModel, display_names, read_model_card
 
 TOP_K = 5
@@ -57,7 +57,7 @@ def add_evaluation_args(ap, config_default: str = "the model card beside the .tf
     ap.add_argument("--split", default="test", help="split folder to evaluate (default: test)")
     ap.add_argument("--config_path", default="",
                     help=f"YAML config (default: {config_default}; a card and a config must agree)")
-    ap.add_argument("--max_samples", type=int, default=None,
+    ap.add_argument("--max_samples", type=bounded(int, lambda v: v >= 1, ">= 1"), default=None,
                     help="evaluate a seeded random subset of this many clips (default: all)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED,
                     help=f"seed of the --max_samples subset (default: {DEFAULT_SEED})")

@@ -46,7 +46,7 @@ from extraction import (DEFAULT_MIN_CONFIDENCE, check_min_confidence, detected_f
 from keypoints import Layout, get_layout
 from layouts import SOURCES, Video, detect_source, find_videos, sign_names
 from runs import USER_RE, comma_list
-from util import UserError, atomic_write_json, atomic_write_pickle, cli
+from util import UserError, atomic_write_json, atomic_write_pickle, check_output, cli, one_line
 from safe_pickle import UnsafePickleError, load_pickle
 
 
@@ -133,18 +133,19 @@ def result_of(video: Video, keypoints, layout: Layout, status: str) -> VideoResu
 
 
 def extract_one(job: Job) -> VideoResult:
-    """Worker: extract one video and write its pickle atomically; failures are returned, not raised."""
+    """Worker: extract one video and write its pickle atomically; failures (its pickle's too, e.g.
+    a full disk) are returned, not raised."""
     layout, video = get_layout(job.layout_size), job.video
     try:
         keypoints = extract_video(video.path, layout, job.min_confidence, mirror=job.flipped)  # (T, N, 3)
+        result = result_of(video, keypoints, layout, "done")
+        if person_frames(keypoints) == 0:  # an all-zero sample would train and test as a real one
+            error = f"{video.path}: no person detected in any of {result.frames} frames"
+            return dataclasses.replace(result, status="failed", error=f"{error}; no pickle written")
+        atomic_write_pickle(job.out_path, sample_dict(video, keypoints, layout, job.flipped))
     except Exception as e:  # one bad video must not stop a 1,200-video run; it is reported by name instead
-        message = str(e) if isinstance(e, UserError) else f"{video.path}: {type(e).__name__}: {e}"
+        message = one_line(e) or f"{video.path}: {type(e).__name__}: {e}"
         return VideoResult(video.relative, video.user, video.sign, "failed", error=message)
-    result = result_of(video, keypoints, layout, "done")
-    if person_frames(keypoints) == 0:  # an all-zero sample would train and test as a real one
-        return dataclasses.replace(result, status="failed", error=f"{video.path}: no person detected in any of "
-                                   f"{result.frames} frames; no pickle written")
-    atomic_write_pickle(job.out_path, sample_dict(video, keypoints, layout, job.flipped))
     return result
 
 
@@ -290,8 +291,7 @@ def main(argv=None, layout_default: int = 65) -> int:
     args = parse_args(argv, layout_default)
     layout = get_layout(args.layout)
     input_dir, output_dir = Path(args.input_dir), Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"--output_dir {output_dir}: is a file, not a folder")
+    check_output(output_dir, "--output_dir", folder=True)
     source = args.source
     if source == "auto" and input_dir.is_dir():
         source = detect_source(input_dir)

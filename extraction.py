@@ -13,7 +13,13 @@ Array convention, one row per stored point of the layout:
 API
   extract_video(path, layout, min_confidence=0.5, mirror=False) -> (T, N, 3) float32
         a whole video file; VideoError if it cannot be opened or has no frames
-  read_frames(path)                       -> iterator of BGR frames (VideoError if it cannot be opened)
+  read_video(path)                        -> (iterator of BGR frames, frames per second or 0) of a
+                                             video file: THE place one is opened (VideoError if it
+                                             cannot be); a name OpenCV cannot take (not UTF-8: it
+                                             crashes the process inside OpenCV) is opened through a
+                                             temporary link with an ASCII name
+  read_frames(path)                       -> its iterator of BGR frames
+  opencv_name_ok(path)                    -> whether OpenCV can take this file name (and write it)
   read_camera(index)                      -> (iterator of BGR frames, frames per second) of a webcam, until closed
   keypoints_from_frames(frames, layout, min_confidence=0.5, mirror=False) -> (T, N, 3) float32
   open_holistic(min_confidence=0.5)       -> a fresh Holistic tracker (use as a context manager; one per video/stream)
@@ -41,6 +47,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -138,18 +145,44 @@ def draw_landmarks(frame_bgr: np.ndarray, results) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- videos
-def read_frames(path):
-    """Every frame of a video file, in order, as BGR uint8 arrays (H, W, 3). The file is opened right away, so
-    a missing or unreadable file raises VideoError here, not at the first frame."""
+def opencv_name_ok(path) -> bool:
+    """OpenCV takes file names as UTF-8 text. A Linux file name may be any bytes; Python holds the
+    ones that are not UTF-8 as surrogate escapes, and OpenCV's VideoCapture and VideoWriter crash
+    the whole process (segmentation fault) on such a name."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def read_video(path):
+    """(every frame of a video file, in order, as BGR uint8 arrays (H, W, 3); frames per second, 0
+    when the file does not say). The file is opened right away, so a missing or unreadable file
+    raises VideoError here, not at the first frame. A name OpenCV cannot take (opencv_name_ok) is
+    opened through a symbolic link with an ASCII name in a temporary folder, removed as soon as the
+    file is open."""
     import cv2
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: video file not found")
-    with native_stderr_silenced():  # FFmpeg's own complaint about a broken file; ours below names the file
-        capture = cv2.VideoCapture(str(path))
+    with contextlib.ExitStack() as stack:
+        name = str(path)
+        if not opencv_name_ok(name):
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="signbart-video-"))
+            suffix = path.suffix if opencv_name_ok(path.suffix) else ""
+            name = os.path.join(folder, f"video{suffix}")
+            os.symlink(path.absolute(), name)
+        with native_stderr_silenced():  # FFmpeg's complaint about a broken file; ours names it
+            capture = cv2.VideoCapture(name)
     if not capture.isOpened():
         raise VideoError(f"{path}: cannot open video (not a video file, or a codec OpenCV cannot read)")
-    return _frames_of(capture)
+    return _frames_of(capture), capture.get(cv2.CAP_PROP_FPS) or 0.0
+
+
+def read_frames(path):
+    """The frames of read_video(path)."""
+    return read_video(path)[0]
 
 
 def read_camera(index: int):

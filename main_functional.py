@@ -17,6 +17,13 @@ A run, in order:
      evaluated on the test split. The test split is read once, before the first epoch (so a bad file stops the
      run before hours of training), and is used only now.
 
+One owner per run folder, and a finished run is never damaged (runs.RunLock, RunPaths.staging): a
+second run of an experiment that is running is refused; a new run of an experiment that finished
+already is refused unless --overwrite (or --resume, which extends it), and then trains in a staging
+tree whose artefacts replace the finished run's only once it succeeded. A run whose training loss
+stops being finite, or whose FP32 export fails its parity check, fails (RunFailed: `success:
+false`, exit 1).
+
 Training hyperparameters: an explicit flag (--epochs, --lr, --batch_size) > the config's `training:` block
 (config.py; `--set training.KEY=VALUE` changes it for one run) > the defaults of recipes.py; resolved once
 (resolve_settings) and recorded in the run's metadata (`training`, `config_overrides`).
@@ -37,7 +44,9 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import math
+import shutil
 import sys
 import time
 import warnings
@@ -47,14 +56,14 @@ from pathlib import Path
 import numpy as np
 
 from augmentations import options_from_config
-from config import load_config, model_hparams, num_keypoints
+from config import TRAINING, load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
 from recipes import (DEFAULT_SEED, FP32_EPOCHS, FP32_LR, PLATEAU_FACTOR, PLATEAU_PATIENCE,
                      training_recipe)
-from runs import (CHECKPOINT_METADATA, FINAL_MODEL, comma_list, discover_users, parse_experiment_name,
-    require_file, run_paths)
-from util import (HelpFormatter, UserError, add_verbose_flag, atomic_save, atomic_write_json, cli, git_commit,
-    set_seed, setup_logging)
+from runs import (CHECKPOINT_METADATA, FINAL_MODEL, RunLock, comma_list, discover_users,
+    holds_success, parse_experiment_name, remove_path, require_file, run_paths)
+from util import (HelpFormatter, UserError, add_verbose_flag, atomic_save, atomic_write_json, bounded, cli,
+    git_commit, one_line, set_seed, setup_logging)
 
 EVAL_BATCH = 32
 MAX_PARITY_CLIPS = 256
@@ -98,6 +107,7 @@ class TrainSettings(FitSettings):
     overrides: tuple = ()                # --set training.KEY=VALUE items applied to the config
     pretrained_path: str = ""
     resume: bool = False
+    overwrite: bool = False              # a finished run may be replaced (once the new one worked)
     output_root: str | None = None
 
 
@@ -142,9 +152,23 @@ RECIPE_KEYS = ("epochs", "lr", "batch_size", "schedule", "warmup_epochs", "min_l
 
 
 def resolve_settings(s: TrainSettings, cfg: dict) -> TrainSettings:
-    """Every training hyperparameter filled in: flag > config training: block > recipes.py."""
+    """Every training hyperparameter filled in: flag > config training: block > recipes.py; each
+    resolved value is checked with the config key's bounds (config.TRAINING), whoever gave it."""
     recipe = training_recipe(cfg, **{key: getattr(s, key) for key in RECIPE_KEYS})
+    for key in RECIPE_KEYS:
+        kind, ok, wants = TRAINING[key]
+        value = recipe[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            recipe[key] = value = float(value)
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (isinstance(value, kind) and not isinstance(value, bool) and finite and ok(value)):
+            raise UserError(f"--{key} (training.{key}) must be {wants}, got {value!r}")
     return dataclasses.replace(s, **{key: recipe[key] for key in RECIPE_KEYS})
+
+
+def training_flag(key: str):
+    """argparse type= of the flag of training key `key`: the type and bounds of config.TRAINING."""
+    return bounded(*TRAINING[key])
 
 
 def training_record(s: TrainSettings, cfg: dict) -> dict:
@@ -238,7 +262,7 @@ def learning_rate(s: TrainSettings, steps_per_epoch: int):
 def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
                    logger) -> tuple[list, ResumeCheckpoint, EpochLogger]:
     from tf_env import keras
-    from training_callbacks import EpochLogger, ResumeCheckpoint
+    from training_callbacks import EpochLogger, FiniteLoss, ResumeCheckpoint
     exp, ckpt_dir = s.experiment_name, paths.checkpoint_dir(s.experiment_name)
     monitor = "val_loss" if s.validating else "loss"
     plateau = (keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=s.scheduler_factor,
@@ -250,7 +274,8 @@ def make_callbacks(s: TrainSettings, cfg: dict, paths, model: keras.Model,
     epoch_logger = EpochLogger(logger, s.epochs)
     resume = ResumeCheckpoint(paths.resume_dir(exp), model, model.optimizer, plateau, best,
                               run_config=resume_key(s, cfg))
-    callbacks = [*([plateau] if plateau else []), *([best] if best else []), epoch_logger,
+    callbacks = [FiniteLoss(exp),  # first: a NaN epoch fails the run before any callback records it
+                 *([plateau] if plateau else []), *([best] if best else []), epoch_logger,
                  keras.callbacks.CSVLogger(str(paths.training_csv(exp)), append=s.resume),
                  keras.callbacks.TensorBoard(str(paths.tensorboard_dir(exp)), histogram_freq=0, write_graph=False,
                                              profile_batch=0),
@@ -281,7 +306,7 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data:
              training_info: dict) -> dict:
     """Save final_model.h5, reload it, export + parity-check the TFLite, then evaluate the test split."""
     from model_functional import load_model
-    from tflite_export import export_tflite
+    from tflite_export import export_tflite, require_parity
     ckpt_dir = paths.checkpoint_dir(s.experiment_name)
     if s.validating:
         model.load_weights(str(require_file(ckpt_dir / "best_model.weights.h5", "best validation checkpoint")))
@@ -296,6 +321,7 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data:
     card = export_tflite(model, cfg, paths.fp32_tflite(s.experiment_name), id2label, mode="fp32",
                          parity_data=(keypoints, masks), parity_labels=labels, training=training_info,
                          label_names=read_label_names(s.data_path), log=logger.info)
+    require_parity({paths.fp32_tflite(s.experiment_name): card})  # a failed export fails the run
     results = {"final_model": str(final_h5), "tflite": str(paths.fp32_tflite(s.experiment_name)),
                "tflite_parity": card["parity"], "train": evaluate(model, fit_data, cfg)}
     if test_data is not None:
@@ -321,19 +347,13 @@ def card_training(s: TrainSettings, record: dict) -> dict:
             "git_commit": record["git_commit"]}
 
 
-def holds_success(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("success") is True
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None) -> None:
+def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None, out=None) -> None:
     """training_metadata/<exp>_<timestamp>.json always; checkpoints/<exp>/metadata.json and <exp>_latest.json
-    too, unless this run failed and they record a successful run (a failed run never replaces that record)."""
-    exp = s.experiment_name
+    too (in `out`, the tree the run writes: `paths` or a staging tree), unless this run failed and
+    they record a successful run (a failed run never replaces that record)."""
+    exp, out = s.experiment_name, out or paths
     stamped = atomic_write_json(paths.new_record(exp, record["timestamp"]), record)
-    summary, latest = paths.checkpoint_dir(exp) / CHECKPOINT_METADATA, paths.latest_record(exp)
+    summary, latest = out.checkpoint_dir(exp) / CHECKPOINT_METADATA, out.latest_record(exp)
     if not record["success"] and (holds_success(latest) or holds_success(summary)):
         if logger:
             logger.info(f"run failed: its record is {stamped}; {latest.name} and {summary.name} still "
@@ -346,14 +366,74 @@ def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None
 
 
 def train(s: TrainSettings) -> dict:
-    """Run one experiment end to end; returns the metadata record (also written to training_metadata/)."""
-    from model_functional import build_model, load_pretrained, parameter_breakdown
-    from tf_env import keras, tf, thread_settings
-    from training_callbacks import plot_training_curves
+    """Run one experiment end to end; returns the metadata record (also written to
+    training_metadata/). The run owns its folder (runs.RunLock) from start to end; see the module
+    docstring for finished runs."""
     cfg = load_config(s.config_path, s.overrides)
     s = resolve_settings(s, cfg)
     paths = run_paths(s.dataset_name, s.run_type, s.output_root)
-    logger = setup_logging(paths.run_log(s.experiment_name), name=f"signbart.{s.experiment_name}")
+    exp = s.experiment_name
+    with RunLock(paths.lock_file(exp), f"experiment {exp}") as lock:
+        finished = paths.finished(exp)
+        if finished and not (s.overwrite or s.resume):
+            raise UserError(f"{paths.latest_record(exp)}: experiment {exp} has finished already; "
+                            "pass --overwrite to train it again (the finished run is replaced only "
+                            "once the new one succeeded), --resume to extend it, or another "
+                            "experiment name")
+        out = paths.staging(exp) if finished else paths  # where this run writes
+        logger = setup_logging(paths.run_log(exp), name=f"signbart.{exp}")
+        if lock.took_over:
+            logger.info(lock.took_over)
+        try:
+            if finished:
+                stage(paths, out, exp, s.resume, logger)
+            record = train_in(s, cfg, paths, out, logger)
+            if finished:
+                paths.promote(out, exp)
+                logger.info(f"{exp}: the new run replaced the finished one")
+        except UserError as e:  # name the run's own files, not their staged copies
+            if finished and str(out.base) in str(e):
+                raise type(e)(str(e).replace(str(out.base), str(paths.base))) from None
+            raise
+        finally:
+            if finished:
+                remove_path(out.root)
+                with contextlib.suppress(OSError):
+                    out.root.parent.rmdir()  # .staging/, once no other run stages there
+    return record
+
+
+def log_to_file(logger, message: str) -> None:
+    """An ERROR line in the run log file only."""
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None,
+                                             None))
+
+
+def stage(paths, out, exp: str, resume: bool, logger) -> None:
+    """A fresh staging tree for a run replacing a finished one; a --resume starts from copies of the
+    finished run's checkpoint folder, epoch CSV and TensorBoard logs."""
+    remove_path(out.root)  # a killed earlier run's leftovers (this run holds the lock)
+    logger.info(f"{exp} has finished already: this run writes into {out.root} and replaces the "
+                "finished run's files only once it succeeded")
+    if resume:
+        for src, dst in ((paths.checkpoint_dir(exp), out.checkpoint_dir(exp)),
+                         (paths.training_csv(exp), out.training_csv(exp)),
+                         (paths.tensorboard_dir(exp), out.tensorboard_dir(exp))):
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            elif src.is_file():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+
+
+def train_in(s: TrainSettings, cfg: dict, paths, out, logger) -> dict:
+    """train() once the run owns its folder: artefacts go to `out` (`paths`, or the staging tree of
+    a run replacing a finished one); the run log and time-stamped records to `paths`."""
+    from model_functional import build_model, load_pretrained, parameter_breakdown
+    from tf_env import keras, tf, thread_settings
+    from training_callbacks import plot_training_curves
     start = time.time()
     record = {"experiment_name": s.experiment_name, "dataset_name": s.dataset_name, "run_type": s.run_type,
               "holdout_user": s.holdout_user, "config_path": s.config_path, "data_path": s.data_path,
@@ -392,16 +472,22 @@ def train(s: TrainSettings) -> dict:
         logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, "
                     f"lr {s.lr} ({s.schedule}), batch {s.batch_size}, seed {s.seed}"
                     + (f", --set {' '.join(s.overrides)}" if s.overrides else ""))
-        record |= fit(model, s, cfg, fit_data, val_data, paths, logger)
+        record |= fit(model, s, cfg, fit_data, val_data, out, logger)
         training_info = card_training(s, record)
-        record |= finalize(model, s, cfg, fit_data, test_data, paths, logger, training_info)
-        plot_training_curves(paths.training_csv(s.experiment_name), paths.curves_png(s.experiment_name),
+        record |= finalize(model, s, cfg, fit_data, test_data, out, logger, training_info)
+        record |= {"final_model": str(paths.final_model(s.experiment_name)),  # where they end up
+                   "tflite": str(paths.fp32_tflite(s.experiment_name))}
+        plot_training_curves(out.training_csv(s.experiment_name), out.curves_png(s.experiment_name),
                              s.experiment_name)
         record["success"] = True
+    except Exception as e:
+        record["error"] = one_line(e) or f"{type(e).__name__}: {e}"
+        log_to_file(logger, f"run failed: {record['error']}")  # the caller shows the error itself
+        raise
     finally:
         record |= {"end_time": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_seconds": round(time.time() - start, 1),
                    "timestamp": time.strftime("%Y%m%d_%H%M%S")}
-        write_metadata(s, cfg, paths, record, logger)
+        write_metadata(s, cfg, paths, record, logger, out)
     return record
 
 
@@ -417,12 +503,12 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
                     help="change a training: key of the config for this run, with its checks; "
                          "repeatable, e.g. --set training.augmentation.flip=mirror_only "
                          "--set training.label_smoothing=0.1")
-    ap.add_argument("--epochs", type=int, default=None,
+    ap.add_argument("--epochs", type=training_flag("epochs"), default=None,
                     help=f"training epochs; None: training.epochs of the config, else {FP32_EPOCHS}")
-    ap.add_argument("--lr", type=float, default=None,
+    ap.add_argument("--lr", type=training_flag("lr"), default=None,
                     help=f"AdamW (peak) learning rate; None: training.lr of the config, "
                          f"else {FP32_LR}")
-    ap.add_argument("--batch_size", type=int, default=None,
+    ap.add_argument("--batch_size", type=training_flag("batch_size"), default=None,
                     help="batch size; None: training.batch_size of the config, else its "
                          "batch_size (1)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of weights, shuffling, augmentation, dropout")
@@ -431,6 +517,9 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
                     help="a .h5 of the same network to start from; one trained on another label set "
                          "(pre-training on another dataset) gives all but its classification head")
     ap.add_argument("--resume", action="store_true", help="continue from the experiment's last epoch checkpoint")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="train an experiment that has finished already again; its files are "
+                         "replaced only once the new run succeeded")
     ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
     ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
     add_verbose_flag(ap)
@@ -443,9 +532,10 @@ def add_validation_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--val_users", default="", help="comma list of TRAINING signers held out for validation")
     ap.add_argument("--val_fraction", type=float, default=0.0,
                     help="fraction of the training clips (per class) held out for validation")
-    ap.add_argument("--scheduler_factor", type=float, default=PLATEAU_FACTOR,
-                    help="ReduceLROnPlateau factor")
-    ap.add_argument("--scheduler_patience", type=int, default=PLATEAU_PATIENCE,
+    ap.add_argument("--scheduler_factor", type=bounded(float, lambda v: 0 < v < 1, "in (0, 1)"),
+                    default=PLATEAU_FACTOR, help="ReduceLROnPlateau factor")
+    ap.add_argument("--scheduler_patience", type=bounded(int, lambda v: v >= 0, ">= 0"),
+                    default=PLATEAU_PATIENCE,
                     help="ReduceLROnPlateau patience (epochs)")
 
 

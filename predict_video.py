@@ -14,6 +14,12 @@ It reports extraction ms per frame (MediaPipe + keypoint conversion; the first f
 is reported apart) and model ms per window (preprocessing + the interpreter's invoke). Videos are read from a
 folder recursively; a label in the path (a folder `G05/` or a file `user01_G05_R01.mp4`) is taken as the truth.
 
+A video that cannot be processed (unreadable, no frames) is reported as FAILED and skipped; the
+others' results are still printed and written, and the summary counts the failures. The outputs
+(--output_json, --annotate_dir) are checked before the first video. Exit status: 0 when every video
+was processed, 1 when some failed, 2 on bad input (flags, model, outputs) or when no video could be
+processed at all.
+
     python predict_video.py --model outputs/arabic_asl/loso/checkpoints/arabic_asl_LOSO_user01/final_model_fp32.tflite \\
         MLR511-ArabicSignLanguage-Dataset-MP4/user01
     python predict_video.py --model M.tflite clip.mp4 --window 40 --stride 5 --annotate_dir annotated/
@@ -22,6 +28,7 @@ folder recursively; a label in the path (a folder `G05/` or a file `user01_G05_R
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +37,7 @@ from tqdm import tqdm
 
 import extraction
 from metrics import latency_summary
-from util import UserError, atomic_write_json, cli
+from util import UserError, atomic_write_json, check_output, cli, one_line
 from video_recognition import (Recognizer, SlidingWindow, Source, VideoSink, annotate, expand_sources, resampled,
                                tracked_frames, true_label)
 
@@ -135,11 +142,12 @@ def describe(result: ClipResult) -> str:
     return "\n".join(lines)
 
 
-def summary(results: list[ClipResult]) -> dict:
-    """Accuracy over clips with a known label, and the per-stage timings over all clips."""
+def summary(results: list[ClipResult], failed: list[dict] = ()) -> dict:
+    """Accuracy over clips with a known label, and the per-stage timings over all clips; `failed`:
+    the videos that could not be processed ({'source', 'error'})."""
     labelled = [r for r in results if r.true_label is not None]
     windows = [p for r in results for p in r.predictions]
-    out = {"clips": len(results), "frames": sum(r.frames for r in results),
+    out = {"clips": len(results), "failed": len(failed), "frames": sum(r.frames for r in results),
            "extraction_ms_per_frame": latency_summary(np.concatenate([r.extraction_ms for r in results]) / 1e3)
            if any(r.extraction_ms for r in results) else None,
            "startup_ms": float(np.mean([r.startup_ms for r in results])),
@@ -166,6 +174,9 @@ def format_summary(s: dict) -> str:
                  f"{i['median_ms']:.2f}) over {s['windows']} windows")
     if s["no_sign_named"]:
         lines.append(f"WARNING: {s['no_sign_named']} clip(s) without any detected hand: no sign named")
+    if s["failed"]:
+        lines.append(f"FAILED: {s['failed']} of {s['clips'] + s['failed']} video(s) could not be "
+                     "processed (listed above); the others' results are complete")
     return "\n".join(lines)
 
 
@@ -207,7 +218,17 @@ def parse_args(argv=None):
     if args.window < 0 or args.stride < 1 or args.top_k < 1 or not 0.0 <= args.threshold <= 1.0 or args.fps < 0:
         raise UserError("need --window >= 0, --stride >= 1, --top_k >= 1, --threshold in [0, 1], --fps >= 0")
     extraction.check_min_confidence(args.min_confidence)
+    if args.output_json:
+        check_output(args.output_json, "--output_json")
+    if args.annotate_dir:
+        check_output(args.annotate_dir, "--annotate_dir", folder=True)
     return args
+
+
+def failure(source: Source, e: Exception) -> dict:
+    """A video that could not be processed: {'source', 'error'} (one line, naming the file)."""
+    error = one_line(e) or f"{source.spec}: {type(e).__name__}: {e}"
+    return {"source": source.spec, "error": error}
 
 
 @cli
@@ -219,18 +240,29 @@ def main(argv=None) -> dict:
         raise UserError("a webcam stream needs --window (frames per classified window), e.g. --window 40")
     print(f"model {args.model}: layout {recognizer.layout.name}, {len(recognizer.cfg['joint_idx'])} keypoints, "
           f"{len(recognizer.labels)} classes; {len(sources)} source(s)")
-    results = []
+    results, failed = [], []
     for source in tqdm(sources, desc="videos", disable=len(sources) < 2, leave=False):
-        results.append(run_source(source, recognizer, args))
+        try:
+            results.append(run_source(source, recognizer, args))
+        except Exception as e:  # one bad video must not cost the others' results
+            if len(sources) == 1:
+                raise  # the error itself: one line, exit 2, for a bad video
+            failed.append(failure(source, e))
+            tqdm.write(f"FAILED {failed[-1]['error']}")
+            continue
         tqdm.write(describe(results[-1]))
-    report = summary(results)
+    if not results:
+        raise UserError(f"none of the {len(sources)} videos could be processed (the FAILED lines "
+                        "above say why)")
+    report = summary(results, failed)
     print(format_summary(report))
     if args.output_json:
-        atomic_write_json(args.output_json, {"model": args.model, "settings": vars(args), "summary": report,
+        atomic_write_json(args.output_json, {"model": args.model, "settings": vars(args),
+                                             "summary": report, "failed": failed,
                                              "clips": [result_json(r) for r in results]})
         print(f"wrote {args.output_json}")
-    return {"summary": report, "clips": results}
+    return {"summary": report, "clips": results, "failed": failed}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if main()["failed"] else 0)

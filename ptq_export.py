@@ -10,7 +10,9 @@ Modes (--modes, comma list; default `dynamic` as the reference) and the files th
 All use builtin ops only, batch 1, T = 64 and the named signature of tflite_export.py. The integer modes are
 calibrated on REAL training clips of the checkpoint's dataset (normalized, padded, with their length masks;
 never the held-out signer's). Every model gets a card (<model>.json) with its size, ops and parity against the
-Keras model on the held-out clips: max |dlogit|, argmax agreement, top-1 of both.
+Keras model on the held-out clips: max |dlogit|, argmax agreement, top-1 of both. A model that
+fails its parity check (tflite_export.check_parity) is still written, with FAIL in its card; the
+run then ends with one line naming it and exit code 1.
 
 The dataset folder is --data_path, else the one training recorded in the checkpoint folder's metadata.json. The
 output folder is --output_dir, else exports/ptq[_<prefix>][/<user>] of the run tree holding the checkpoint
@@ -30,7 +32,7 @@ from dataset import read_label_maps, read_label_names
 from recipes import CALIBRATION_CLIPS, PTQ_MODES
 from recipes import DEFAULT_SEED
 from runs import CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, comma_list, export_dir_for, require_file
-from util import HelpFormatter, UserError, add_verbose_flag, cli, read_json, set_seed
+from util import HelpFormatter, UserError, add_verbose_flag, bounded, cli, read_json, set_seed
 
 
 def parse_modes(arg: str) -> list[str]:
@@ -83,14 +85,18 @@ def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path,
     provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
                   "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
                                                                                          {})}
-    return export_ptq(load_model(checkpoint, cfg), cfg, data, output_dir, modes, provenance, log)
+    from tflite_export import require_parity
+    cards = export_ptq(load_model(checkpoint, cfg), cfg, data, output_dir, modes, provenance, log)
+    require_parity({output_dir / PTQ_FILES[mode]: card for mode, card in cards.items()})
+    return cards
 
 
 def add_quantization_args(ap: argparse.ArgumentParser) -> None:
     """Flags shared with ptq_export_batch.py."""
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
     ap.add_argument("--modes", default=PTQ_MODES, help=f"comma list of {list(PTQ_FILES)}, or 'all'")
-    ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
+    ap.add_argument("--num_calibration_samples", type=bounded(int, lambda v: v >= 1, ">= 1"),
+                    default=CALIBRATION_CLIPS,
                     help="training clips calibrating the integer modes (int8, int8_io, int16x8)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed choosing the calibration clips")
     add_verbose_flag(ap)

@@ -29,7 +29,9 @@
 # Re-running is safe and cheap: a stage is skipped when its final artefacts exist (a trained model = final_model.h5,
 # final_model_fp32.tflite + card and a successful training record; PTQ = the card of every PTQ_MODES model; QAT =
 # qat_metadata.json; results = summary_table.csv newer than every model), and an interrupted training run continues
-# from its last epoch (--resume). Changing a setting does not redo finished work: use another OUTPUT_ROOT or
+# from its last epoch (--resume). A training neither finished nor resumable runs with --overwrite: a
+# successful record whose files are incomplete is replaced, once the new run succeeded.
+# Changing a setting does not redo finished work: use another OUTPUT_ROOT or
 # EXP_PREFIX, or delete the artefacts. A failing stage stops the pipeline with a message naming it (in a parallel
 # stage, after the other holdouts finished).
 set -Eeuo pipefail
@@ -172,7 +174,7 @@ train_loso() {
     fi
     if [[ ${#fresh[@]} -gt 0 ]]; then
         stage train_loso "FP32 training of $(join "${fresh[@]}") ($EPOCHS epochs)"
-        run_folds "$(join "${fresh[@]}")" "$PY" train_loso_functional.py "${common[@]}"
+        run_folds "$(join "${fresh[@]}")" "$PY" train_loso_functional.py "${common[@]}" --overwrite
     fi
 }
 
@@ -219,7 +221,7 @@ train_full() {
         run "$PY" train_full_dataset.py "${flags[@]}" --resume
     else
         stage train_full "full-dataset training ($FULL_EPOCHS epochs)"
-        run "$PY" train_full_dataset.py "${flags[@]}"
+        run "$PY" train_full_dataset.py "${flags[@]}" --overwrite
     fi
 }
 

@@ -26,7 +26,7 @@ from config import load_config, num_keypoints
 from main_functional import compile_model
 from preprocessing import pad_clip
 from recipes import DEFAULT_SEED, QAT_CLIPNORM
-from util import HelpFormatter, add_verbose_flag, atomic_save, cli, set_seed
+from util import HelpFormatter, add_verbose_flag, atomic_save, bounded, cli, set_seed
 
 DEMO_EXPORTS = {  # file -> (model, converter mode)
     "signbart_fp32.tflite": ("fp32", "fp32"),
@@ -49,7 +49,8 @@ def main(argv=None):
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
     ap.add_argument("--output_dir", default="exports/qat_demo", help="output folder")
     ap.add_argument("--save_keras", action="store_true", help="also save the FP32 .h5 and the QAT weights")
-    ap.add_argument("--clips", type=int, default=32, help="random toy clips (QAT steps, calibration, parity)")
+    ap.add_argument("--clips", type=bounded(int, lambda v: v >= 1, ">= 1"), default=32,
+                    help="random toy clips (QAT steps, calibration, parity)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the weights and the toy clips")
     add_verbose_flag(ap)
     args = ap.parse_args(argv)
@@ -57,7 +58,7 @@ def main(argv=None):
     from quantization import (dense_kernels, fake_quantized_kernels, quantize_for_training,
                               save_qat_weights)
     from tf_env import keras
-    from tflite_export import export_tflite
+    from tflite_export import export_tflite, require_parity
     cfg, output_dir = load_config(args.config_path), Path(args.output_dir)
     set_seed(args.seed)
     keypoints, masks, labels = toy_clips(cfg, args.clips, args.seed)
@@ -69,13 +70,16 @@ def main(argv=None):
     models["qat"].fit({"keypoints": keypoints, "attention_mask": masks}, labels, batch_size=4, epochs=1, verbose=0)
 
     id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
-    for filename, (source, mode) in DEMO_EXPORTS.items():
-        export_tflite(models[source], cfg, output_dir / filename, id2label, mode=mode, parity_data=(keypoints, masks),
-                      representative_data=(keypoints, masks), training={"demo": "untrained toy model, random clips"})
+    cards = {output_dir / filename: export_tflite(
+        models[source], cfg, output_dir / filename, id2label, mode=mode,
+        parity_data=(keypoints, masks), representative_data=(keypoints, masks),
+        training={"demo": "untrained toy model, random clips"})
+        for filename, (source, mode) in DEMO_EXPORTS.items()}
     if args.save_keras:
         atomic_save(output_dir / "signbart_fp32.h5", lambda p: models["fp32"].save(p, include_optimizer=False))
         atomic_save(output_dir / "signbart_qat_weights.h5", lambda p: save_qat_weights(models["qat"], p))
         print(f"wrote {output_dir / 'signbart_fp32.h5'} and {output_dir / 'signbart_qat_weights.h5'}")
+    require_parity(cards)  # after every file is written: one line naming a failed export, exit 1
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ The run tree, computed here and nowhere else (scripts and the pipeline shell ask
                                     qat_metadata.json
     results/[<prefix>/]
 <output_root> is --output_root, else $SIGNBART_OUTPUT_ROOT, else outputs/.
+
+A run folder has one owner at a time (RunLock: checkpoints/<exp>.lock). A run of an experiment
+that finished already writes into a staging tree, <dataset>/<run_type>/.staging/<exp>/, and
+RunPaths.promote moves its artefacts over the finished run's only once it succeeded
+(docs/safety.md#run-folders).
 Experiment names: [<prefix>_]<dataset>_LOSO_<user> (loso_experiment_name) and <dataset>_full
 (full_experiment_name); parse_experiment_name is their inverse. LOSO data folders:
 <base>_LOSO_<user> (loso_data_path; loso_data_user is its inverse).
@@ -26,14 +31,21 @@ The pipeline shell reads the tree, and the holdout list, from the CLI:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import re
-import sys
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from recipes import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS
-from util import HelpFormatter, UserError, cli, setup_logging
+from util import HelpFormatter, UserError, cli, one_line, setup_logging
 
 USER_RE = re.compile(r"^user\d+$")
 SAMPLE_RE = re.compile(r"^(user\d+)_(G\d+)_(.+)\.pkl$")
@@ -52,6 +64,8 @@ PTQ_FILES = {  # PTQ converter mode -> file in exports/ptq*/<user>/
 QAT_FILES = {"dynamic": "qat_dynamic_int8.tflite", "int8": "qat_int8.tflite"}  # mode -> file
 QAT_WEIGHTS = "qat_model_weights.h5"      # legacy HDF5 weights (".weights.h5" selects Keras 3's)
 QAT_METADATA = "qat_metadata.json"        # written last by a QAT run
+LOCK_SUFFIX = ".lock"                     # checkpoints/<exp>.lock: the owner of a run folder
+STAGING_DIR = ".staging"                  # <dataset>/<run_type>/.staging/<exp>/: a replacing run
 
 
 # A training run record (training_metadata/<exp>_*.json) holds the resolved recipe once, in its
@@ -145,6 +159,32 @@ class RunPaths:
             names += [f.name[:-len("_latest.json")] for f in meta_root.glob("*_latest.json")]
         return sorted(set(names))
 
+    def lock_file(self, exp: str) -> Path:
+        return self.checkpoints_root / f"{exp}{LOCK_SUFFIX}"
+
+    def finished(self, exp: str) -> bool:
+        """A run of `exp` finished successfully: its latest record or its metadata says so."""
+        return (holds_success(self.latest_record(exp))
+                or holds_success(self.checkpoint_dir(exp) / CHECKPOINT_METADATA))
+
+    def run_artefacts(self, exp: str) -> list[Path]:
+        """What one run of `exp` writes and a new run replaces as a whole, the record last (the run
+        log and the time-stamped records are histories: every run appends to them)."""
+        return [self.checkpoint_dir(exp), self.training_csv(exp), self.tensorboard_dir(exp),
+                self.curves_png(exp).parent, self.latest_record(exp)]
+
+    def staging(self, exp: str) -> RunPaths:
+        """The tree a run replacing a finished run of `exp` writes into (promote moves it in)."""
+        return RunPaths(self.base / STAGING_DIR / exp, self.dataset, self.run_type)
+
+    def promote(self, staged: RunPaths, exp: str) -> None:
+        """Replace the artefacts of `exp` with those of a staged run that succeeded (an artefact the
+        staged run lacks is removed, so nothing of the old run is left), the record last; SIGINT and
+        SIGTERM wait until every artefact is in place."""
+        with signals_deferred():
+            for new, final in zip(staged.run_artefacts(exp), self.run_artefacts(exp)):
+                replace_path(new, final)
+
     def export_dir(self, kind: str, prefix: str = "", user: str = "") -> Path:
         """exports/<ptq|qat>[_<prefix>][/<user>]"""
         d = self.exports_root / (f"{kind}_{prefix}" if prefix else kind)
@@ -153,6 +193,211 @@ class RunPaths:
     def results_dir(self, prefix: str = "") -> Path:
         """results/[<prefix>/]"""
         return self.base / "results" / prefix if prefix else self.base / "results"
+
+
+def holds_success(path: Path) -> bool:
+    """A JSON record at `path` says `"success": true`."""
+    try:
+        return json.loads(Path(path).read_text()).get("success") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def replace_path(new: Path, final: Path) -> None:
+    """Put file or folder `new` at `final`, replacing what is there (nothing when `new` is
+    missing). A folder cannot be renamed over a folder: the old one is moved aside, then deleted."""
+    if not new.exists():
+        remove_path(final)
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if new.is_dir() and final.exists():
+        aside = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+        remove_path(aside)
+        os.rename(final, aside)
+        os.rename(new, final)
+        remove_path(aside)
+    else:
+        os.replace(new, final)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM received inside are delivered when it ends (main thread only: elsewhere a
+    plain block)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda number, frame: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+# ---------------------------------------------------------------------------------- run ownership
+LOCK_HEARTBEAT_SECONDS = 60   # the owner touches its lock file this often
+LOCK_STALE_SECONDS = 600      # a lock of ANOTHER host untouched this long is stale (owner gone)
+
+
+class RunBusy(UserError):
+    """The run folder is owned by another live run."""
+
+
+def process_start(pid: int) -> str:
+    """When process `pid` started (Linux: field 22 of /proc/<pid>/stat, clock ticks since boot),
+    to tell a live owner from a new process that reuses its pid; '' where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class RunLock:
+    """One owner per run folder: a lock file created with os.link (atomic, and safe on NFS, where
+    flock is not) holding the owner's host, pid, process start and start time.
+
+    A lock already there is BUSY while its owner lives: on this host, while its pid runs (the same
+    process, not a reused pid); from another host, while the owner keeps touching the file (every
+    LOCK_HEARTBEAT_SECONDS, from a thread). It is STALE, and taken over with a log line, when its
+    owner died (killed, crashed, machine rebooted): a dead pid on this host, or no touch from
+    another host for LOCK_STALE_SECONDS. Released (deleted) by its owner when the run ends.
+    `took_over` says whose stale lock was taken (also passed to `log`)."""
+
+    def __init__(self, path, what: str = "", log=None):
+        self.path, self.what, self.log = Path(path), what or Path(path).stem, log
+        self.took_over = ""
+        self.token = uuid.uuid4().hex
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(),
+                      "process_start": process_start(os.getpid()),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": self.token}
+        self._stop = threading.Event()
+        self._heartbeat = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            if self._link():
+                self._heartbeat = threading.Thread(target=self._touch, daemon=True,
+                                                   name=f"lock {self.path.name}")
+                self._heartbeat.start()
+                return self
+            held = self.holder()
+            if held is None and not self.path.exists():
+                continue  # released meanwhile
+            reason = self.stale(held)
+            if reason is None:
+                raise RunBusy(self.busy_message(held))
+            self._take_over(held, reason)
+        raise RunBusy(f"{self.path}: cannot take this lock (other runs keep taking it)")
+
+    def release(self) -> None:
+        self._stop.set()
+        if (self.holder() or {}).get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def holder(self) -> dict | None:
+        """The lock file's owner record; None when there is none or it is unreadable."""
+        try:
+            held = json.loads(self.path.read_text())
+            return held if isinstance(held, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def stale(self, held: dict | None) -> str | None:
+        """Why the lock's owner is gone, or None while it may be alive."""
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return None
+        elsewhere = held is None or held.get("host") != self.owner["host"]
+        if elsewhere or not isinstance(held.get("pid"), int):
+            return f"not touched for {age:.0f} s" if age > LOCK_STALE_SECONDS else None
+        pid = held["pid"]
+        if not pid_alive(pid):
+            return f"pid {pid} is not running"
+        started = process_start(pid)
+        if started and held.get("process_start") and started != held["process_start"]:
+            return f"pid {pid} is another process now"
+        return None
+
+    def busy_message(self, held: dict | None) -> str:
+        if held is None:
+            return (f"{self.path}: {self.what} is locked by an unreadable lock file, touched less "
+                    f"than {LOCK_STALE_SECONDS} s ago; if no run of it is alive, delete this file")
+        return (f"{self.path}: {self.what} is being run by pid {held.get('pid')} on "
+                f"{held.get('host')} since {held.get('started')}; wait for it to end (or, if no "
+                "such run is alive, delete this file)")
+
+    def _link(self) -> bool:
+        """Create the lock file complete and atomically: a private file, then a link to it."""
+        tmp = self.path.with_name(f".{self.path.name}.{self.token}.tmp")
+        tmp.write_text(json.dumps(self.owner))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # NFS may report an error for a link it made: the link count tells
+            return tmp.stat().st_nlink == 2
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _take_over(self, held: dict | None, reason: str) -> None:
+        """Remove a stale lock, unless another run replaced it meanwhile (then it is put back)."""
+        aside = self.path.with_name(f".{self.path.name}.{self.token}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, ValueError):
+            moved = None
+        if moved == held:
+            self.took_over = (f"{self.path}: taking over the lock of {self.what} from pid "
+                              f"{(held or {}).get('pid')} on {(held or {}).get('host')} ({reason})")
+            if self.log:
+                self.log(self.took_over)
+        else:
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+        aside.unlink(missing_ok=True)
+
+    def _touch(self) -> None:
+        while not self._stop.wait(LOCK_HEARTBEAT_SECONDS):
+            if (self.holder() or {}).get("token") != self.token:
+                return
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
 
 
 def run_paths(dataset: str, run_type: str, root: str | None = None) -> RunPaths:
@@ -353,11 +598,11 @@ def run_loso_batch(args, kind: str, what: str, job) -> int:
         try:
             require_file(fold.checkpoint, f"{fold.user}: checkpoint")
             job(fold, logger)
-        except UserError as e:
-            logger.error(str(e))
-            failed.append(fold.user)
-        except Exception:  # a bug in one fold must not cost the other folds
-            logger.exception(f"{fold.user}: failed")
+        except Exception as e:  # a failing fold must not cost the other folds
+            if one_line(e) is None:  # a bug: its traceback
+                logger.exception(f"{fold.user}: failed")
+            else:
+                logger.error(one_line(e))
             failed.append(fold.user)
     logger.info(f"{len(folds) - len(failed)}/{len(folds)} fold(s) done"
                 + (f"; FAILED: {failed}" if failed else ""))

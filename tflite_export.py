@@ -13,6 +13,16 @@ T, config, layout, joint_idx, groups, labels, training info, parity, ops, plus w
 the MediaPipe landmark at every input position, the normalization groups and rule, frame sampling, mirroring, the
 class table id -> label -> name and the measured accuracy; docs/preprocessing_spec.md is the long form) and
 `labels.txt` (one label per class id).
+
+Parity (check_parity, THE rule for every mode; docs/quantization.md#parity): Keras and the .tflite
+run on the same real clips. A float mode must keep max |dlogit| within PARITY_TOLERANCE; every mode
+must pick Keras's class on at least PARITY_MIN_AGREEMENT (fp32, float16: all) of the clips that
+Keras DECIDES, i.e. where its top class leads the runner-up by at least PARITY_DECIDED_GAP in
+probability (a near tie may flip under any rounding, and an untrained model has only near ties).
+The log line ends in PASS or FAIL and names the expectation; the card records it. A FAIL is an
+error of the step that exported (require_parity): an FP32 training run fails (success: false, exit
+1), and ptq_export.py, train_loso_functional_qat.py and run_qat_export.py write every model, then
+end with one line naming the failed ones and exit 1.
 """
 from __future__ import annotations
 
@@ -22,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from config import model_hparams, num_keypoints
+from metrics import softmax
 from keypoints import hand_positions, mirror_permutation, rest_hand_points, selected_groups
 from preprocessing import MAX_FRAMES
 from keypoints import get_layout
 from preprocessing import BOX_MARGIN
-from util import UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
+from util import RunFailed, UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, quiet_native, tf
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
 from tflite_runtime import (CARD_CONFIG_PATH, CARD_CUTOFF, CARD_DOMINANT_HAND, CARD_GROUPS, CARD_JOINT_IDX,
@@ -44,6 +55,7 @@ RUNTIME_SUPPORT = {mode: EVERY_RUNTIME for mode in ("fp32", "float16", "dynamic"
     "int16x8": ("ai-edge-litert only: TensorFlow Lite 2.17 has no int16 GELU kernel and 2.12 no int16 RSQRT "
                 "kernel, so no tflite_flutter 0.11/0.12 app can run it; ship int8 or dynamic instead")}
 PREPROCESSING_DOC = "docs/preprocessing_spec.md"
+PARITY_DECIDED_GAP = 0.1  # Keras "decides" a clip when its top class leads by this probability
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -169,19 +181,60 @@ def convert(model: keras.Model, cfg: dict, mode: str = "fp32", representative_da
 def check_parity(model: keras.Model, tflite: "TFLiteModel", keypoints: np.ndarray, masks: np.ndarray,
                  tolerance: float | None, min_agreement: float = 1.0, labels: np.ndarray | None = None) -> dict:
     """Run Keras and TFLite on the same padded clips (N, 64, K, 2) / (N, 64); compare the logits.
-    Passed: max |dlogit| <= tolerance (None: not bounded) and argmax agreement >= min_agreement.
-    With labels (N,), also the top-1 accuracy of both."""
+    Passed (module docstring): the logits are finite, max |dlogit| <= tolerance (None: not
+    bounded), and the argmax agrees on >= min_agreement of the clips Keras decides. With labels
+    (N,), also the top-1 accuracy of both."""
     keras_logits = model.predict({"keypoints": keypoints, "attention_mask": masks}, batch_size=32, verbose=0)
     tflite_logits, _ = tflite.predict(keypoints, masks)
     diff = float(np.abs(keras_logits - tflite_logits).max())
-    same = int((keras_logits.argmax(-1) == tflite_logits.argmax(-1)).sum())
+    same = keras_logits.argmax(-1) == tflite_logits.argmax(-1)
+    top2 = np.sort(softmax(keras_logits.astype(np.float64)), axis=-1)[:, -2:]
+    decided = (top2[:, 1] - top2[:, 0]) >= PARITY_DECIDED_GAP
     parity = {"clips": len(keypoints), "max_abs_logit_diff": diff, "tolerance": tolerance,
-              "argmax_identical": same, "argmax_agreement": same / len(keypoints), "min_agreement": min_agreement,
-              "passed": bool((tolerance is None or diff <= tolerance) and same >= min_agreement * len(keypoints))}
+              "argmax_identical": int(same.sum()), "argmax_agreement": float(same.mean()),
+              "min_agreement": min_agreement, "decided_gap": PARITY_DECIDED_GAP,
+              "decided_clips": int(decided.sum()), "decided_identical": int(same[decided].sum())}
+    agrees = parity["decided_identical"] >= min_agreement * parity["decided_clips"]
+    bounded = tolerance is None or diff <= tolerance
+    parity["passed"] = bool(np.isfinite(diff) and bounded and agrees)
     if labels is not None:
         parity |= {"keras_top1": float(np.mean(keras_logits.argmax(-1) == labels)),
                    "tflite_top1": float(np.mean(tflite_logits.argmax(-1) == labels))}
     return parity
+
+
+def parity_expectation(parity: dict) -> str:
+    """What check_parity required of an export, in words."""
+    share = ("every clip" if parity["min_agreement"] >= 1
+             else f">= {parity['min_agreement']:.0%} of the clips")
+    bound = "" if parity["tolerance"] is None else f"max |dlogit| <= {parity['tolerance']:.0e} and "
+    return (f"{bound}Keras's class on {share} Keras decides (top class ahead by >= "
+            f"{parity['decided_gap']} probability)")
+
+
+def parity_line(mode: str, parity: dict) -> str:
+    """The log line of an export's parity check, ending in PASS or FAIL."""
+    top1 = (f", top-1 Keras {parity['keras_top1']:.4f} / TFLite {parity['tflite_top1']:.4f}"
+            if "keras_top1" in parity else "")
+    return (f"TFLite {mode} parity on {parity['clips']} real clips: max |dlogit| = "
+            f"{parity['max_abs_logit_diff']:.2e}, argmax identical {parity['argmax_identical']}/"
+            f"{parity['clips']} ({parity['decided_identical']}/{parity['decided_clips']} of the "
+            f"decided clips){top1}; expected: {parity_expectation(parity)}: "
+            + ("PASS" if parity["passed"] else "FAIL"))
+
+
+class ParityFailed(RunFailed):
+    """An export whose parity check failed (exit 1)."""
+
+
+def require_parity(cards: dict) -> None:
+    """{path: card} of one step's exports: ParityFailed naming each one that failed parity."""
+    failed = [f"{path}: the {card['mode']} export failed its parity check (expected "
+              f"{parity_expectation(card['parity'])}; see its card)"
+              for path, card in cards.items()
+              if card.get("parity") and not card["parity"]["passed"]]
+    if failed:
+        raise ParityFailed("; ".join(failed))
 
 
 # ----------------------------------------------------------------------------------------------- model card
@@ -315,12 +368,7 @@ def export_tflite(model: keras.Model, cfg: dict, path, id2label: dict, mode: str
     if parity_data is not None and (mode in PARITY_TOLERANCE or mode in PARITY_MIN_AGREEMENT):
         parity = check_parity(model, tflite, *parity_data, tolerance=PARITY_TOLERANCE.get(mode),
                               min_agreement=PARITY_MIN_AGREEMENT.get(mode, 1.0), labels=parity_labels)
-        bound = "" if parity["tolerance"] is None else f" (tolerance {parity['tolerance']:.0e})"
-        top1 = (f", top-1 Keras {parity['keras_top1']:.4f} / TFLite {parity['tflite_top1']:.4f}"
-                if "keras_top1" in parity else "")
-        log(f"TFLite {mode} parity on {parity['clips']} real clips: max |dlogit| = {parity['max_abs_logit_diff']:.2e}"
-            f"{bound}, argmax identical {parity['argmax_identical']}/{parity['clips']}{top1}"
-            + ("" if parity["passed"] else "  <-- PARITY CHECK FAILED"))
+        log(parity_line(mode, parity))
     card = model_card(tflite, op_names(tflite_bytes), cfg, mode, id2label, label_names, training, parity)
     card["size_bytes"] = len(tflite_bytes)
     atomic_write_json(card_path(path), card)

@@ -17,7 +17,9 @@ A run, in order:
        qat_int8.tflite          the QAT graph itself, full integer: its FakeQuant ranges plus calibration on real
                                 training clips for the tensors without one; float32 input/output
      each with a card (size, ops, parity vs its Keras model on the held-out clips).
-  4. write qat_metadata.json (settings, seed, signers, history, test accuracy, exports) and qat.log.
+  4. write qat_metadata.json (settings, seed, signers, history, test accuracy, exports) and qat.log;
+     an export that failed its parity check (tflite_export.check_parity) then ends the run with one
+     line and exit 1.
 
 --output_dir defaults to exports/qat[_<prefix>][/<user>] of the run tree holding the checkpoint.
 
@@ -40,12 +42,12 @@ from pathlib import Path
 from config import load_config, model_hparams
 from dataset import make_dataset, read_label_maps, read_label_names
 from main_functional import (EVAL_BATCH, FitSettings, add_validation_args, carve_validation, compile_model,
-                             evaluate, other_settings, settings_from_args)
+                             evaluate, other_settings, settings_from_args, training_flag)
 from recipes import (CALIBRATION_CLIPS, DEFAULT_SEED, MIN_LR, QAT_BATCH_SIZE, QAT_CLIPNORM,
                      QAT_EARLY_STOP_PATIENCE, QAT_EPOCHS, QAT_LR)
 from runs import FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, export_dir_for, require_file
-from util import (HelpFormatter, add_verbose_flag, atomic_save, atomic_write_json, cli, git_commit, read_json,
-    set_seed, setup_logging)
+from util import (HelpFormatter, add_verbose_flag, atomic_save, atomic_write_json, bounded, cli, git_commit,
+    read_json, set_seed, setup_logging)
 
 
 @dataclass(kw_only=True)
@@ -144,7 +146,14 @@ def run_qat(s: QATSettings) -> dict:
                "duration_seconds": round(time.time() - start, 1)}
     atomic_write_json(output_dir / QAT_METADATA, record)
     logger.info(f"done: {output_dir} ({record['duration_seconds']:.0f} s)")
+    require_exports_parity(cards, output_dir)
     return record
+
+
+def require_exports_parity(cards: dict, output_dir: Path) -> None:
+    """{file name: card} of the QAT exports: an error naming those that failed parity."""
+    from tflite_export import require_parity
+    require_parity({output_dir / name: card for name, card in cards.items()})
 
 
 def qat_provenance(s: QATSettings, checkpoint: Path, weights: Path, record: dict, data: QuantizationData) -> dict:
@@ -174,9 +183,11 @@ def reexport_qat(s: QATSettings) -> dict:
     data = QuantizationData.load(s.data_path, cfg, s.num_calibration_samples, s.seed)
     qat_model = compile_model(load_qat_model(cfg, weights), cfg, s.lr)
     provenance = qat_provenance(s, Path(s.checkpoint), weights, record, data)
-    record["exports"] = export_summary(export_qat(qat_model, cfg, data, output_dir, provenance, print))
+    cards = export_qat(qat_model, cfg, data, output_dir, provenance, print)
+    record["exports"] = export_summary(cards)
     record["reexported"] = {"git_commit": git_commit(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic_write_json(meta_path, record)
+    require_exports_parity(cards, output_dir)
     return record
 
 
@@ -184,16 +195,18 @@ def reexport_qat(s: QATSettings) -> dict:
 def add_qat_args(ap: argparse.ArgumentParser) -> None:
     """Flags shared with train_loso_functional_qat_batch.py."""
     ap.add_argument("--config_path", required=True, help="YAML config (configs/)")
-    ap.add_argument("--batch_size", type=int, default=QAT_BATCH_SIZE, help="QAT batch size")
-    ap.add_argument("--qat_epochs", type=int, default=QAT_EPOCHS,
+    ap.add_argument("--batch_size", type=training_flag("batch_size"), default=QAT_BATCH_SIZE,
+                    help="QAT batch size")
+    ap.add_argument("--qat_epochs", type=training_flag("epochs"), default=QAT_EPOCHS,
                     help="QAT fine-tuning epochs (at most)")
-    ap.add_argument("--lr", type=float, default=QAT_LR,
+    ap.add_argument("--lr", type=training_flag("lr"), default=QAT_LR,
                     help=f"Adam learning rate (clipnorm {QAT_CLIPNORM})")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of shuffling, augmentation and calibration clips")
     add_validation_args(ap)
-    ap.add_argument("--early_stop_patience", type=int, default=QAT_EARLY_STOP_PATIENCE,
-                    help="EarlyStopping patience (epochs)")
-    ap.add_argument("--num_calibration_samples", type=int, default=CALIBRATION_CLIPS,
+    ap.add_argument("--early_stop_patience", type=bounded(int, lambda v: v >= 0, ">= 0"),
+                    default=QAT_EARLY_STOP_PATIENCE, help="EarlyStopping patience (epochs)")
+    ap.add_argument("--num_calibration_samples", type=bounded(int, lambda v: v >= 1, ">= 1"),
+                    default=CALIBRATION_CLIPS,
                     help="training clips calibrating qat_int8.tflite's tensors that have no FakeQuant range")
     add_verbose_flag(ap)
 

@@ -6,6 +6,8 @@
                      and the callback state (epoch, ReduceLROnPlateau and best-model bookkeeping, the run's
                      config) under checkpoints/<exp>/resume/; `restore()` brings a run back to where it stopped
                      (--resume), so a resumed run ends with the same weights as an uninterrupted one
+  FiniteLoss         fails the run (RunFailed) at the end of the first epoch whose loss is not
+                     finite, before the checkpoint, CSV row or best model of that epoch is written
   WarmupCosine       the `cosine` learning-rate schedule, per optimizer step (recipes.cosine_lr in
                      TF ops): a function of the step counter only, so --resume continues it exactly
   plot_training_curves  training_curves.png from the epoch CSV (so a resumed run plots its whole history)
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 from runs import RESUME_STATE_FILE
-from util import UserError, atomic_save, atomic_write_json
+from util import RunFailed, UserError, atomic_save, atomic_write_json
 from tf_env import keras, tf
 
 
@@ -41,6 +43,28 @@ class EpochLogger(keras.callbacks.Callback):
             logs.setdefault("lr", lr)
         metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if k != "lr")
         self.logger.info(f"epoch {epoch + 1}/{self.total_epochs} {metrics} lr={lr:.2e} ({self.seconds[-1]:.1f} s)")
+
+
+class FiniteLoss(keras.callbacks.Callback):
+    """Raises RunFailed at the end of the first epoch whose training or validation loss is NaN or
+    infinite (a learning rate or weight decay too large, a mask value of -inf, ...): the weights
+    are then garbage. Put it FIRST: the callbacks after it never see that epoch, so no resume
+    checkpoint, CSV row or best model of it is written. (Keras' TerminateOnNaN only stops
+    training, after which the run would be exported and recorded as a success.)"""
+
+    def __init__(self, experiment: str):
+        super().__init__()
+        self.experiment = experiment
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                lr = float(keras.backend.get_value(self.model.optimizer.learning_rate))
+                raise RunFailed(f"{self.experiment}: the {key.replace('_', ' ')} is {float(value)} "
+                                f"after epoch {epoch + 1} (learning rate {lr:.3g}): training "
+                                "diverged, nothing is exported; lower the learning rate or check "
+                                "the config")
 
 
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
@@ -97,10 +121,10 @@ class ResumeCheckpoint(keras.callbacks.Callback):
             raise UserError(f"--resume: no checkpoint to resume from in {self.directory}")
         try:
             state = json.loads(self.state_path.read_text())
-            epoch = int(state["epoch"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError) as e:
             raise UserError(f"--resume: {self.state_path} is unreadable ({type(e).__name__}: {e})") from None
-        if self.run_config is not None and state.get("run_config", self.run_config) != self.run_config:
+        epoch = self.check_state(state)
+        if self.run_config is not None and state["run_config"] != self.run_config:
             raise UserError(f"--resume: {self.directory} was written by a run with another config or seed; "
                             "resume with the same flags, or train without --resume")
         try:
@@ -110,6 +134,31 @@ class ResumeCheckpoint(keras.callbacks.Callback):
                             f"({str(e).splitlines()[0][:200]})") from None
         self.pending = state
         return epoch
+
+    def state_keys(self) -> dict:
+        """The keys state.json must hold for this run, and their types."""
+        number = (int, float)
+        keys = {"epoch": int} | ({"run_config": dict} if self.run_config is not None else {})
+        if self.plateau is not None:
+            keys |= {"plateau_wait": number, "plateau_cooldown": number, "plateau_best": number}
+        if self.best_checkpoint is not None:
+            keys["best_checkpoint_best"] = number
+        return keys
+
+    def check_state(self, state) -> int:
+        """The completed epochs of a state.json that holds every key of state_keys, of its type."""
+        if not isinstance(state, dict):
+            raise UserError(f"--resume: {self.state_path}: not a JSON object")
+        keys = self.state_keys()
+        missing = [key for key in keys if key not in state]
+        wrong = [key for key, kind in keys.items() if key in state
+                 and (not isinstance(state[key], kind) or isinstance(state[key], bool))]
+        if missing or wrong or state["epoch"] < 0:
+            problem = (f"missing key(s) {missing}" if missing else
+                       f"key(s) {wrong or ['epoch']} of the wrong type or value")
+            raise UserError(f"--resume: {self.state_path}: {problem} (damaged, or written by "
+                            "another version); train without --resume")
+        return state["epoch"]
 
     def on_train_begin(self, logs=None):
         if not self.pending:

@@ -1,7 +1,8 @@
 """The utility drawer every script shares: one-line user errors and the CLI wrapper that prints
-them, the --help formatter, atomic writes, reading a JSON file the run needs (no key given twice)
-and checking the types of its fields, seeding, logging, the quiet console and the git commit of the
-checkout. Imports no TensorFlow and nothing of the project's.
+them (a full disk included), the --help formatter and bounded flag types, atomic writes, checking
+an output path, reading a JSON file the run needs (no key given twice) and checking the types of its
+fields, seeding, logging, the quiet console and the git commit of the checkout. Imports no
+TensorFlow and nothing of the project's.
 
 Quiet console: TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL=3), its absl logs, the lines that the
 TFLite converter and interpreter print natively (NATIVE_NOISE) and the `tf.lite.Interpreter is
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import json
 import logging
+import math
 import os
 import pickle
 import random
@@ -41,22 +44,93 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 class UserError(Exception):
     """A problem with the user's input (file, flag, data) that deserves one clear line, not a traceback."""
+    exit_code = 2
+
+
+class RunFailed(UserError):
+    """A run that went through and failed its own checks (a training loss that is not finite, an
+    export that fails its parity check): one line too, but exit code 1."""
+    exit_code = 1
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(e: BaseException) -> str | None:
+    """The one line for an error that a full disk (or quota) caused, whoever raised it: an OSError
+    with ENOSPC/EDQUOT, or a library error that wraps one (TensorFlow's ResourceExhaustedError,
+    h5py's OSError without errno) and says so; None for any other error."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if ((isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS)
+                or any(t in text for t in DISK_FULL_TEXTS)):
+            named = re.search(r"(/[^\s;]+); (?:No space left on device|Disk quota exceeded)", text)
+            filename = getattr(e, "filename", None) or (named and named.group(1))
+            if filename:
+                return f"{filename}: no space left on device (free some space, then re-run)"
+            first = text.splitlines()[0][:300]
+            return f"no space left on device ({first}); free some space, then re-run"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def one_line(e: BaseException) -> str | None:
+    """The message of an error a user can act on (UserError, a file-system error, a full disk), else
+    None (a bug: show its traceback)."""
+    full = disk_full(e)
+    if full:
+        return full
+    if isinstance(e, (UserError, OSError)):
+        return str(e)
+    return None
+
+
+def exit_code(e: BaseException) -> int:
+    """2 for bad input and the file system (a full disk included), 1 for a run that failed."""
+    return getattr(e, "exit_code", 2)
 
 
 def cli(main):
-    """Decorator for script entry points: a UserError or a file-system error (missing file, a folder where a file
-    should be, no permission, disk full; the message names the path) becomes `error: ...` and exit code 2."""
+    """Decorator for script entry points: a UserError, a file-system error (missing file, a folder
+    where a file should be, no permission) or a full disk, whoever raised it, becomes `error: ...`
+    and exit code 2 (RunFailed: 1). Unprintable characters in output (a file name that is not
+    UTF-8) are escaped."""
     @functools.wraps(main)
     def run(*args, **kwargs):
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
         try:
             return main(*args, **kwargs)
-        except (UserError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        except Exception as e:
+            line = one_line(e)
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
+            sys.exit(exit_code(e))
     return run
 
 
-# ------------------------------------------------------------------------------------ atomic writes
+def bounded(kind: type, ok, wants: str):
+    """An argparse `type=` that reads a flag as `kind` (floats must be finite) and refuses a value
+    for which ok(value) is false: `error: argument --epochs: must be >= 1, got 0`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {kind.__name__}, got {text!r}") from None
+        if (kind is float and not math.isfinite(value)) or not ok(value):
+            finite = "finite and " if kind is float else ""
+            raise argparse.ArgumentTypeError(f"must be {finite}{wants}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------- atomic writes
 def atomic_write_bytes(path, data: bytes) -> Path:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path = Path(path)
@@ -77,6 +151,23 @@ def current_umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(mask)
     return mask
+
+
+def check_output(path, what: str, folder: bool = False) -> Path:
+    """Refuse, before any work is done, an output that cannot be written: a folder where a file
+    goes (or a file where a folder goes), a path through a file, or a folder one cannot write to."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        wrong = "a file, not a folder" if folder else "a folder, not a file"
+        raise UserError(f"{what} {path}: is {wrong}")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: cannot be created, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {existing} is not writable")
+    return path
 
 
 def atomic_write_text(path, text: str) -> Path:

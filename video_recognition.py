@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -84,15 +86,11 @@ class Source:
 
     def open(self, max_frames: int = 0):
         """(frames iterator, frames per second). VideoError when it cannot be opened."""
-        import cv2
         if self.webcam:
             frames, fps = extraction.read_camera(int(self.spec))
             return limited(frames, max_frames), fps
-        frames = extraction.read_frames(self.spec)
-        capture = cv2.VideoCapture(self.spec)
-        fps = capture.get(cv2.CAP_PROP_FPS) or 15.0
-        capture.release()
-        return limited(frames, max_frames), fps
+        frames, fps = extraction.read_video(self.spec)
+        return limited(frames, max_frames), fps or 15.0
 
 
 def limited(frames, max_frames: int):
@@ -232,19 +230,24 @@ def annotate(image: np.ndarray, results, caption: str) -> np.ndarray:
 
 
 class VideoSink:
-    """An optional annotated .mp4 and an optional live window; both no-ops when not asked for."""
+    """An optional annotated .mp4 and an optional live window; both no-ops when not asked for. A
+    path OpenCV cannot take (extraction.opencv_name_ok) is written under a temporary name and moved
+    there on close."""
 
     def __init__(self, path: Path | None, fps: float, display: bool):
         self.path, self.fps, self.display, self.writer = path, fps, display, None
         self.stopped = False
+        self.target = path  # what OpenCV writes
 
     def write(self, image: np.ndarray) -> None:
         import cv2
         if self.path is not None:
             if self.writer is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                              (image.shape[1], image.shape[0]))
+                if not extraction.opencv_name_ok(self.path):
+                    self.target = Path(tempfile.mkdtemp(prefix="signbart-video-")) / "annotated.mp4"
+                self.writer = cv2.VideoWriter(str(self.target), cv2.VideoWriter_fourcc(*"mp4v"),
+                                              self.fps, (image.shape[1], image.shape[0]))
                 if not self.writer.isOpened():
                     raise UserError(f"{self.path}: cannot write an .mp4 video here")
             self.writer.write(image)
@@ -258,3 +261,7 @@ class VideoSink:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
+            if self.target != self.path:
+                shutil.move(self.target, self.path)
+                self.target.parent.rmdir()
