@@ -221,7 +221,7 @@ def hand_slot_warnings(by_signer: dict[str, dict], flipped: set[str]) -> list[st
     warnings = []
     for user, row in by_signer.items():
         if row["slot"] not in (majority, "none"):
-            fix = (f"it is mirrored by --flip_users: drop it from the list" if user in flipped
+            fix = ("it is mirrored by --flip_users: drop it from the list" if user in flipped
                    else f"if this is a left-handed signer, add --flip_users {user} --overwrite")
             warnings.append(f"{user} signs mainly in the {row['slot'].upper()} hand slot (left "
                             f"{_share(row['left'], row['frames']).strip()}, right "

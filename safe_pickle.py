@@ -25,7 +25,6 @@ import itertools
 import os
 import pickle
 import stat
-from pathlib import Path
 
 import numpy as np
 
