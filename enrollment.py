@@ -6,8 +6,8 @@ itself against the enrollment case of the test vectors (make_test_vectors.py).
 
     import numpy as np
     from enrollment import Params, build_prototypes, check_enrollment, score
-    rng = np.random.default_rng(0)
-    embeddings, labels = rng.normal(size=(5, 8)), np.array([0, 0, 1, 1, 1])  # (N, D) output 1, class ids
+    rng, labels = np.random.default_rng(0), np.array([0, 0, 1, 1, 1])   # class ids of 5 clips
+    embeddings = 3 * np.eye(8)[labels] + rng.normal(scale=0.3, size=(5, 8))  # (N, D): output 1
     prototypes = build_prototypes(embeddings, labels, num_labels=3)   # sign 2: not enrolled
     print(check_enrollment(embeddings, labels, 3, names=["G01", "G02", "G03"]))  # warnings, if any
     p = score(rng.normal(size=8), rng.normal(size=3), prototypes, Params())  # (C,), sums to 1
