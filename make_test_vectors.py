@@ -187,12 +187,15 @@ def enrollment_clips(data_path, split: str, labels: list[str]) -> tuple[list, li
     return enroll, test
 
 
-def clip_outputs(model: TFLiteModel, path, cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """A stored clip through the preprocessing and the model: (logits (C,), embedding (D,)) float32."""
+def clip_outputs(model: TFLiteModel, path, cfg: dict, hands) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stored clip through the preprocessing and the model: logits (C,), embedding (D,) float32 and
+    the clip's enrollment descriptor (enrollment.describe: the embedding and each hand's mean shape)."""
     sample = load_sample(path)
     check_layout(path, sample["keypoints"], cfg)
-    logits, embedding, _ = model.run_with_embedding(*model_inputs(layout_keypoints(sample["keypoints"], cfg), cfg))
-    return logits[0], embedding[0]
+    keypoints, mask = model_inputs(layout_keypoints(sample["keypoints"], cfg), cfg)
+    logits, embedding, _ = model.run_with_embedding(keypoints, mask)
+    descriptor = enrollment.describe(embedding[0], keypoints[0], mask[0], hands)
+    return logits[0], embedding[0], descriptor
 
 
 def enrollment_case(model: TFLiteModel, card: dict, cfg: dict, data_path, split: str) -> dict:
@@ -201,26 +204,35 @@ def enrollment_case(model: TFLiteModel, card: dict, cfg: dict, data_path, split:
     names = display_names(labels, card.get("label_names", {}))
     params = enrollment.params_from_card(card)
     enroll, test = enrollment_clips(data_path, split, labels)
-    embeddings = np.stack([clip_outputs(model, path, cfg)[1] for path, _ in enroll])
+    blocks = enrollment.card_blocks(card)
+    hands = enrollment.card_hands(card)
+    outputs = [clip_outputs(model, path, cfg, hands) for path, _ in enroll]
+    embeddings, descriptors = np.stack([o[1] for o in outputs]), np.stack([o[2] for o in outputs])
     ids = np.array([c for _, c in enroll])
-    prototypes = enrollment.build_prototypes(embeddings, ids, len(labels))
+    prototypes = enrollment.build_prototypes(descriptors, ids, len(labels), blocks=blocks)
     tests = []
     for path, c in test:
-        logits, embedding = clip_outputs(model, path, cfg)
-        steps = enrollment.score_steps(embedding, logits, prototypes, params)
+        logits, embedding, descriptor = clip_outputs(model, path, cfg, hands)
+        steps = enrollment.score_steps(descriptor, logits, prototypes, params)
         tests.append({"file": path.name, "label": labels[c], "class_id": c, "logits": logits,
-                      "embedding": embedding, "classifier_probabilities": steps["classifier"][0],
-                      "cosines": steps["cosines"][0], "prototype_probabilities": steps["prototype_probabilities"][0],
+                      "embedding": embedding, "descriptor": descriptor,
+                      "classifier_probabilities": steps["classifier"][0],
+                      "unit_descriptor": steps["unit_descriptors"][0],
+                      "similarities": steps["similarities"][0],
+                      "prototype_probabilities": steps["prototype_probabilities"][0],
                       "enrolled_mass": float(steps["enrolled_mass"][0]), "probabilities": steps["probabilities"][0],
                       "top1": int(np.argmax(steps["probabilities"][0]))})
-    return {"spec": enrollment.SPEC, "params": {"tau": params.tau, "alpha": params.alpha},
+    return {"spec": enrollment.SPEC,
+            "params": {"tau": params.tau, "alpha": params.alpha, "hand_weight": params.hand_weight},
+            "blocks": [b.as_dict() for b in blocks],
             "data": {"split": split, "users": sorted({parse_sample_name(p.name)[0] for p, _ in enroll + test
                                                      if parse_sample_name(p.name)})},
-            "enroll_clips": [{"file": path.name, "label": labels[c], "class_id": c, "embedding": e}
-                             for (path, c), e in zip(enroll, embeddings)],
+            "enroll_clips": [{"file": path.name, "label": labels[c], "class_id": c, "embedding": e,
+                              "descriptor": x}
+                             for (path, c), e, x in zip(enroll, embeddings, descriptors)],
             "prototypes": {"counts": prototypes.counts, "enrolled": np.flatnonzero(prototypes.enrolled),
-                           "prototypes": prototypes.prototypes},
-            "warnings": enrollment.check_enrollment(embeddings, ids, len(labels), names),
+                           "center": prototypes.center, "prototypes": prototypes.prototypes},
+            "warnings": enrollment.check_enrollment(descriptors, ids, len(labels), names, blocks=blocks),
             "test_clips": tests,
             "tolerance": ENROLLMENT_TOLERANCE | {"rule": "and the same top-1 as each test clip's top1"}}
 

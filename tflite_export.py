@@ -292,12 +292,13 @@ def measured_accuracy(parity: dict | None) -> dict:
             "measured_on": "the parity clips of this export (see training: holdout_user / parity_split)"}
 
 
-def personalization(tflite: "TFLiteModel", model_sha256: str) -> dict:
+def personalization(tflite: "TFLiteModel", model_sha256: str, cfg: dict) -> dict:
     """Where the embedding output is and how enrollment.py uses it (docs/personalization.md)."""
     index = OUTPUT_NAMES.index(EMBEDDING_NAME)
     output = tflite.io_description("outputs")[index]
     return {"embedding_output": EMBEDDING_NAME, "output_index": index, "embedding_size": output["shape"][-1],
-            "embedding_dtype": output["dtype"], "model_sha256": model_sha256, **enrollment.card_rules()}
+            "embedding_dtype": output["dtype"], "model_sha256": model_sha256,
+            **enrollment.card_rules(hands=hand_positions(cfg))}
 
 
 def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2label: dict,
@@ -311,7 +312,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "inputs": tflite.io_description("inputs"),
         "outputs": tflite.io_description("outputs"),
         "output_rule": "logits -> softmax -> argmax = class id -> classes[id]",
-        "personalization": personalization(tflite, model_sha256),
+        "personalization": personalization(tflite, model_sha256, cfg),
         "sequence_length": SEQUENCE_LENGTH,
         "mask": "float 0/1 length mask: 1 for the first min(frames, 64) positions",
         "config_path": cfg["config_path"],

@@ -126,13 +126,18 @@ def test_vector_content_is_the_pipeline_output(vectors, exports, trained_fold, s
 def test_vector_enrollment_case_is_enrollment_on_this_model(vectors, mode):
     """Enrollment clips of the held-out demo signer (the card's data_path) -> prototypes -> scores."""
     case = vectors[mode][1]["enrollment"]
+    blocks = tuple(enrollment.Block(**b) for b in case["blocks"])
+    assert [b.name for b in blocks] == ["embedding", "left_hand_shape", "right_hand_shape"]
+    descriptors = np.array([c["descriptor"] for c in case["enroll_clips"]])
     embeddings = np.array([c["embedding"] for c in case["enroll_clips"]], dtype=np.float32)
+    np.testing.assert_array_equal(descriptors[:, :blocks[0].size], embeddings)  # the embedding comes first
     ids = np.array([c["class_id"] for c in case["enroll_clips"]])
-    prototypes = enrollment.build_prototypes(embeddings, ids, len(case["prototypes"]["counts"]))
+    prototypes = enrollment.build_prototypes(descriptors, ids, len(case["prototypes"]["counts"]), blocks=blocks)
     np.testing.assert_array_equal(prototypes.prototypes, np.array(case["prototypes"]["prototypes"], np.float32))
+    np.testing.assert_array_equal(prototypes.center, np.array(case["prototypes"]["center"], np.float32))
     assert case["data"]["users"] == ["user01"] and len(case["test_clips"]) == 4
     for clip in case["test_clips"]:
-        p = enrollment.score(np.array(clip["embedding"], np.float32), np.array(clip["logits"], np.float32),
+        p = enrollment.score(np.array(clip["descriptor"]), np.array(clip["logits"], np.float32),
                              prototypes, enrollment.Params(**case["params"]))
         np.testing.assert_array_equal(p, np.array(clip["probabilities"]))
         assert p.sum() == pytest.approx(1) and int(p.argmax()) == clip["top1"]

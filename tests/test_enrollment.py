@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import enrollment
-from enrollment import ModelKey, Params, Prototypes, build_prototypes, check_enrollment, normalize, score
+from enrollment import (ModelKey, Params, Prototypes, build_prototypes, check_enrollment, descriptor_blocks,
+                        normalize, score)
 from util import UserError
 
 C, D = 5, 8
@@ -61,7 +62,7 @@ def test_bad_clip_arrays_are_refused(clips):
     embeddings, labels = clips
     with pytest.raises(ValueError, match=r"class ids must lie in \[0, 5\)"):
         build_prototypes(embeddings, labels + 2, C)
-    with pytest.raises(ValueError, match="embeddings must be"):
+    with pytest.raises(ValueError, match="descriptors must be"):
         build_prototypes(embeddings[0], labels[:1], C)
     with pytest.raises(ValueError, match="do not fit the model"):
         build_prototypes(embeddings, labels, C, key(embedding_size=D + 1))
@@ -78,7 +79,7 @@ def test_score_sums_to_one_and_falls_back_to_the_classifier(clips):
     np.testing.assert_allclose(p[:, [2, 4]], s[:, [2, 4]], rtol=1e-12)        # signs not enrolled: s_c
     np.testing.assert_allclose(p[:, [0, 1, 3]].sum(axis=1), s[:, [0, 1, 3]].sum(axis=1), rtol=1e-12)
     np.testing.assert_allclose(score(query[2], logits[2], protos), p[2], rtol=1e-12)   # one clip: (C,)
-    nobody = Prototypes(np.zeros((C, D), np.float32), np.zeros(C, np.int64))
+    nobody = Prototypes(np.zeros((C, D), np.float32), np.zeros(C, np.int64), descriptor_blocks(D), np.zeros(D, np.float32))
     np.testing.assert_allclose(score(query, logits, nobody), s, rtol=1e-12)   # no sign enrolled: p = s
     np.testing.assert_allclose(score(query, logits, protos, Params(alpha=0.0)), s, rtol=1e-12)
 
@@ -128,7 +129,7 @@ def test_prototype_file_round_trip_is_exact_and_readable(clips, tmp_path):
     record = json.loads(path.read_text())
     assert record["model"] == key().as_dict() and record["labels"] == list("ABCDE")
     assert record["counts"] == [3, 2, 0, 1, 0] and len(record["prototypes"]) == C
-    loaded = enrollment.load_prototypes(path, key())
+    loaded = enrollment.load_prototypes(path, key(), descriptor_blocks(D))
     assert np.array_equal(loaded.prototypes, protos.prototypes) and np.array_equal(loaded.counts, protos.counts)
     assert loaded.model == key()
     with pytest.raises(ValueError, match="bound to no model"):
@@ -141,14 +142,14 @@ def test_prototype_file_round_trip_is_exact_and_readable(clips, tmp_path):
 def test_prototypes_of_another_model_are_one_line(clips, tmp_path, other, said):
     path = enrollment.save_prototypes(tmp_path / "p.json", build_prototypes(*clips, C, key()))
     with pytest.raises(UserError) as error:
-        enrollment.load_prototypes(path, other)
+        enrollment.load_prototypes(path, other, descriptor_blocks(D))
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"{path}: prototypes of another model: ")
     assert said in message and message.endswith("enroll again with this model")
 
 
 @pytest.mark.parametrize("edit, said", [
-    (lambda r: r.update(prototypes=r["prototypes"][:-1]), "needs counts (5 clip counts >= 0) and prototypes"),
+    (lambda r: r.update(prototypes=r["prototypes"][:-1]), "needs counts (5 clip counts >= 0), center (8 finite numbers) and prototypes"),
     (lambda r: r.update(counts=[1, 2]), "needs counts"),
     (lambda r: r["prototypes"][0].append(0.5), "5 rows of 8 finite numbers"),
     (lambda r: r["prototypes"].__setitem__(1, ["x"] * D), "finite numbers"),
@@ -163,7 +164,7 @@ def test_a_file_of_the_wrong_shape_is_one_line(clips, tmp_path, edit, said):
     edit(record)
     path.write_text(json.dumps(record))
     with pytest.raises(UserError) as error:
-        enrollment.load_prototypes(path, key())
+        enrollment.load_prototypes(path, key(), descriptor_blocks(D))
     message = str(error.value)
     assert said in message and "\n" not in message and message.startswith(f"{path}: ")
 
@@ -171,14 +172,15 @@ def test_a_file_of_the_wrong_shape_is_one_line(clips, tmp_path, edit, said):
 def test_a_file_that_is_not_json_or_missing_is_one_line(tmp_path):
     (tmp_path / "p.json").write_text("{cut off")
     with pytest.raises(UserError, match="p.json: prototype file is not valid JSON"):
-        enrollment.load_prototypes(tmp_path / "p.json", key())
+        enrollment.load_prototypes(tmp_path / "p.json", key(), descriptor_blocks(D))
     with pytest.raises(UserError, match="nope.json: prototype file not found"):
-        enrollment.load_prototypes(tmp_path / "nope.json", key())
+        enrollment.load_prototypes(tmp_path / "nope.json", key(), descriptor_blocks(D))
 
 
 def test_params_come_from_the_card():
-    assert Params() == Params(20.0, 0.7)
-    assert enrollment.params_from_card({"personalization": {"tau": 12, "alpha": 0.5}}) == Params(12.0, 0.5)
+    assert Params() == Params(30.0, 1.0, 0.5)      # chosen on validation signers (docs/personalization.md)
+    card = {"personalization": {"tau": 12, "alpha": 0.5, "hand_weight": 0.25}}
+    assert enrollment.params_from_card(card) == Params(12.0, 0.5, 0.25)
     assert enrollment.params_from_card({}) == Params()
 
 
@@ -287,7 +289,11 @@ def test_card_records_the_personalization(exports, trained_fold, mode):
                                   "normalization", "prototype_rule")} == {
         "embedding_output": "embedding", "output_index": 1, "embedding_size": trained_fold.cfg["d_model"],
         "tau": Params().tau, "alpha": Params().alpha, "normalization": "l2",
-        "prototype_rule": "mean of l2-normalized embeddings, l2-normalized"}
+        "prototype_rule": enrollment.PROTOTYPE_RULE}
+    assert block["hand_weight"] == Params().hand_weight
+    assert [(h["hand"], h["positions"]) for h in block["hand_shape_blocks"]] == [
+        ("left", list(range(23, 44))), ("right", list(range(44, 65)))]
+    assert [b.size for b in enrollment.card_blocks(card)] == [trained_fold.cfg["d_model"], 42, 42]
     assert block["model_sha256"] == enrollment.model_sha256(exports[mode])
     assert block["embedding_dtype"] == ("int8" if mode == "int8_io" else "float32")
     assert ModelKey.from_card(exports[mode], card) == ModelKey(
@@ -300,9 +306,12 @@ def test_prototypes_of_another_export_are_refused(exports, trained_fold, held_ou
     _, embeddings, _ = TFLiteModel(exports["fp32"]).predict_with_embedding(*held_out)
     protos = build_prototypes(embeddings, np.array([0, 0, 1, 1, 2, 2]), fp32.num_labels, fp32)
     path = enrollment.save_prototypes(tmp_path / "prototypes.json", protos)
-    assert np.array_equal(enrollment.load_prototypes(path, fp32).prototypes, protos.prototypes)
+    blocks = descriptor_blocks(fp32.embedding_size)
+    assert np.array_equal(enrollment.load_prototypes(path, fp32, blocks).prototypes, protos.prototypes)
     with pytest.raises(UserError, match=f"prototypes of another model: sha256 '{fp32.sha256}'"):
-        enrollment.load_prototypes(path, int8)
+        enrollment.load_prototypes(path, int8, blocks)
+    with pytest.raises(UserError, match="descriptor blocks"):
+        enrollment.load_prototypes(path, fp32, descriptor_blocks(fp32.embedding_size, (21, 21)))
     card = read_model_card(exports["fp32"])
     with pytest.raises(UserError, match="belongs to another file"):
         ModelKey.from_card(exports["int8"], card)
@@ -311,26 +320,45 @@ def test_prototypes_of_another_export_are_refused(exports, trained_fold, held_ou
 
 
 # ----------------------------------------------------------------------------------------------- test vectors
-def port_prototypes(embeddings: np.ndarray, ids: np.ndarray, num_labels: int) -> np.ndarray:
-    """docs/personalization.md steps 1-2 written independently in float32 (as a phone would)."""
-    out = np.zeros((num_labels, embeddings.shape[1]), np.float32)
-    for c in range(num_labels):
-        rows = [e / max(np.sqrt(np.sum(e * e)), np.float32(1e-12)) for e, i in zip(embeddings, ids) if i == c]
-        if rows:
-            mean = np.sum(rows, axis=0) / np.float32(len(rows))
-            out[c] = mean / max(np.sqrt(np.sum(mean * mean)), np.float32(1e-12))
+def port_unit(x: np.ndarray, sizes: list[int], center: np.ndarray) -> np.ndarray:
+    """docs/personalization.md: each block minus its center, normalized on its own (float32)."""
+    out, start = np.zeros_like(x, np.float32), 0
+    for size in sizes:
+        block = x[start:start + size] - center[start:start + size]
+        out[start:start + size] = block / max(np.sqrt(np.sum(block * block)), np.float32(1e-12))
+        start += size
     return out
 
 
-def port_score(embedding, logits, prototypes, counts, tau, alpha) -> np.ndarray:
-    """docs/personalization.md step 3 in float32."""
+def port_prototypes(descriptors: np.ndarray, ids: np.ndarray, num_labels: int, blocks: list[dict]):
+    """docs/personalization.md steps 2-3 written independently in float32 (as a phone would)."""
+    sizes = [b["size"] for b in blocks]
+    center, start = np.zeros(descriptors.shape[1], np.float32), 0
+    for b in blocks:
+        if b["centered"]:
+            center[start:start + b["size"]] = descriptors[:, start:start + b["size"]].mean(axis=0)
+        start += b["size"]
+    out = np.zeros((num_labels, descriptors.shape[1]), np.float32)
+    for c in range(num_labels):
+        rows = [port_unit(x, sizes, center) for x, i in zip(descriptors, ids) if i == c]
+        if rows:
+            out[c] = port_unit(np.sum(rows, axis=0) / np.float32(len(rows)), sizes, np.zeros_like(center))
+    return out, center
+
+
+def port_score(descriptor, logits, prototypes, center, counts, blocks, tau, alpha) -> np.ndarray:
+    """docs/personalization.md step 4 in float32."""
     s = np.exp(logits - logits.max())
     s = s / s.sum()
     enrolled = [c for c in range(len(counts)) if counts[c] > 0]
     if not enrolled:
         return s
-    e = embedding / np.sqrt(np.sum(embedding * embedding))
-    z = np.float32(tau) * np.array([np.sum(e * prototypes[c]) for c in enrolled], np.float32)
+    sizes, weights = [b["size"] for b in blocks], np.array([b["weight"] for b in blocks], np.float32)
+    unit = port_unit(descriptor, sizes, center)
+    bounds = np.cumsum([0] + sizes)
+    sims = [sum(w * np.sum(unit[a:b] * prototypes[c][a:b]) for w, a, b in zip(weights, bounds, bounds[1:]))
+            / weights.sum() for c in enrolled]
+    z = np.float32(tau) * np.array(sims, np.float32)
     q = np.exp(z - z.max())
     q = q / q.sum()
     mass = sum(s[c] for c in enrolled)
@@ -338,6 +366,16 @@ def port_score(embedding, logits, prototypes, counts, tau, alpha) -> np.ndarray:
     for k, c in enumerate(enrolled):
         p[c] = np.float32(alpha) * mass * q[k] + np.float32(1 - alpha) * s[c]
     return p
+
+
+def port_hand_shape(keypoints: np.ndarray, mask: np.ndarray, positions: list[int]) -> np.ndarray:
+    """docs/personalization.md step 1 in float32: a hand's mean shape over the frames it is seen in."""
+    total, seen = np.zeros((len(positions), 2), np.float32), 0
+    for t in range(len(mask)):
+        points = keypoints[t, positions]
+        if mask[t] > 0 and np.any(points != 0):
+            total, seen = total + points, seen + 1
+    return (total / np.float32(max(seen, 1))).reshape(-1)
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +394,7 @@ def test_vector_enrollment_case_holds_the_model_outputs(vector, exports, trained
     from preprocessing import model_inputs
     from tflite_runtime import TFLiteModel
     case = vector["enrollment"]
-    assert vector["format_version"] == 4 and case["params"] == {"tau": 20.0, "alpha": 0.7}
+    assert vector["format_version"] == 4 and case["params"] == {"tau": 30.0, "alpha": 1.0, "hand_weight": 0.5}
     assert [(c["label"], c["class_id"]) for c in case["enroll_clips"]] == [
         ("G01", 0), ("G01", 0), ("G02", 1), ("G02", 1), ("G03", 2)]
     assert [(c["label"], c["class_id"]) for c in case["test_clips"]] == [("G01", 0), ("G02", 1), ("G03", 2),
@@ -364,8 +402,11 @@ def test_vector_enrollment_case_holds_the_model_outputs(vector, exports, trained
     model = TFLiteModel(exports["fp32"])
     for clip in case["enroll_clips"] + case["test_clips"]:
         raw = load_sample(trained_fold.data_path / "test" / clip["label"] / clip["file"])["keypoints"]
-        logits, embedding, _ = model.run_with_embedding(*model_inputs(raw, trained_fold.cfg))
+        keypoints, mask = model_inputs(raw, trained_fold.cfg)
+        logits, embedding, _ = model.run_with_embedding(keypoints, mask)
         assert np.array_equal(np.array(clip["embedding"], np.float32), embedding[0])
+        hands = [port_hand_shape(keypoints[0], mask[0], list(range(a, a + 21))) for a in (23, 44)]
+        np.testing.assert_allclose(clip["descriptor"], np.concatenate([embedding[0]] + hands), atol=1e-6)
         assert "logits" not in clip or np.array_equal(np.array(clip["logits"], np.float32), logits[0])
     main = vector["expected_output"]
     assert len(main["embedding"][0]) == trained_fold.cfg["d_model"]
@@ -373,14 +414,15 @@ def test_vector_enrollment_case_holds_the_model_outputs(vector, exports, trained
 
 def test_vector_enrollment_case_is_what_enrollment_computes(vector):
     case = vector["enrollment"]
-    embeddings = np.array([c["embedding"] for c in case["enroll_clips"]], np.float32)
+    blocks = tuple(enrollment.Block(**b) for b in case["blocks"])
+    descriptors = np.array([c["descriptor"] for c in case["enroll_clips"]])
     ids = np.array([c["class_id"] for c in case["enroll_clips"]])
-    protos = build_prototypes(embeddings, ids, len(case["prototypes"]["counts"]))
+    protos = build_prototypes(descriptors, ids, len(case["prototypes"]["counts"]), blocks=blocks)
     assert np.array_equal(protos.prototypes, np.array(case["prototypes"]["prototypes"], np.float32))
     assert protos.counts.tolist() == case["prototypes"]["counts"] and case["prototypes"]["enrolled"] == [0, 1, 2]
     params = Params(**case["params"])
     for clip in case["test_clips"]:
-        p = score(np.array(clip["embedding"], np.float32), np.array(clip["logits"], np.float32), protos, params)
+        p = score(np.array(clip["descriptor"]), np.array(clip["logits"], np.float32), protos, params)
         assert np.array_equal(p, np.array(clip["probabilities"])) and int(np.argmax(p)) == clip["top1"]
         assert sum(clip["probabilities"]) == pytest.approx(1, abs=1e-12)
     fallback = case["test_clips"][3]                                      # G04 is not enrolled: p = s there
@@ -388,16 +430,16 @@ def test_vector_enrollment_case_is_what_enrollment_computes(vector):
 
 
 def test_a_float32_port_of_the_spec_meets_the_enrollment_tolerances(vector):
-    """What an app developer does: port docs/personalization.md, feed it the vector's embeddings and logits."""
+    """What an app developer does: port docs/personalization.md, feed it the vector's descriptors and logits."""
     case = vector["enrollment"]
     tolerance = case["tolerance"]
-    embeddings = np.array([c["embedding"] for c in case["enroll_clips"]], np.float32)
+    descriptors = np.array([c["descriptor"] for c in case["enroll_clips"]], np.float32)
     ids = [c["class_id"] for c in case["enroll_clips"]]
     counts = case["prototypes"]["counts"]
-    ported = port_prototypes(embeddings, ids, len(counts))
+    ported, center = port_prototypes(descriptors, ids, len(counts), case["blocks"])
     assert np.abs(ported - np.array(case["prototypes"]["prototypes"])).max() <= tolerance["prototypes_abs"]
     for clip in case["test_clips"]:
-        p = port_score(np.array(clip["embedding"], np.float32), np.array(clip["logits"], np.float32), ported,
-                       counts, case["params"]["tau"], case["params"]["alpha"])
+        p = port_score(np.array(clip["descriptor"], np.float32), np.array(clip["logits"], np.float32), ported,
+                       center, counts, case["blocks"], case["params"]["tau"], case["params"]["alpha"])
         assert np.abs(p - np.array(clip["probabilities"])).max() <= tolerance["probabilities_abs"]
         assert int(np.argmax(p)) == clip["top1"]
