@@ -8,8 +8,11 @@ other answers (a changed kernel). This script runs each model in each runtime of
 tflite_runtime.RUNTIMES: the pinned ai-edge-litert, TensorFlow Lite 2.17 and 2.12 (side venvs that
 `bash setup_env.sh --runtimes` creates). For each model x runtime it prints and writes (CSV) whether
 it loads and runs, its top-1, its argmax agreement with the pinned runtime and the max |dlogit|
-against it. A runtime passes when agreement >= RUNTIME_MIN_AGREEMENT (99 %) and, for fp32/float16,
-max |dlogit| <= 1e-4. docs/runtimes.md explains the results and which file to ship for which app.
+against it, and for the second output, the embedding (enrollment.py), the lowest cosine similarity
+and max |dvalue| against the pinned runtime. A runtime passes when agreement >=
+RUNTIME_MIN_AGREEMENT (99 %), the embedding cosine >= RUNTIME_MIN_EMBEDDING_COSINE (0.99) on every
+clip and, for fp32/float16, max |dlogit| and max |dembedding| <= 1e-4. docs/runtimes.md explains the
+results and which file to ship for which app.
 
     bash setup_env.sh --runtimes                       # once: .venv-tflite-2.12, .venv-tflite-2.17
     python check_runtimes.py --data_path data/mlr511-90kpts_LOSO_user01 \\
@@ -20,7 +23,8 @@ max |dlogit| <= 1e-4. docs/runtimes.md explains the results and which file to sh
 --models takes .tflite files and folders (every *.tflite in them). Clips are preprocessed as in
 evaluation (the config comes from each model's card). --update_cards writes the result into each
 model's card (`runtimes`: per runtime, whether it loads, agreement, max |dlogit|, passed; and the
-oldest verified runtime). Exit code: 0 when every model passes in every runtime, 1 when one does
+oldest verified runtime). A model exported before the embedding output is checked on its logits
+alone. Exit code: 0 when every model passes in every runtime, 1 when one does
 not, 2 on bad input (e.g. a side venv is missing: run `bash setup_env.sh --runtimes`).
 """
 from __future__ import annotations
@@ -37,13 +41,16 @@ import numpy as np
 from evaluation import csv_text
 from recipes import DEFAULT_SEED
 from util import UserError, atomic_write_json, atomic_write_text, cli
-from tflite_runtime import (PINNED_RUNTIME, RUNTIME_MAX_LOGIT_DIFF, RUNTIME_MIN_AGREEMENT, RUNTIMES,
+from enrollment import normalize
+from tflite_runtime import (PINNED_RUNTIME, RUNTIME_MAX_EMBEDDING_DIFF, RUNTIME_MAX_LOGIT_DIFF,
+                            RUNTIME_MIN_AGREEMENT, RUNTIME_MIN_EMBEDDING_COSINE, RUNTIMES,
                             CARD_CONFIG_KEYS, card_path, read_model_card, resolve_config)
 
 REPO = Path(__file__).resolve().parent
 WORKER = REPO / "tflite_worker.py"
 CSV_FIELDS = ["model", "mode", "runtime", "runtime_version", "status", "top1", "agreement",
-              "max_abs_logit_diff", "passed", "invoke_ms", "error"]
+              "max_abs_logit_diff", "min_embedding_cosine", "max_abs_embedding_diff", "passed",
+              "invoke_ms", "error"]
 
 
 def parse_args(argv=None):
@@ -153,7 +160,8 @@ def compare(mode: str, name: str, result: dict, reference: dict | None,
     passed."""
     row = {"runtime": name, "runtime_version": result.get("runtime", name),
            "status": STATUS[result["stage"]], "error": result.get("error", ""), "top1": None,
-           "agreement": None, "max_abs_logit_diff": None, "passed": False, "invoke_ms": None}
+           "agreement": None, "max_abs_logit_diff": None, "min_embedding_cosine": None,
+           "max_abs_embedding_diff": None, "passed": False, "invoke_ms": None}
     if result["stage"] != "ok":
         return row
     logits = result["logits"]
@@ -165,8 +173,22 @@ def compare(mode: str, name: str, result: dict, reference: dict | None,
     row["max_abs_logit_diff"] = float(np.abs(logits - reference["logits"]).max())
     bound = RUNTIME_MAX_LOGIT_DIFF.get(mode)
     row["passed"] = bool(row["agreement"] >= RUNTIME_MIN_AGREEMENT
-                         and (bound is None or row["max_abs_logit_diff"] <= bound))
+                         and (bound is None or row["max_abs_logit_diff"] <= bound)
+                         and embedding_agrees(mode, result, reference, row))
     return row
+
+
+def embedding_agrees(mode: str, result: dict, reference: dict, row: dict) -> bool:
+    """Fill the row's embedding columns (lowest cosine, max |dvalue| against the pinned runtime) and say
+    whether they are within bounds; True for a model without an embedding output."""
+    embedding, expected = result.get("embedding"), reference.get("embedding")
+    if embedding is None or expected is None or embedding.size == 0 or expected.size == 0:
+        return True
+    cosine = float(np.min(np.sum(normalize(embedding) * normalize(expected), axis=-1)))
+    diff = float(np.abs(embedding - expected).max())
+    row |= {"min_embedding_cosine": cosine, "max_abs_embedding_diff": diff}
+    bound = RUNTIME_MAX_EMBEDDING_DIFF.get(mode)
+    return cosine >= RUNTIME_MIN_EMBEDDING_COSINE and (bound is None or diff <= bound)
 
 
 def check_model(model: Path, names: list[str], args, folder: Path,
@@ -220,13 +242,15 @@ def fmt(value, spec: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | mode | runtime | status | top-1 | agreement | max abs dlogit | passed |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | mode | runtime | status | top-1 | agreement | max abs dlogit "
+             "| min embedding cos | max abs dembedding | passed |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {Path(r['model']).name} | {r['mode']} | {r['runtime_version']} | "
                      f"{r['status']} | "
                      f"{fmt(r['top1'], '.1%')} | {fmt(r['agreement'], '.1%')} | "
-                     f"{fmt(r['max_abs_logit_diff'], '.1e')} | {'yes' if r['passed'] else 'NO'} |")
+                     f"{fmt(r['max_abs_logit_diff'], '.1e')} | {fmt(r['min_embedding_cosine'], '.5f')} | "
+                     f"{fmt(r['max_abs_embedding_diff'], '.1e')} | {'yes' if r['passed'] else 'NO'} |")
     return "\n".join(lines)
 
 

@@ -1,10 +1,12 @@
 """SignBART as a tf_keras Functional model: `build_model(cfg)`, `load_model(path, cfg)` (weights only),
-`load_pretrained(path, cfg)` (a start for training, possibly from another label set), `parameter_breakdown`,
-`count_flops(cfg)`.
+`load_pretrained(path, cfg)` (a start for training, possibly from another label set),
+`embedding_model(model)` (the export's two outputs), `parameter_breakdown`, `count_flops(cfg)`.
 
 Inputs:  keypoints (B, T, K, 2) float32 (group-normalized, zero-padded) and attention_mask (B, T) float32, the
          LENGTH mask of preprocessing.length_mask (a prefix of ones). T is dynamic unless `max_frames` is given.
-Output:  logits (B, num_labels).
+Output:  logits (B, num_labels). A clip's embedding (enrollment.py) is the output of
+         [last_valid_token] (B, d): the pooled decoder state before the classifier dropout
+         (embedding_model).
 
 Graph (top-level layer names in brackets):
   keypoints -> x plane [x_coords] -> Dense [proj_x1] -> encoder (encoder.py) -------------------------+
@@ -32,6 +34,7 @@ from util import UserError, cli
 from tf_env import keras
 
 MODEL_NAME = "signbart_functional"
+EMBEDDING_LAYER = "last_valid_token"  # its output (B, d_model) = the embedding (export output 1)
 PARAMETER_GROUPS = {  # report section -> top-level layer name prefixes
     "projection": ("proj_x1", "proj_y1"),
     "encoder": ("encoder_",),
@@ -53,10 +56,17 @@ def build_model(cfg: dict, max_frames: int | None = None, batch_size: int | None
 
     encoder_out = encode(x_embed, padding_bias, cfg)                                      # (B, T, d)
     decoder_out = decode(y_embed, encoder_out, causal_bias, padding_bias, cfg)            # (B, T, d)
-    last = LastValidToken(name="last_valid_token")([decoder_out, mask])                    # (B, d)
+    last = LastValidToken(name=EMBEDDING_LAYER)([decoder_out, mask])                      # (B, d)
     last = keras.layers.Dropout(cfg["classifier_dropout"], name="classifier_dropout")(last)
     logits = keras.layers.Dense(cfg["num_labels"], name="classifier")(last)              # (B, C)
     return keras.Model({"keypoints": keypoints, "attention_mask": mask}, logits, name=MODEL_NAME)
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The same layers and weights (a trained FP32 or QAT SignBART) with two outputs: [logits
+    (B, C), embedding (B, d) = the output of EMBEDDING_LAYER]. The logits are computed as before."""
+    return keras.Model(model.input, [model.output, model.get_layer(EMBEDDING_LAYER).output],
+                       name=f"{model.name}_with_embedding")
 
 
 def load_model(path, cfg: dict) -> keras.Model:

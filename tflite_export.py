@@ -5,20 +5,26 @@ from the card.
 Signature (batch 1, fixed T = config.MAX_FRAMES = 64, builtin ops only):
   inputs   keypoints       float32 [1, 64, K, 2]   group-normalized, zero-padded (preprocessing.model_inputs)
            attention_mask  float32 [1, 64]         length mask (preprocessing.length_mask)
-  output   logits          float32 [1, C]
-(integer-I/O modes keep the names and shapes and change the dtypes; the card records the quantization.)
+  outputs  logits          float32 [1, C]          index 0, as before: apps that read outputs by index keep working
+           embedding       float32 [1, D]          index 1: the clip embedding (model_functional.EMBEDDING_LAYER,
+                                                   D = d_model) that enrollment.py builds prototypes from
+(integer-I/O modes keep the names and shapes and change the dtypes, the embedding included: int8 with its own
+scale and zero point; the card records the quantization.) The converter sorts outputs by name; name_signature
+puts them back in this order.
 
 Beside `<model>.tflite` it writes `<model>.json` (the model card: I/O with names, shapes, dtypes and quantization,
 T, config, layout, joint_idx, groups, labels, training info, parity, ops, plus what an app needs to feed the model:
 the MediaPipe landmark at every input position, the normalization groups and rule, frame sampling, mirroring, the
-class table id -> label -> name and the measured accuracy; docs/preprocessing_spec.md is the long form) and
-`labels.txt` (one label per class id).
+class table id -> label -> name and the measured accuracy; docs/preprocessing_spec.md is the long form;
+and the `personalization` block: the embedding output, tau, alpha and the enrollment rules of enrollment.py,
+docs/personalization.md) and `labels.txt` (one label per class id).
 
 Parity (check_parity, THE rule for every mode; docs/quantization.md#parity): Keras and the .tflite
 run on the same real clips. A float mode must keep max |dlogit| within PARITY_TOLERANCE; every mode
 must pick Keras's class on at least PARITY_MIN_AGREEMENT (fp32, float16: all) of the clips that
 Keras DECIDES, i.e. where its top class leads the runner-up by at least PARITY_DECIDED_GAP in
 probability (a near tie may flip under any rounding, and an untrained model has only near ties).
+The embedding (output 1) must also stay within its bounds (embedding_parity).
 The log line ends in PASS or FAIL and names the expectation; the card records it. A FAIL is an
 error of the step that exported (require_parity): an FP32 training run fails (success: false, exit
 1), and ptq_export.py, train_loso_functional_qat.py and run_qat_export.py write every model, then
@@ -31,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+import enrollment
 from config import model_hparams, num_keypoints
 from metrics import softmax
 from keypoints import hand_positions, mirror_permutation, rest_hand_points, selected_groups
@@ -40,13 +47,16 @@ from preprocessing import BOX_MARGIN
 from util import RunFailed, UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, quiet_native, tf
 from tensorflow.lite.tools import flatbuffer_utils  # noqa: E402  after tf_env sets TF's environment
+from model_functional import embedding_model
 from tflite_runtime import (CARD_CONFIG_PATH, CARD_CUTOFF, CARD_DOMINANT_HAND, CARD_GROUPS, CARD_JOINT_IDX,
-                            CARD_LAYOUT, CARD_MODEL, CARD_RATIO, CARD_RESTING_HANDS, CARD_RULES, INPUT_NAMES,
-                            OUTPUT_NAME, PARITY_MIN_AGREEMENT, PARITY_TOLERANCE, TFLiteModel, card_path)
+                            CARD_LAYOUT, CARD_MODEL, CARD_RATIO, CARD_RESTING_HANDS, CARD_RULES,
+                            EMBEDDING_MIN_COSINE, EMBEDDING_NAME, EMBEDDING_PARITY_TOLERANCE, INPUT_NAMES,
+                            OUTPUT_NAME, OUTPUT_NAMES, PARITY_MIN_AGREEMENT, PARITY_TOLERANCE, TFLiteModel,
+                            card_path)
 
 SEQUENCE_LENGTH = MAX_FRAMES
-CARD_VERSION = 5  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support;
-#                   4: + resting_hands; 5: + dominant_hand
+CARD_VERSION = 6  # 2: + input_keypoints, normalization, frame_sampling, mirroring, classes, accuracy; 3: + runtime_support;
+#                   4: + resting_hands; 5: + dominant_hand; 6: + the embedding output (index 1), personalization
 # Where each mode's files run (check_runtimes.py measures it; docs/runtimes.md has the table). Apps ship older
 # runtimes than ours: tflite_flutter 0.11/0.12 bundle TensorFlow Lite 2.12 on iOS, 2.11 / LiteRT 1.4 on Android.
 EVERY_RUNTIME = ("runs in ai-edge-litert 2.3, TensorFlow Lite 2.17 and TensorFlow Lite 2.12 (every tflite_flutter "
@@ -121,32 +131,38 @@ CONVERTER_MODES = {  # mode -> function(converter, representative_data) setting 
 
 
 def serving_function(model: keras.Model, k: int):
-    """The app signature as a concrete function: (keypoints [1,64,K,2], attention_mask [1,64]) -> {logits}."""
+    """The app signature as a concrete function: (keypoints [1,64,K,2], attention_mask [1,64]) ->
+    {logits, embedding}; `model` is the trained one (FP32 or QAT), its second output comes from
+    model_functional.embedding_model."""
+    exported = embedding_model(model)
+
     @tf.function(input_signature=[tf.TensorSpec([1, SEQUENCE_LENGTH, k, 2], tf.float32, name=INPUT_NAMES[0]),
                                   tf.TensorSpec([1, SEQUENCE_LENGTH], tf.float32, name=INPUT_NAMES[1])])
     def serve(keypoints, attention_mask):
-        logits = model({"keypoints": keypoints, "attention_mask": attention_mask}, training=False)
-        return {OUTPUT_NAME: logits}
+        logits, embedding = exported({"keypoints": keypoints, "attention_mask": attention_mask}, training=False)
+        return {OUTPUT_NAME: logits, EMBEDDING_NAME: embedding}
     return serve.get_concrete_function()
 
 
 def name_signature(tflite_model: bytes) -> bytes:
-    """Give the graph's I/O tensors the signature names and put the inputs in signature order.
+    """Give the graph's I/O tensors the signature names and put inputs and outputs in signature order.
 
-    The converter names tensors `serving_default_<arg>:0` / `StatefulPartitionedCall:0` and sorts inputs
-    alphabetically (mask first); the app and tflite_runtime look them up as `keypoints`, `attention_mask`, `logits`.
+    The converter names tensors `serving_default_<arg>:0` / `StatefulPartitionedCall:<i>` and sorts inputs and
+    outputs alphabetically (mask first, embedding first); the app and tflite_runtime look them up as `keypoints`,
+    `attention_mask`, `logits`, `embedding`, and apps that read outputs by index read logits at index 0.
     """
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_model))
     graph, signature = model.subgraphs[0], model.signatureDefs[0]
     inputs = {m.name.decode(): m for m in signature.inputs}
     outputs = {m.name.decode(): m for m in signature.outputs}
-    if set(inputs) != set(INPUT_NAMES) or set(outputs) != {OUTPUT_NAME}:
+    if set(inputs) != set(INPUT_NAMES) or set(outputs) != set(OUTPUT_NAMES):
         raise ValueError(f"unexpected TFLite signature: inputs {sorted(inputs)}, outputs {sorted(outputs)}")
     for name, tensor_map in {**inputs, **outputs}.items():
         graph.tensors[tensor_map.tensorIndex].name = name.encode()
     signature.inputs = [inputs[name] for name in INPUT_NAMES]
+    signature.outputs = [outputs[name] for name in OUTPUT_NAMES]
     graph.inputs = np.array([inputs[name].tensorIndex for name in INPUT_NAMES], dtype=np.int32)
-    graph.outputs = np.array([outputs[OUTPUT_NAME].tensorIndex], dtype=np.int32)
+    graph.outputs = np.array([outputs[name].tensorIndex for name in OUTPUT_NAMES], dtype=np.int32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -179,13 +195,15 @@ def convert(model: keras.Model, cfg: dict, mode: str = "fp32", representative_da
 
 # ----------------------------------------------------------------------------------------------- parity
 def check_parity(model: keras.Model, tflite: "TFLiteModel", keypoints: np.ndarray, masks: np.ndarray,
-                 tolerance: float | None, min_agreement: float = 1.0, labels: np.ndarray | None = None) -> dict:
-    """Run Keras and TFLite on the same padded clips (N, 64, K, 2) / (N, 64); compare the logits.
-    Passed (module docstring): the logits are finite, max |dlogit| <= tolerance (None: not
-    bounded), and the argmax agrees on >= min_agreement of the clips Keras decides. With labels
-    (N,), also the top-1 accuracy of both."""
-    keras_logits = model.predict({"keypoints": keypoints, "attention_mask": masks}, batch_size=32, verbose=0)
-    tflite_logits, _ = tflite.predict(keypoints, masks)
+                 tolerance: float | None, min_agreement: float = 1.0, labels: np.ndarray | None = None,
+                 mode: str = "fp32") -> dict:
+    """Run Keras and TFLite on the same padded clips (N, 64, K, 2) / (N, 64); compare the logits and
+    the embeddings. Passed (module docstring): the logits are finite, max |dlogit| <= tolerance (None:
+    not bounded), the argmax agrees on >= min_agreement of the clips Keras decides, and the embedding
+    is within its bounds for `mode` (embedding_parity). With labels (N,), also the top-1 of both."""
+    keras_logits, keras_embeddings = embedding_model(model).predict(
+        {"keypoints": keypoints, "attention_mask": masks}, batch_size=32, verbose=0)
+    tflite_logits, tflite_embeddings, _ = tflite.predict_with_embedding(keypoints, masks)
     diff = float(np.abs(keras_logits - tflite_logits).max())
     same = keras_logits.argmax(-1) == tflite_logits.argmax(-1)
     top2 = np.sort(softmax(keras_logits.astype(np.float64)), axis=-1)[:, -2:]
@@ -193,10 +211,11 @@ def check_parity(model: keras.Model, tflite: "TFLiteModel", keypoints: np.ndarra
     parity = {"clips": len(keypoints), "max_abs_logit_diff": diff, "tolerance": tolerance,
               "argmax_identical": int(same.sum()), "argmax_agreement": float(same.mean()),
               "min_agreement": min_agreement, "decided_gap": PARITY_DECIDED_GAP,
-              "decided_clips": int(decided.sum()), "decided_identical": int(same[decided].sum())}
+              "decided_clips": int(decided.sum()), "decided_identical": int(same[decided].sum()),
+              **embedding_parity(keras_embeddings, tflite_embeddings, mode)}
     agrees = parity["decided_identical"] >= min_agreement * parity["decided_clips"]
     bounded = tolerance is None or diff <= tolerance
-    parity["passed"] = bool(np.isfinite(diff) and bounded and agrees)
+    parity["passed"] = bool(np.isfinite(diff) and bounded and agrees and parity["embedding_passed"])
     if labels is not None:
         parity |= {"keras_top1": float(np.mean(keras_logits.argmax(-1) == labels)),
                    "tflite_top1": float(np.mean(tflite_logits.argmax(-1) == labels))}
@@ -208,8 +227,10 @@ def parity_expectation(parity: dict) -> str:
     share = ("every clip" if parity["min_agreement"] >= 1
              else f">= {parity['min_agreement']:.0%} of the clips")
     bound = "" if parity["tolerance"] is None else f"max |dlogit| <= {parity['tolerance']:.0e} and "
+    embedding = (f", embedding cosine >= {parity['embedding_min_cosine']}"
+                 if "embedding_min_cosine" in parity else "")
     return (f"{bound}Keras's class on {share} Keras decides (top class ahead by >= "
-            f"{parity['decided_gap']} probability)")
+            f"{parity['decided_gap']} probability){embedding}")
 
 
 def parity_line(mode: str, parity: dict) -> str:
@@ -219,7 +240,10 @@ def parity_line(mode: str, parity: dict) -> str:
     return (f"TFLite {mode} parity on {parity['clips']} real clips: max |dlogit| = "
             f"{parity['max_abs_logit_diff']:.2e}, argmax identical {parity['argmax_identical']}/"
             f"{parity['clips']} ({parity['decided_identical']}/{parity['decided_clips']} of the "
-            f"decided clips){top1}; expected: {parity_expectation(parity)}: "
+            f"decided clips){top1}"
+            + (f", embedding cosine >= {parity['min_embedding_cosine']:.4f}"
+               if "min_embedding_cosine" in parity else "")
+            + f"; expected: {parity_expectation(parity)}: "
             + ("PASS" if parity["passed"] else "FAIL"))
 
 
@@ -235,6 +259,18 @@ def require_parity(cards: dict) -> None:
               if card.get("parity") and not card["parity"]["passed"]]
     if failed:
         raise ParityFailed("; ".join(failed))
+
+
+def embedding_parity(keras_embeddings: np.ndarray, tflite_embeddings: np.ndarray, mode: str) -> dict:
+    """Keras vs TFLite embeddings (N, D): the lowest cosine similarity over the clips (bound:
+    EMBEDDING_MIN_COSINE[mode]) and max |dvalue| (bound, float modes: EMBEDDING_PARITY_TOLERANCE[mode])."""
+    cosines = np.sum(enrollment.normalize(keras_embeddings) * enrollment.normalize(tflite_embeddings), axis=-1)
+    cosine = float(cosines.min())
+    diff = float(np.abs(keras_embeddings - tflite_embeddings).max())
+    min_cosine, tolerance = EMBEDDING_MIN_COSINE[mode], EMBEDDING_PARITY_TOLERANCE.get(mode)
+    return {"min_embedding_cosine": cosine, "embedding_min_cosine": min_cosine,
+            "max_abs_embedding_diff": diff, "embedding_tolerance": tolerance,
+            "embedding_passed": bool(cosine >= min_cosine and (tolerance is None or diff <= tolerance))}
 
 
 # ----------------------------------------------------------------------------------------------- model card
@@ -318,9 +354,19 @@ def measured_accuracy(parity: dict | None) -> dict:
             "measured_on": "the parity clips of this export (see training: holdout_user / parity_split)"}
 
 
+def personalization(tflite: "TFLiteModel", model_sha256: str, cfg: dict) -> dict:
+    """Where the embedding output is and how enrollment.py uses it (docs/personalization.md)."""
+    index = OUTPUT_NAMES.index(EMBEDDING_NAME)
+    output = tflite.io_description("outputs")[index]
+    return {"embedding_output": EMBEDDING_NAME, "output_index": index, "embedding_size": output["shape"][-1],
+            "embedding_dtype": output["dtype"], "model_sha256": model_sha256,
+            **enrollment.card_rules(hands=hand_positions(cfg))}
+
+
 def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2label: dict,
-               label_names: dict | None = None, training: dict | None = None, parity: dict | None = None) -> dict:
-    """Everything a consumer (evaluation, the app) needs to feed the model and read its output."""
+               label_names: dict | None = None, training: dict | None = None, parity: dict | None = None,
+               model_sha256: str = "") -> dict:
+    """Everything a consumer (evaluation, the app) needs to feed the model and read its outputs."""
     label_names = label_names or {}
     return {
         "card_version": CARD_VERSION,
@@ -328,6 +374,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "inputs": tflite.io_description("inputs"),
         "outputs": tflite.io_description("outputs"),
         "output_rule": "logits -> softmax -> argmax = class id -> classes[id]",
+        "personalization": personalization(tflite, model_sha256, cfg),
         "sequence_length": SEQUENCE_LENGTH,
         "mask": "float 0/1 length mask: 1 for the first min(frames, 64) positions",
         CARD_CONFIG_PATH: cfg["config_path"],
@@ -367,9 +414,11 @@ def export_tflite(model: keras.Model, cfg: dict, path, id2label: dict, mode: str
     parity = None
     if parity_data is not None and (mode in PARITY_TOLERANCE or mode in PARITY_MIN_AGREEMENT):
         parity = check_parity(model, tflite, *parity_data, tolerance=PARITY_TOLERANCE.get(mode),
-                              min_agreement=PARITY_MIN_AGREEMENT.get(mode, 1.0), labels=parity_labels)
+                              min_agreement=PARITY_MIN_AGREEMENT.get(mode, 1.0), labels=parity_labels,
+                              mode=mode)
         log(parity_line(mode, parity))
-    card = model_card(tflite, op_names(tflite_bytes), cfg, mode, id2label, label_names, training, parity)
+    card = model_card(tflite, op_names(tflite_bytes), cfg, mode, id2label, label_names, training, parity,
+                      enrollment.model_sha256(tflite_bytes))
     card["size_bytes"] = len(tflite_bytes)
     atomic_write_json(card_path(path), card)
     atomic_write_text(Path(path).parent / "labels.txt", "".join(f"{label}\n" for label in card["labels"]))

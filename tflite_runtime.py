@@ -4,9 +4,14 @@ tf.lite.Interpreter is deprecated).
     model = TFLiteModel("final_model_fp32.tflite")         # num_threads=1 by default (stable timings)
     logits = model(keypoints, mask)                         # (1, 64, K, 2), (1, 64) float32 -> (1, C) float32
     logits, seconds = model.predict(keypoints, masks)       # N clips, one invoke each; seconds = invoke() alone
+    logits, embedding, seconds = model.run_with_embedding(keypoints, mask)   # both outputs, by name
+    logits, embeddings, seconds = model.predict_with_embedding(keypoints, masks)   # (N, C), (N, D)
 
 Inputs are found by their signature NAMES (INPUT_NAMES below, which tflite_export writes); a foreign model whose tensors are named
-otherwise falls back to rank (4-D = keypoints, 2-D = mask), as the reference did. Models with integer I/O get
+otherwise falls back to rank (4-D = keypoints, 2-D = mask), as the reference did.
+Outputs (OUTPUT_NAMES), by name: `logits` at index 0 (a model without that name: its first output) and
+`embedding` at index 1 (exports of card version 6 on; an older file has none, and only the
+*_with_embedding methods refuse it). Models with integer I/O get
 their float inputs quantized and their outputs dequantized here, so callers always pass and receive float32.
 A model with a dynamic T is resized to the clips' length.
 
@@ -33,7 +38,9 @@ from util import (NUMBER, ListOf, MapOf, UserError, brief, check_fields, native_
                   parse_json, quiet_tensorflow)
 
 INPUT_NAMES = ("keypoints", "attention_mask")  # the exported signature's inputs, in this order
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = "logits"                          # output 0: what every consumer reads
+EMBEDDING_NAME = "embedding"                    # output 1: the clip embedding (enrollment.py)
+OUTPUT_NAMES = (OUTPUT_NAME, EMBEDDING_NAME)    # the exported signature's outputs, in this order
 
 
 INTERPRETERS = ("litert", "tensorflow")  # ai_edge_litert.interpreter.Interpreter, tf.lite.Interpreter
@@ -51,9 +58,16 @@ RUNTIMES = {
 PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| per float mode
 PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes:
 #   share of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
+# The embedding output, Keras vs the exported file: for every mode, the lowest cosine similarity over
+# the parity clips; for the float modes also max |Keras value - TFLite value| (values of order 1)
+EMBEDDING_PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}
+EMBEDDING_MIN_COSINE = {"fp32": 0.9999, "float16": 0.9999, "dynamic": 0.99, "int8": 0.98,
+                        "int8_io": 0.98, "int16x8": 0.99}
 PINNED_RUNTIME = "litert-2.3"      # the reference the others are compared with
 RUNTIME_MIN_AGREEMENT = 0.99       # argmax agreement with PINNED_RUNTIME that a runtime must reach on real clips
 RUNTIME_MAX_LOGIT_DIFF = {"fp32": 1e-4, "float16": 1e-4}  # and, for float modes, max |dlogit| against it
+RUNTIME_MIN_EMBEDDING_COSINE = 0.99  # lowest embedding cosine against PINNED_RUNTIME over the clips
+RUNTIME_MAX_EMBEDDING_DIFF = {"fp32": 1e-4, "float16": 1e-4}  # and, float modes: max |dvalue| against it
 
 
 def interpreter_class(interpreter: str = "litert"):
@@ -142,12 +156,23 @@ class TFLiteModel:
                     raise
                 raise UserError(f"{model}: not a loadable TFLite model ({e})") from None
             self.interpreter.allocate_tensors()
+        self._find_tensors()
+
+    def _find_tensors(self) -> None:
+        """The inputs by name (or rank); the outputs by name: logits (else output 0), embedding (or None)."""
         self.keypoints_input, self.mask_input = find_inputs(self.interpreter.get_input_details(), self.source)
-        self.output = self.interpreter.get_output_details()[0]
+        outputs = self.interpreter.get_output_details()
+        by_name = {d["name"]: d for d in outputs}
+        self.output = by_name.get(OUTPUT_NAME, outputs[0])
+        self.embedding_output = by_name.get(EMBEDDING_NAME)
 
     @property
     def integer_io(self) -> bool:
         return not np.issubdtype(self.keypoints_input["dtype"], np.floating)
+
+    @property
+    def has_embedding(self) -> bool:
+        return self.embedding_output is not None
 
     def _fit_length(self, length: int) -> None:
         """Resize a dynamic-T model to `length` frames (a fixed-T model must be fed its own T)."""
@@ -159,18 +184,33 @@ class TFLiteModel:
         self.interpreter.resize_tensor_input(self.keypoints_input["index"], [1, length, k, 2])
         self.interpreter.resize_tensor_input(self.mask_input["index"], [1, length])
         self.interpreter.allocate_tensors()
-        self.keypoints_input, self.mask_input = find_inputs(self.interpreter.get_input_details(), self.source)
-        self.output = self.interpreter.get_output_details()[0]
+        self._find_tensors()
 
-    def run(self, keypoints: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
-        """One clip: keypoints (1, T, K, 2), mask (1, T) float -> (logits (1, C) float32, seconds in invoke())."""
+    def _invoke(self, keypoints: np.ndarray, mask: np.ndarray) -> float:
+        """Feed one clip and run it; the seconds spent in invoke()."""
         self._fit_length(keypoints.shape[1])
         self.interpreter.set_tensor(self.keypoints_input["index"], quantize(keypoints, self.keypoints_input))
         self.interpreter.set_tensor(self.mask_input["index"], quantize(mask, self.mask_input))
         start = time.perf_counter()
         self.interpreter.invoke()
-        seconds = time.perf_counter() - start
-        return dequantize(self.interpreter.get_tensor(self.output["index"]), self.output), seconds
+        return time.perf_counter() - start
+
+    def _read(self, detail: dict) -> np.ndarray:
+        return dequantize(self.interpreter.get_tensor(detail["index"]), detail)
+
+    def run(self, keypoints: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+        """One clip: keypoints (1, T, K, 2), mask (1, T) float -> (logits (1, C) float32, seconds in invoke())."""
+        seconds = self._invoke(keypoints, mask)
+        return self._read(self.output), seconds
+
+    def run_with_embedding(self, keypoints: np.ndarray,
+                           mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """One clip -> (logits (1, C), embedding (1, D), both float32, seconds in invoke())."""
+        if not self.has_embedding:
+            raise UserError(f"{self.source}: the model has no '{EMBEDDING_NAME}' output (exported "
+                            "before card version 6); export it again")
+        seconds = self._invoke(keypoints, mask)
+        return self._read(self.output), self._read(self.embedding_output), seconds
 
     def __call__(self, keypoints: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.run(keypoints, mask)[0]
@@ -180,9 +220,19 @@ class TFLiteModel:
         results = [self.run(keypoints[i:i + 1], masks[i:i + 1]) for i in range(len(keypoints))]
         return np.concatenate([r[0] for r in results]), np.array([r[1] for r in results])
 
+    def predict_with_embedding(self, keypoints: np.ndarray,
+                               masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """N clips -> logits (N, C), embeddings (N, D) float32 and invoke seconds (N,)."""
+        results = [self.run_with_embedding(keypoints[i:i + 1], masks[i:i + 1])
+                   for i in range(len(keypoints))]
+        return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]),
+                np.array([r[2] for r in results]))
+
     def io_description(self, which: str) -> list[dict]:
-        """Names, shapes, dtypes and quantization of the 'inputs' (in signature order) or 'outputs'."""
-        details = [self.keypoints_input, self.mask_input] if which == "inputs" else [self.output]
+        """Names, shapes, dtypes and quantization of the 'inputs' (in signature order) or 'outputs'
+        (logits, then the embedding when the model has one)."""
+        outputs = [self.output] + ([self.embedding_output] if self.has_embedding else [])
+        details = [self.keypoints_input, self.mask_input] if which == "inputs" else outputs
         return [{"name": d["name"], "shape": d["shape"].tolist(), "dtype": np.dtype(d["dtype"]).name,
                  "quantization": {"scale": float(d["quantization"][0]), "zero_point": int(d["quantization"][1])}}
                 for d in details]

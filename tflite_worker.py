@@ -13,7 +13,8 @@ model and runtime, so a runtime that aborts on a model (some old kernels do) end
 
 --clips: an .npz with `keypoints` (N, T, K, 2) and `attention_mask` (N, T) float32 (padded clips as
 the app feeds them). --output: an .npz with `runtime` ("<package> <version>"), `stage` ("ok", "load"
-or "run"), `error` (the interpreter's first message line, "" when ok), `logits` (N, C) float32 and
+or "run"), `error` (the interpreter's first message line, "" when ok), `logits` (N, C) float32,
+`embedding` (N, D) float32 (the model's second output; (N, 0) for a model without one) and
 `invoke_seconds` (N,). Exit code 0 when the model ran, 1 when it failed to load or run (the output
 still says why), 2 on bad arguments.
 """
@@ -61,16 +62,21 @@ def run(args) -> dict:
     clips = np.load(args.clips)
     keypoints, masks = clips["keypoints"], clips["attention_mask"]
     result = {"runtime": runtime_version(args.interpreter), "stage": "load", "error": "",
-              "logits": np.zeros((0, 0), np.float32), "invoke_seconds": np.zeros(0)}
+              "logits": np.zeros((0, 0), np.float32), "embedding": np.zeros((0, 0), np.float32),
+              "invoke_seconds": np.zeros(0)}
     try:
         model = TFLiteModel(args.model, num_threads=args.num_threads, interpreter=args.interpreter)
     except Exception as e:  # noqa: BLE001 - any interpreter failure is the answer we report
         return result | {"error": first_line(e)}
     try:
-        logits, seconds = model.predict(keypoints, masks)
+        if model.has_embedding:
+            logits, embedding, seconds = model.predict_with_embedding(keypoints, masks)
+        else:
+            (logits, seconds), embedding = model.predict(keypoints, masks), np.zeros((len(keypoints), 0))
     except Exception as e:  # noqa: BLE001
         return result | {"stage": "run", "error": first_line(e)}
-    return result | {"stage": "ok", "logits": logits.astype(np.float32), "invoke_seconds": seconds}
+    return result | {"stage": "ok", "logits": logits.astype(np.float32),
+                     "embedding": embedding.astype(np.float32), "invoke_seconds": seconds}
 
 
 def main(argv=None) -> int:

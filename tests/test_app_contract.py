@@ -1,5 +1,5 @@
 """The app contract: a complete model card for every export mode, test vectors that regenerate byte for byte and
-that a float32 port following docs/preprocessing_spec.md reproduces, and parity between the training pipeline +
+that a float32 port following docs/preprocessing_spec.md reproduces (their enrollment case: enrollment.py), and parity between the training pipeline +
 Keras and predict_video's path (MediaPipe on the real video -> preprocessing -> TFLite) for every mode."""
 import json
 import shutil
@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+import enrollment
 import make_test_vectors
 import predict_video
 from config import load_config
@@ -40,7 +41,9 @@ def test_card_is_complete(exports, trained_fold, mode):
     assert card["mode"] == mode and card["sequence_length"] == 64
     # inputs and output: names, shapes, dtypes, quantization
     assert [(i["name"], i["shape"]) for i in card["inputs"]] == [("keypoints", [1, 64, k, 2]), ("attention_mask", [1, 64])]
-    assert [(o["name"], o["shape"]) for o in card["outputs"]] == [("logits", [1, cfg["num_labels"]])]
+    assert [(o["name"], o["shape"]) for o in card["outputs"]] == [("logits", [1, cfg["num_labels"]]),
+                                                                  ("embedding", [1, cfg["d_model"]])]
+    assert card["card_version"] == 6 and card["personalization"]["output_index"] == 1
     integer_io = mode == "int8_io"
     assert all((io["dtype"] == "int8") == integer_io and (io["quantization"]["scale"] > 0) == integer_io
                for io in card["inputs"] + card["outputs"])
@@ -115,6 +118,29 @@ def test_vector_content_is_the_pipeline_output(vectors, exports, trained_fold, s
     np.testing.assert_array_equal(np.array(vector["expected_output"]["logits"], dtype=np.float32), logits)
     assert vector["expected_output"]["top1"]["id"] == int(logits.argmax())
     assert vector["tolerance"]["logits_abs"] == pytest.approx(make_test_vectors.logit_tolerance(mode, logits))
+    _, embedding, _ = TFLiteModel(exports[mode]).run_with_embedding(keypoints, mask)
+    np.testing.assert_array_equal(np.array(vector["expected_output"]["embedding"], dtype=np.float32), embedding)
+
+
+@pytest.mark.parametrize("mode", list(PTQ_FILES))
+def test_vector_enrollment_case_is_enrollment_on_this_model(vectors, mode):
+    """Enrollment clips of the held-out demo signer (the card's data_path) -> prototypes -> scores."""
+    case = vectors[mode][1]["enrollment"]
+    blocks = tuple(enrollment.Block(**b) for b in case["blocks"])
+    assert [b.name for b in blocks] == ["embedding", "left_hand_shape", "right_hand_shape"]
+    descriptors = np.array([c["descriptor"] for c in case["enroll_clips"]])
+    embeddings = np.array([c["embedding"] for c in case["enroll_clips"]], dtype=np.float32)
+    np.testing.assert_array_equal(descriptors[:, :blocks[0].size], embeddings)  # the embedding comes first
+    ids = np.array([c["class_id"] for c in case["enroll_clips"]])
+    prototypes = enrollment.build_prototypes(descriptors, ids, len(case["prototypes"]["counts"]), blocks=blocks)
+    np.testing.assert_array_equal(prototypes.prototypes, np.array(case["prototypes"]["prototypes"], np.float32))
+    np.testing.assert_array_equal(prototypes.center, np.array(case["prototypes"]["center"], np.float32))
+    assert case["data"]["users"] == ["user01"] and len(case["test_clips"]) == 4
+    for clip in case["test_clips"]:
+        p = enrollment.score(np.array(clip["descriptor"]), np.array(clip["logits"], np.float32),
+                             prototypes, enrollment.Params(**case["params"]))
+        np.testing.assert_array_equal(p, np.array(clip["probabilities"]))
+        assert p.sum() == pytest.approx(1) and int(p.argmax()) == clip["top1"]
 
 
 def port_of_the_spec(raw: np.ndarray, groups: dict) -> np.ndarray:

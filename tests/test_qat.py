@@ -1,6 +1,7 @@
 """Quantization-aware training: FakeQuant ops sit on every Dense kernel (counted independently of quantization.py),
 QAT weights round-trip exactly through save_weights + rebuild + load_weights, the QAT script validates on training
-signers only, and exports qat_dynamic_int8.tflite and a qat_int8.tflite whose weights really are int8."""
+signers only, and exports qat_dynamic_int8.tflite and a qat_int8.tflite whose weights really are int8, each with
+the embedding as its second output."""
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import train_loso_functional_qat
 from model_functional import load_model
 from quantization import fake_quantized_kernels, load_qat_model, quantize_for_training, save_qat_weights
 from tf_env import keras
-from tflite_runtime import TFLiteModel
+from tflite_runtime import EMBEDDING_MIN_COSINE, TFLiteModel
 
 
 def dense_layer_paths(layer, prefix=""):
@@ -75,6 +76,11 @@ def test_qat_exports_are_integer_and_match_their_keras_models(qat_run):
         card = json.loads((out / name).with_suffix(".json").read_text())
         assert card["parity"]["passed"] and card["parity"]["argmax_agreement"] >= 0.95, name
         assert card["training"]["qat_fit_users"] == ["user03", "user04"]
+        # the second output, the embedding (enrollment.py), beside the logits at index 0, within its bound
+        outputs = TFLiteModel(out / name).interpreter.get_output_details()
+        assert [(o["name"], o["shape"][-1]) for o in outputs] == [("logits", 10), ("embedding", 32)], name
+        assert card["parity"]["embedding_passed"], name
+        assert card["parity"]["min_embedding_cosine"] >= EMBEDDING_MIN_COSINE[card["mode"]], name
     details = TFLiteModel(out / "qat_int8.tflite").interpreter.get_tensor_details()
     dtypes = [np.dtype(d["dtype"]).name for d in details]
     assert dtypes.count("int8") > 100 and dtypes.count("float32") <= 3   # float only at the I/O

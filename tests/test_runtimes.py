@@ -1,4 +1,4 @@
-"""The exports run, with the same predictions, in the TFLite runtimes that apps ship
+"""The exports run, with the same predictions and embeddings, in the TFLite runtimes that apps ship
 (check_runtimes.py).
 
 The oldest one, TensorFlow Lite 2.12 (tflite_flutter on iOS, and on Android with plugin 0.11), lives
@@ -18,9 +18,10 @@ import check_runtimes
 import ptq_export
 import train_loso_functional_qat
 from conftest import REPO
-from tflite_runtime import RUNTIMES
+from tflite_runtime import RUNTIME_MAX_EMBEDDING_DIFF, RUNTIME_MIN_EMBEDDING_COSINE, RUNTIMES
 
 OLDEST = "tflite-2.12"
+ANDROID = "tflite-2.17"        # checked too when its side venv exists
 INTEGER_MIN_AGREEMENT = 0.95   # 29 of the 30 demo clips (real MLR511 fold: 100 of 100)
 INTEGER_MAX_LOGIT_DIFF = 0.25
 
@@ -87,24 +88,27 @@ def test_missing_side_venv_is_one_clear_error(monkeypatch, capsys):
 def test_every_mode_loads_and_agrees_in_the_oldest_runtime(oldest_runtime, exports, qat_exports,
                                                            trained_fold, tmp_path):
     """fp32, float16, dynamic, int8, int8_io, qat_dynamic_int8 and qat_int8 load in TensorFlow Lite
-    2.12 and agree with the pinned runtime; int16x8 is the one mode that cannot run there, and its
-    card says so."""
+    2.12 (and 2.17) and agree with the pinned runtime, logits and embedding; int16x8 is the one mode
+    that cannot run there, and its card says so."""
     csv_path = tmp_path / "compat.csv"
+    runtimes = [OLDEST] + [ANDROID] * (REPO / RUNTIMES[ANDROID][1]).exists()
     code = check_runtimes.main(["--models", str(exports), str(qat_exports), "--data_path",
-                                str(trained_fold.data_path), "--runtimes", OLDEST,
+                                str(trained_fold.data_path), "--runtimes", ",".join(runtimes),
                                 "--output_csv", str(csv_path), "--update_cards"])
     rows = {(Path(r["model"]).name, r["runtime"]): r for r in check_runtimes_rows(csv_path)}
     modes = ("fp32", "float16", "dynamic", "int8", "int8_io")
     files = [exports / ptq_export.PTQ_FILES[mode] for mode in modes]
     files += [qat_exports / name for name in train_loso_functional_qat.QAT_FILES.values()]
-    for path in files:
-        row = rows[(path.name, OLDEST)]
+    for path, runtime in ((path, runtime) for path in files for runtime in runtimes):
+        row = rows[(path.name, runtime)]
         assert row["status"] == "ok", row
         card = json.loads(path.with_suffix(".json").read_text())
         assert OLDEST in [r["runtime"] for r in card["runtimes"]["results"]]
         assert "TensorFlow Lite 2.12" in card["runtime_support"]
+        assert float(row["min_embedding_cosine"]) >= RUNTIME_MIN_EMBEDDING_COSINE, row
         if card["mode"] in ("fp32", "float16"):
             assert row["passed"] == "True" and float(row["max_abs_logit_diff"]) <= 1e-4, row
+            assert float(row["max_abs_embedding_diff"]) <= RUNTIME_MAX_EMBEDDING_DIFF[card["mode"]], row
             assert card["runtimes"]["oldest_verified_runtime"] == "tensorflow 2.12.0"
         else:  # one-step rounding differences (MEAN, XNNPACK) may flip a near-tied clip of this
             # barely trained model; the SUM bug this guards against gave 57 % and |dlogit| 1.2 here

@@ -39,8 +39,9 @@ def test_signature_names_order_shapes_and_dtypes(export, demo_cfg):
     assert [d["name"] for d in inputs] == list(INPUT_NAMES) == ["keypoints", "attention_mask"]
     assert [d["shape"].tolist() for d in inputs] == [[1, 64, 65, 2], [1, 64]]
     assert all(d["dtype"] == np.float32 for d in inputs)
-    output = model.interpreter.get_output_details()
-    assert [(d["name"], d["shape"].tolist()) for d in output] == [(OUTPUT_NAME, [1, demo_cfg["num_labels"]])]
+    output = model.interpreter.get_output_details()   # logits first: apps that read outputs by index
+    assert [(d["name"], d["shape"].tolist()) for d in output] == [(OUTPUT_NAME, [1, demo_cfg["num_labels"]]),
+                                                                   ("embedding", [1, demo_cfg["d_model"]])]
 
 
 def test_parity_with_keras_on_real_clips(export):
@@ -49,6 +50,7 @@ def test_parity_with_keras_on_real_clips(export):
     assert parity["clips"] == 12 and parity["passed"]
     assert parity["max_abs_logit_diff"] <= 1e-4
     assert parity["argmax_identical"] == 12
+    assert parity["embedding_passed"] and parity["max_abs_embedding_diff"] <= 1e-4
 
 
 def test_runtime_matches_keras_clip_by_clip(export):
