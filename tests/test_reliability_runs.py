@@ -323,16 +323,18 @@ def test_an_fp32_export_failing_parity_fails_the_run(loso_base, tiny_config_path
 
 
 class KerasStub:
+    """The model with its embedding output (tflite_export.embedding_model): logits and embeddings."""
     def __init__(self, logits):
         self.logits = np.asarray(logits, dtype=np.float32)
+        self.embeddings = np.eye(len(self.logits), dtype=np.float32)
 
     def predict(self, inputs, **kwargs):
-        return self.logits
+        return self.logits, self.embeddings
 
 
 class TFLiteStub(KerasStub):
-    def predict(self, keypoints, masks):
-        return self.logits, 0.0
+    def predict_with_embedding(self, keypoints, masks):
+        return self.logits, self.embeddings, 0.0
 
 
 @pytest.mark.parametrize("tflite_logits, passed", [
@@ -340,7 +342,8 @@ class TFLiteStub(KerasStub):
     ([[0, 5, 0], [1.0, 1.02, 0], [0, 0, 9]], False),   # a flip on a clip Keras decides
     ([[np.nan, 0, 0], [1.02, 1.0, 0], [0, 0, 9]], False),
 ])
-def test_parity_counts_the_clips_keras_decides(tflite_logits, passed):
+def test_parity_counts_the_clips_keras_decides(tflite_logits, passed, monkeypatch):
+    monkeypatch.setattr(tflite_export, "embedding_model", lambda model: model)
     keras_logits = [[5, 0, 0], [1.02, 1.0, 0], [0, 0, 9]]
     clips = np.zeros((3, 64, 1, 2)), np.ones((3, 64))
     parity = tflite_export.check_parity(KerasStub(keras_logits), TFLiteStub(tflite_logits), *clips,
