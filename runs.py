@@ -38,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
