@@ -19,16 +19,16 @@ class table id -> label -> name and the measured accuracy; docs/preprocessing_sp
 and the `personalization` block: the embedding output, tau, alpha and the enrollment rules of enrollment.py,
 docs/personalization.md) and `labels.txt` (one label per class id).
 
-Parity (check_parity, THE rule for every mode; docs/quantization.md#parity): Keras and the .tflite
-run on the same real clips. A float mode must keep max |dlogit| within PARITY_TOLERANCE; every mode
-must pick Keras's class on at least PARITY_MIN_AGREEMENT (fp32, float16: all) of the clips that
-Keras DECIDES, i.e. where its top class leads the runner-up by at least PARITY_DECIDED_GAP in
-probability (a near tie may flip under any rounding, and an untrained model has only near ties).
-The embedding (output 1) must also stay within its bounds (embedding_parity).
-The log line ends in PASS or FAIL and names the expectation; the card records it. A FAIL is an
-error of the step that exported (require_parity): an FP32 training run fails (success: false, exit
-1), and ptq_export.py, train_loso_functional_qat.py and run_qat_export.py write every model, then
-end with one line naming the failed ones and exit 1.
+Parity (check_parity, THE rule for every mode; docs/quantization.md#parity-pass-or-fail): Keras
+and the .tflite run on the same real clips. A float mode must keep max |dlogit| within
+PARITY_TOLERANCE; every mode must pick Keras's class on at least PARITY_MIN_AGREEMENT (fp32,
+float16: all) of the clips that Keras DECIDES, i.e. where its top class leads the runner-up by at
+least PARITY_DECIDED_GAP in probability (a near tie may flip under any rounding, and an untrained
+model has only near ties). The embedding (output 1) must also stay within its bounds
+(embedding_parity). The log line ends in PASS or FAIL and names the expectation; the card
+records it. A FAIL is an error of the step that exported (require_parity): an FP32 training run
+fails (success: false, exit 1), and ptq_export.py, train_loso_functional_qat.py and
+run_qat_export.py write every model, then end with one line naming the failed ones and exit 1.
 """
 from __future__ import annotations
 
