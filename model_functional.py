@@ -65,7 +65,11 @@ def build_model(cfg: dict, max_frames: int | None = None, batch_size: int | None
 def embedding_model(model: keras.Model) -> keras.Model:
     """The same layers and weights (a trained FP32 or QAT SignBART) with two outputs: [logits
     (B, C), embedding (B, d) = the output of EMBEDDING_LAYER]. The logits are computed as before."""
-    return keras.Model(model.input, [model.output, model.get_layer(EMBEDDING_LAYER).output],
+    layer = model.get_layer(EMBEDDING_LAYER)
+    # tfmot's QAT model shares the layer with the graph it was cloned from: take the call in this model
+    node = next(i for i in range(len(layer._inbound_nodes))
+                if f"{layer.name}_ib-{i}" in model._network_nodes)
+    return keras.Model(model.input, [model.output, layer.get_output_at(node)],
                        name=f"{model.name}_with_embedding")
 
 

@@ -83,7 +83,7 @@ def test_qat_exports_are_integer_and_match_their_keras_models(qat_run):
         assert card["parity"]["min_embedding_cosine"] >= EMBEDDING_MIN_COSINE[card["mode"]], name
     details = TFLiteModel(out / "qat_int8.tflite").interpreter.get_tensor_details()
     dtypes = [np.dtype(d["dtype"]).name for d in details]
-    assert dtypes.count("int8") > 100 and dtypes.count("float32") <= 3   # float only at the I/O
+    assert dtypes.count("int8") > 100 and dtypes.count("float32") <= 4   # float only at the I/O (2 + 2)
 
 
 def test_validation_on_the_held_out_signer_is_refused(trained_fold, tmp_path, capsys):
