@@ -74,7 +74,9 @@ def test_qat_exports_are_integer_and_match_their_keras_models(qat_run):
     out, _ = qat_run
     for name in train_loso_functional_qat.QAT_FILES.values():
         card = json.loads((out / name).with_suffix(".json").read_text())
-        assert card["parity"]["passed"] and card["parity"]["argmax_agreement"] >= 0.95, name
+        parity = card["parity"]  # the export rule: Keras's class on >= 95 % of the clips Keras decides
+        assert parity["passed"] and parity["decided_clips"] >= 5, name
+        assert parity["decided_identical"] >= 0.95 * parity["decided_clips"], name
         assert card["training"]["qat_fit_users"] == ["user03", "user04"]
         # the second output, the embedding (enrollment.py), beside the logits at index 0, within its bound
         outputs = TFLiteModel(out / name).interpreter.get_output_details()
