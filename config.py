@@ -33,7 +33,7 @@ from keypoints import READABLE_FROM, get_layout, hand_positions, rest_hand_point
 from preprocessing import MAX_FRAMES
 from recipes import (DOMINANT_HAND_RATIO, FP32_BATCH_SIZE, FP32_WARMUP_EPOCHS, REST_HAND_CUTOFF,
                      WEIGHT_DECAY, pipeline_defaults, print_settings)
-from util import HelpFormatter, UserError, brief, cli
+from util import Expansion, HelpFormatter, UserError, brief, cli, expanded_size
 
 REQUIRED = {
     "layout": int, "joint_idx": list, "groups": dict, "num_labels": int,
@@ -303,39 +303,25 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_yaml_float)
 
 
-def _children(node) -> list:
+def _children(node):
+    """The nodes inside a YAML node (a mapping: its keys and values), None for a scalar."""
     if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    return node.value if isinstance(node, yaml.SequenceNode) else []
+        return (n for pair in node.value for n in pair)
+    return iter(node.value) if isinstance(node, yaml.SequenceNode) else None
 
 
 def check_expansion(root) -> None:
-    """Count the values a composed YAML document stands for, an alias counted as all it repeats,
-    without expanding it (each node is counted once and remembered); refuse more than
-    MAX_YAML_VALUES, or an alias inside its own anchor."""
-    done, path, stack = {}, {id(root)}, [[root, iter(_children(root)), 1]]
-    while stack:
-        frame = stack[-1]
-        child = next(frame[1], None)
-        if child is None:
-            stack.pop()
-            path.discard(id(frame[0]))
-            done[id(frame[0])] = frame[2]
-            size = frame[2]
-            frame = stack[-1] if stack else None
-        elif id(child) in path:
-            raise _Refused(f"an alias inside its own anchor (line {child.start_mark.line + 1})")
-        elif id(child) not in done and _children(child):
-            path.add(id(child))
-            stack.append([child, iter(_children(child)), 1])
-            continue
-        else:
-            size = done.get(id(child), 1)
-        if frame is not None:
-            frame[2] += size
-            if frame[2] > MAX_YAML_VALUES:
-                raise _Refused(f"the document expands to more than {MAX_YAML_VALUES:,} values "
-                               "(aliases counted as what they repeat)")
+    """Refuse a composed YAML document that stands for more than MAX_YAML_VALUES values, an alias
+    counted as all it repeats (util.expanded_size: counted without expanding), or an alias inside
+    its own anchor."""
+    try:
+        expanded_size(root, _children, limit=MAX_YAML_VALUES)
+    except Expansion as e:
+        if e.reason == "itself":
+            raise _Refused(f"an alias inside its own anchor (line {e.item.start_mark.line + 1})") \
+                from None
+        raise _Refused(f"the document expands to more than {MAX_YAML_VALUES:,} values (aliases "
+                       "counted as what they repeat)") from None
 
 
 def yaml_problem(error: yaml.YAMLError) -> str:

@@ -28,6 +28,8 @@ import stat
 
 import numpy as np
 
+from util import Expansion, expanded_size
+
 ALLOWED = {
     # numpy arrays, dtypes and scalars (numpy 1.x and 2.x module names)
     ("numpy", "ndarray"), ("numpy", "dtype"),
@@ -184,48 +186,19 @@ def _items(value):
     return None
 
 
-def _leaf_size(value) -> int:
-    return value.size if isinstance(value, np.ndarray) else 1
-
-
 def check_size(root) -> None:
     """Refuse a value nested deeper than MAX_DEPTH, holding itself, or expanding to more than
-    MAX_VALUES values with every shared object counted at each reference. Each distinct container is
-    walked once (no recursion), so the check costs no more than the pickle's own length."""
-    _END = object()
-    done, path = {}, set()  # id -> expanded size of a finished container; ids on the current path
-    items = _items(root)
-    if items is None:
-        return
-    stack = [[root, items, 1]]      # container, its remaining items, its size so far
-    path.add(id(root))
-    while stack:
-        frame = stack[-1]
-        item = next(frame[1], _END)
-        if item is _END:
-            stack.pop()
-            path.discard(id(frame[0]))
-            done[id(frame[0])] = frame[2]
-            if stack:
-                _add(stack[-1], frame[2])
-            continue
-        inner = None if id(item) in done else _items(item)
-        if inner is None:
-            _add(frame, done.get(id(item)) or _leaf_size(item))
-        elif id(item) in path:
-            raise UnsafePickleError("refused a container that holds itself")
-        elif len(stack) >= MAX_DEPTH:
-            raise UnsafePickleError(f"refused values nested more than {MAX_DEPTH} containers deep")
-        else:
-            path.add(id(item))
-            stack.append([item, inner, 1])
-
-
-def _add(frame: list, size: int) -> None:
-    frame[2] += size
-    if frame[2] > MAX_VALUES:
-        raise UnsafePickleError(f"refused: the pickle expands to more than {MAX_VALUES:,} values "
-                                "(a shared object counts at every reference)")
+    MAX_VALUES values with every shared object counted at each reference (util.expanded_size: the
+    check costs no more than the pickle's own length)."""
+    leaf_size = lambda item: item.size if isinstance(item, np.ndarray) else 1  # noqa: E731
+    try:
+        expanded_size(root, _items, leaf_size, MAX_VALUES, MAX_DEPTH)
+    except Expansion as e:
+        raise UnsafePickleError({
+            "itself": "refused a container that holds itself",
+            "depth": f"refused values nested more than {MAX_DEPTH} containers deep",
+            "size": f"refused: the pickle expands to more than {MAX_VALUES:,} values (a shared object "
+                    "counts at every reference)"}[e.reason]) from None
 
 
 # ------------------------------------------------------------------------------------- entry points

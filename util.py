@@ -1,7 +1,7 @@
 """The utility drawer every script shares: one-line user errors and the CLI wrapper that prints
 them (a full disk included), the --help formatter and bounded flag types, atomic writes, checking
 an output path, reading a JSON file the run needs (no key given twice) and checking the types of its
-fields, seeding, logging, the quiet console and the git commit of the checkout. Imports no
+fields, the size a nested value expands to (expanded_size), seeding, logging, the quiet console and the git commit of the checkout. Imports no
 TensorFlow and nothing of the project's.
 
 Quiet console: TensorFlow's C++ logs (TF_CPP_MIN_LOG_LEVEL=3), its absl logs, the lines that the
@@ -323,7 +323,53 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-# ---------------------------------------------------------------------------------- reproducibility
+# ------------------------------------------------------------------------------------------ limits
+class Expansion(Exception):
+    """Raised by expanded_size: `reason` is 'itself' (a container inside itself), 'depth' or 'size';
+    `item` is the container where it was found."""
+
+    def __init__(self, reason: str, item):
+        super().__init__(reason)
+        self.reason, self.item = reason, item
+
+
+def expanded_size(root, children, leaf_size=lambda item: 1, limit=None, max_depth=None) -> int:
+    """How many values `root` stands for when a shared part counts at each of its references (what
+    expanding it, e.g. numpy.asarray, a repr or a YAML alias, would build), found without expanding
+    it: each distinct container is walked once, without recursion. children(x): an iterator over the
+    parts of a container, None for a leaf. Expansion when a container holds itself, nests deeper
+    than max_depth or the size passes limit."""
+    items = children(root)
+    if items is None:
+        return leaf_size(root)
+    done, path, stack, end = {}, {id(root)}, [[root, items, 1]], object()
+    while True:
+        frame = stack[-1]
+        item = next(frame[1], end)
+        if item is end:
+            stack.pop()
+            path.discard(id(frame[0]))
+            done[id(frame[0])] = frame[2]
+            if not stack:
+                return frame[2]
+            size, frame = frame[2], stack[-1]
+        else:
+            inner = None if id(item) in done else children(item)
+            if inner is not None:
+                if id(item) in path:
+                    raise Expansion("itself", item)
+                if max_depth is not None and len(stack) >= max_depth:
+                    raise Expansion("depth", item)
+                path.add(id(item))
+                stack.append([item, inner, 1])
+                continue
+            size = done[id(item)] if id(item) in done else leaf_size(item)
+        frame[2] += size
+        if limit is not None and frame[2] > limit:
+            raise Expansion("size", frame[0])
+
+
+# ----------------------------------------------------------------------------------------------- reproducibility
 def set_seed(seed: int) -> None:
     """Seed python, numpy and (if imported) TensorFlow, with deterministic TF ops."""
     random.seed(seed)

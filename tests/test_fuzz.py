@@ -446,7 +446,7 @@ MUTATIONS = {
                                                    "uint8", "U3", "object"])),
     "frames": lambda kp, rng: kp[:int(rng.integers(0, 3))],
     "ndim": lambda kp, rng: kp.reshape(-1) if rng.random() < 0.5 else kp[None],
-    "points": lambda kp, rng: kp[:, :int(rng.integers(1, kp.shape[1]))],
+    "points": lambda kp, rng: kp[:, :int(rng.integers(1, max(2, kp.shape[1])))],
     "columns": lambda kp, rng: kp[..., :1] if rng.random() < 0.5 else np.concatenate([kp, kp], -1),
     "nan": lambda kp, rng: np.where(rng.random(kp.shape) < 0.01, rng.choice([np.nan, np.inf]), kp),
     "scale": lambda kp, rng: kp * rng.choice([960.0, 100.0, -1.0, -0.5, 1.9, 1e30]),
@@ -464,7 +464,8 @@ def mutated_sample(draw) -> bytes:
     for name in draw(st.lists(st.sampled_from(sorted(MUTATIONS)), min_size=1, max_size=3)):
         kp = sample["keypoints"]
         if isinstance(kp, np.ndarray) and kp.ndim == 3 and kp.dtype.kind == "f" and kp.size:
-            sample["keypoints"] = MUTATIONS[name](kp, rng)
+            with np.errstate(all="ignore"):  # overflow and NaN casts are what is wanted here
+                sample["keypoints"] = MUTATIONS[name](kp, rng)
     for key in draw(st.lists(st.sampled_from(["class", "user", "num_frames", "keypoints", "extra"]),
                              max_size=2)):
         sample[key] = draw(st.sampled_from(FIELD_VALUES) | JSON_VALUES)
