@@ -50,7 +50,7 @@ from evaluation import (SUMMARY_METRICS, check_evaluation, csv_text, evaluate_tf
 from recipes import DEFAULT_DATASET_NAME
 from results_report import KERAS_TEST, model_info_rows, read_training_record, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
-    loso_data_path, loso_experiment_name, parse_experiment_name, parse_sample_name, run_paths)
+    loso_data_path, loso_experiment_name, parse_sample_name, run_paths)
 from util import UserError, atomic_write_json, atomic_write_text, cli, read_json
 from tflite_runtime import check_card_matches, display_names, read_model_card, resolve_config
 
@@ -96,12 +96,6 @@ def seed_plans(args, paths) -> list[tuple]:
     return plans
 
 
-def trained_holdouts(paths, dataset: str, prefix: str) -> list[str]:
-    """Holdouts with a checkpoint folder or a metadata record of exactly `[<prefix>_]<dataset>_LOSO_<user>`."""
-    parsed = [parse_experiment_name(name, dataset) for name in paths.experiments()]
-    return sorted({e.user for e in parsed if e and e.run_type == "loso" and e.prefix == prefix})
-
-
 def export_tag(kind: str, path: Path) -> str:
     """'PTQ' for model_dynamic_int8.tflite, 'PTQ-int8' for model_int8.tflite, 'QAT-float16' for qat_float16..."""
     stem = path.stem
@@ -131,7 +125,7 @@ def discover_runs(args, paths) -> list[Run]:
     runs = []
     wanted = comma_list(args.holdouts)
     for seed, prefix, ptq_base, qat_base in seed_plans(args, paths):
-        trained = trained_holdouts(paths, args.dataset_name, prefix)
+        trained = paths.loso_holdouts(prefix)
         for user in wanted:
             if user not in trained:
                 print(f"note: holdout {user} (prefix {prefix!r}) was not trained: no "

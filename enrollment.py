@@ -332,9 +332,11 @@ def load_prototypes(path, expected: ModelKey, blocks: tuple) -> Prototypes:
         raise UserError(f"{path}: needs counts ({c} clip counts >= 0), center ({d} finite numbers) and "
                         f"prototypes ({c} rows of {d} finite numbers)")
     norms = np.stack([np.linalg.norm(rows[:, part], axis=1) for part in block_slices(blocks)], axis=1)
-    if (np.abs(norms[counts > 0] - 1) > UNIT_NORM_SLACK).any() or (norms[counts == 0] > 0).any():
-        raise UserError(f"{path}: every block of an enrolled sign's prototype must have norm 1 and every "
-                        "other prototype be all zeros")
+    unit_or_zero = (np.abs(norms - 1) <= UNIT_NORM_SLACK) | (norms == 0)  # 0: a centered block that no
+    #   enrollment clip varies in (e.g. a hand never seen in any of them), as build_prototypes makes it
+    if not unit_or_zero[counts > 0].all() or (norms[counts == 0] > 0).any():
+        raise UserError(f"{path}: every block of an enrolled sign's prototype must have norm 1 (or be all "
+                        "zeros) and every other prototype be all zeros")
     return Prototypes(rows.astype(np.float32), counts, tuple(blocks), center.astype(np.float32), expected)
 
 

@@ -1,6 +1,7 @@
 """Result figures (matplotlib/seaborn, written atomically as PNG).
 
   plot_confusion_matrix(cm, class_names, title, path)   raw counts, rows = true class, columns = predicted
+  plot_enrollment(curves, title, path)                  top-1 against enrollment clips per sign (evaluate_enrollment)
 """
 from __future__ import annotations
 
@@ -32,6 +33,28 @@ def plot_confusion_matrix(cm: np.ndarray, class_names: list[str], title: str, pa
     ax.set_title(f"{title}\n{cm.sum()} clips, accuracy {accuracy:.1%}", fontsize=13, fontweight="bold", pad=14)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
     plt.setp(ax.get_yticklabels(), rotation=0)
+    fig.tight_layout()
+    try:
+        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def plot_enrollment(curves: dict, title: str, path, dpi: int = 150):
+    """Top-1 (%) against enrollment clips per sign k, one colour per model: {mode: {'k': [...], 'mean': [...],
+    'lowest': [...]}}; the mean over signers solid, the lowest signer dashed. Returns the path."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (mode, curve) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(curve["k"], curve["mean"], "o-", color=color, label=f"{mode}: mean over signers")
+        ax.plot(curve["k"], curve["lowest"], "s--", color=color, label=f"{mode}: lowest signer")
+    ks = sorted({k for curve in curves.values() for k in curve["k"]})
+    ax.set_xticks(ks, [("0\n(classifier)" if k == 0 else str(k)) for k in ks])
+    ax.set_xlabel("enrollment clips per sign (k)", fontsize=11)
+    ax.set_ylabel("top-1 on the other clips (%)", fontsize=11)
+    ax.set_title(title, fontsize=12, fontweight="bold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     try:
         return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight"))

@@ -10,6 +10,16 @@ normalization groups and labels come from the model card beside the .tflite, so 
                             a sign make one event). A video shorter than N frames is classified once, whole.
                             Required for a webcam.
 
+Few-shot enrollment (docs/personalization.md): the user's own clips of some signs become prototypes that every
+prediction blends in (enrollment.score); video_enrollment.py does the work, on this very video path.
+  --enroll DIR|FILE         DIR/<sign>/... videos (GYY/ as in the data, or the card's labels or names), or a text
+                            file of `video_path label` lines: prototypes built, checked (warnings printed) and saved
+                            as <model stem>.prototypes.json beside the model (or --enroll_out)
+  --enroll_file PATH        prototypes saved before (another model's or layout's file is refused)
+  --enroll_guided           the first source (a webcam, or a video file standing in for it) asks for each sign in
+                            turn (--enroll_signs): --enroll_pause frames to get ready, then --enroll_frames recorded
+                            (after --fps), one clip per sign; then the sources are recognised with the prototypes
+
 It reports extraction ms per frame (MediaPipe + keypoint conversion; the first frame, which starts the tracker,
 is reported apart) and model ms per window (preprocessing + the interpreter's invoke). Videos are read from a
 folder recursively; a label in the path (a folder `G05/` or a file `user01_G05_R01.mp4`) is taken as the truth.
@@ -24,6 +34,9 @@ processed at all.
         MLR511-ArabicSignLanguage-Dataset-MP4/user01
     python predict_video.py --model M.tflite clip.mp4 --window 40 --stride 5 --annotate_dir annotated/
     python predict_video.py --model M.tflite 0 --window 40 --fps 15 --display        # webcam 0; q stops
+    python predict_video.py --model M.tflite --enroll my_signs/ clip.mp4              # my_signs/G05/take1.mp4 ...
+    python predict_video.py --model M.tflite --enroll_file M.prototypes.json clip.mp4
+    python predict_video.py --model M.tflite 0 --enroll_guided --enroll_signs G01,G05 --fps 15 --window 40 --display
 """
 from __future__ import annotations
 
@@ -36,7 +49,9 @@ import numpy as np
 from tqdm import tqdm
 
 import extraction
+import video_enrollment
 from metrics import latency_summary
+from runs import comma_list
 from util import UserError, atomic_write_json, check_output, cli, one_line
 from video_recognition import (Recognizer, SlidingWindow, Source, VideoSink, annotate, expand_sources, resampled,
                                tracked_frames, true_label)
@@ -122,6 +137,39 @@ def annotate_again(source: Source, args, fps: float, results: list, caption: str
     frames, _ = source.open(args.max_frames)
     for image, frame_results in zip(resampled(frames, fps, args.fps), results):
         sink.write(annotate(image, frame_results, caption))
+
+
+# ----------------------------------------------------------------------------------------------- enrollment
+def personalize(args, recognizer: Recognizer, sources: list[Source]) -> dict | None:
+    """--enroll / --enroll_guided: build, check, save and use prototypes; --enroll_file: load and use them.
+    Returns what the JSON report records (None without enrollment)."""
+    if args.enroll_file:
+        recognizer.prototypes = video_enrollment.load(args.enroll_file, recognizer)
+        print(f"enrollment {args.enroll_file}: {enrolled_signs(recognizer)}")
+        return {"prototypes": args.enroll_file, "counts": recognizer.prototypes.counts.tolist()}
+    if args.enroll:
+        enrolled = video_enrollment.enroll_videos(video_enrollment.enrollment_videos(args.enroll, recognizer),
+                                                  recognizer, args)
+    elif args.enroll_guided:
+        signs = [video_enrollment.sign_id(name, recognizer, "--enroll_signs") for name in
+                 comma_list(args.enroll_signs)] or list(range(len(recognizer.labels)))
+        enrolled = video_enrollment.guided_enrollment(sources[0], recognizer, signs, args, args.enroll_frames,
+                                                      args.enroll_pause, VideoSink(None, 0.0, args.display))
+    else:
+        return None
+    for warning in enrolled.warnings:
+        print(f"WARNING: {warning}")
+    path = video_enrollment.save(enrolled, recognizer, args.enroll_out or None)
+    recognizer.prototypes = enrolled.prototypes
+    print(f"enrolled {len(enrolled.clips)} clip(s): {enrolled_signs(recognizer)}; wrote {path}")
+    return {"prototypes": str(path), "counts": enrolled.prototypes.counts.tolist(), "clips": enrolled.clips,
+            "warnings": enrolled.warnings}
+
+
+def enrolled_signs(recognizer: Recognizer) -> str:
+    counts = recognizer.prototypes.counts
+    return f"{int((counts > 0).sum())} sign(s) enrolled (" + ", ".join(
+        f"{recognizer.display[c]} x{counts[c]}" for c in np.flatnonzero(counts)) + ")"
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -214,9 +262,12 @@ def parse_args(argv=None):
     ap.add_argument("--display", action="store_true", help="show the annotated frames in a window (default: off)")
     ap.add_argument("--output_json", default="", help="write every prediction and timing as JSON (default: none)")
     ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
+    add_enrollment_args(ap)
     args = ap.parse_args(argv)
     if args.window < 0 or args.stride < 1 or args.top_k < 1 or not 0.0 <= args.threshold <= 1.0 or args.fps < 0:
         raise UserError("need --window >= 0, --stride >= 1, --top_k >= 1, --threshold in [0, 1], --fps >= 0")
+    if args.enroll_frames < 1 or args.enroll_pause < 0:
+        raise UserError("need --enroll_frames >= 1 and --enroll_pause >= 0")
     extraction.check_min_confidence(args.min_confidence)
     if args.output_json:
         check_output(args.output_json, "--output_json")
@@ -231,6 +282,31 @@ def failure(source: Source, e: Exception) -> dict:
     return {"source": source.spec, "error": error}
 
 
+def add_enrollment_args(ap) -> None:
+    group = ap.add_argument_group("enrollment (docs/personalization.md)")
+    how = group.add_mutually_exclusive_group()
+    how.add_argument("--enroll", default="", metavar="DIR|FILE",
+                     help="enroll the user's videos: DIR/<sign>/... or a text file of 'video_path label' lines "
+                          "(default: none)")
+    how.add_argument("--enroll_file", default="", metavar="PATH",
+                     help="use prototypes saved before by --enroll / --enroll_guided (default: none)")
+    how.add_argument("--enroll_guided", action="store_true",
+                     help="record one clip per sign from the first source (a webcam or a video file), "
+                          "asking for each sign in turn (default: off)")
+    group.add_argument("--enroll_out", default="",
+                       help="where --enroll / --enroll_guided save the prototypes "
+                            "(default: <model stem>.prototypes.json beside the model)")
+    group.add_argument("--enroll_signs", default="",
+                       help="--enroll_guided: comma list of signs (labels or names) in the order asked "
+                            "(default: every sign of the model)")
+    group.add_argument("--enroll_frames", type=int, default=video_enrollment.GUIDED_CLIP_FRAMES,
+                       help="--enroll_guided: frames recorded per sign, after --fps "
+                            f"(default: {video_enrollment.GUIDED_CLIP_FRAMES})")
+    group.add_argument("--enroll_pause", type=int, default=video_enrollment.GUIDED_PAUSE_FRAMES,
+                       help="--enroll_guided: frames to get ready before each sign "
+                            f"(default: {video_enrollment.GUIDED_PAUSE_FRAMES})")
+
+
 @cli
 def main(argv=None) -> dict:
     args = parse_args(argv)
@@ -240,6 +316,7 @@ def main(argv=None) -> dict:
         raise UserError("a webcam stream needs --window (frames per classified window), e.g. --window 40")
     print(f"model {args.model}: layout {recognizer.layout.name}, {len(recognizer.cfg['joint_idx'])} keypoints, "
           f"{len(recognizer.labels)} classes; {len(sources)} source(s)")
+    enrollment = personalize(args, recognizer, sources)
     results, failed = [], []
     for source in tqdm(sources, desc="videos", disable=len(sources) < 2, leave=False):
         try:
@@ -258,10 +335,10 @@ def main(argv=None) -> dict:
     print(format_summary(report))
     if args.output_json:
         atomic_write_json(args.output_json, {"model": args.model, "settings": vars(args),
-                                             "summary": report, "failed": failed,
+                                             "summary": report, "failed": failed, "enrollment": enrollment,
                                              "clips": [result_json(r) for r in results]})
         print(f"wrote {args.output_json}")
-    return {"summary": report, "clips": results, "failed": failed}
+    return {"summary": report, "clips": results, "failed": failed, "enrollment": enrollment}
 
 
 if __name__ == "__main__":

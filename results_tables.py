@@ -5,7 +5,8 @@ layouts) does not fit in one sitting of a 2-core machine. So each sitting publis
 tables are built from the published folders:
 
   publish  collect_results.py's report and CSVs, the ALL confusion matrices, and each run's training metadata,
-           per-epoch CSV and QAT metadata, copied from outputs/ into results/<name>/ (names drop the prefix).
+           per-epoch CSV and QAT metadata, copied from outputs/ into results/<name>/ (names drop the prefix);
+           also every enrollment evaluation folder (evaluate_enrollment.py: enrollment[_<runtime>]/), as it is.
   merge    the per-holdout rows of several published summary_table.csv files. Each row is keyed by (study, seed,
            holdout, model); study (config + epochs, batch, lr) and seed come from the folder's training metadata;
            a config whose network changed between studies (another recorded parameter count) makes two studies.
@@ -31,7 +32,7 @@ import metrics
 from evaluation import csv_text
 from results_report import mean_pm_std, read_training_record
 from recipes import DEFAULT_DATASET_NAME, DEFAULT_HOLDOUTS, DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
-from runs import QAT_METADATA, comma_list, loso_experiment_name, recorded_recipe, run_paths
+from runs import ENROLLMENT_DIR, QAT_METADATA, comma_list, loso_experiment_name, recorded_recipe, run_paths
 from util import UserError, atomic_save, atomic_write_text, brief, cli
 
 VALUES = ("top1_pct", "top5_pct", "agreement_pct", "size_mb")   # taken from summary_table.csv
@@ -92,6 +93,8 @@ def publish(args) -> list[Path]:
         written.append(copy_file(source / name, target / name))
     for png in sorted((source / "confusion_matrices").glob("confusion_matrix_ALL_*.png")):
         written.append(copy_file(png, target / png.name))
+    for folder in sorted(p for p in source.glob(f"{ENROLLMENT_DIR}*") if p.is_dir()):
+        written += [copy_file(f, target / folder.name / f.name) for f in sorted(folder.iterdir()) if f.is_file()]
     holdouts = sorted({r["holdout"] for r in read_rows(source / "summary_table.csv")} - {metrics.ALL_HOLDOUTS})
     for user in holdouts:
         exp, short = (loso_experiment_name(args.dataset_name, user, args.exp_prefix),

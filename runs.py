@@ -11,7 +11,8 @@ The run tree, computed here and nowhere else (scripts and the pipeline shell ask
     exports/ptq[_<prefix>]/<user>/  model_<mode>.tflite (PTQ_FILES)
     exports/qat[_<prefix>]/<user>/  qat_<mode>.tflite (QAT_FILES), qat_model_weights.h5,
                                     qat_metadata.json
-    results/[<prefix>/]
+    results/[<prefix>/]       enrollment[_<runtime>]/ (evaluate_enrollment.py)
+  <model>.prototypes.json beside any .tflite: a user's enrollment (prototypes_path)
 <output_root> is --output_root, else $SIGNBART_OUTPUT_ROOT, else outputs/.
 
 A run folder has one owner at a time (RunLock: checkpoints/<exp>.lock). A run of an experiment
@@ -67,6 +68,11 @@ QAT_WEIGHTS = "qat_model_weights.h5"      # legacy HDF5 weights (".weights.h5" s
 QAT_METADATA = "qat_metadata.json"        # written last by a QAT run
 LOCK_SUFFIX = ".lock"                     # checkpoints/<exp>.lock: the owner of a run folder
 STAGING_DIR = ".staging"                  # <dataset>/<run_type>/.staging/<exp>/: a replacing run
+PROTOTYPES_SUFFIX = ".prototypes.json"    # <model stem>.prototypes.json: enrollment beside a .tflite
+ENROLLMENT_DIR = "enrollment"             # results/[<prefix>/]enrollment[_<runtime>]/
+# the exported models of a LOSO fold by mode (loso_model): fp32 = the checkpoint's own export; PTQ modes
+# in exports/ptq*/<user>/ (PTQ_FILES; its fp32 file is the checkpoint's twin); qat-<mode> in exports/qat*/
+LOSO_MODEL_MODES = ("fp32", *(m for m in PTQ_FILES if m != "fp32"), *(f"qat-{m}" for m in QAT_FILES))
 
 
 # A training run record (training_metadata/<exp>_*.json) holds the resolved recipe once, in its
@@ -85,6 +91,11 @@ def recorded_recipe(record: dict) -> dict:
 def card_path(tflite_path) -> Path:
     """The model card written beside a .tflite: same name, .json."""
     return Path(tflite_path).with_suffix(".json")
+
+
+def prototypes_path(tflite_path) -> Path:
+    """A user's enrollment saved beside a .tflite: <model stem>.prototypes.json."""
+    return Path(tflite_path).with_name(Path(tflite_path).stem + PROTOTYPES_SUFFIX)
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -194,6 +205,26 @@ class RunPaths:
     def results_dir(self, prefix: str = "") -> Path:
         """results/[<prefix>/]"""
         return self.base / "results" / prefix if prefix else self.base / "results"
+
+    def enrollment_dir(self, prefix: str = "", runtime: str = "") -> Path:
+        """results/[<prefix>/]enrollment[_<runtime>]: evaluate_enrollment.py's output (runtime: '' for
+        the pinned one)."""
+        return self.results_dir(prefix) / (f"{ENROLLMENT_DIR}_{runtime}" if runtime else ENROLLMENT_DIR)
+
+    def loso_holdouts(self, prefix: str = "") -> list[str]:
+        """Holdouts with a checkpoint folder or a latest record of exactly [<prefix>_]<dataset>_LOSO_<user>."""
+        parsed = [parse_experiment_name(name, self.dataset) for name in self.experiments()]
+        return sorted({e.user for e in parsed if e and e.run_type == "loso" and e.prefix == prefix})
+
+    def loso_model(self, user: str, mode: str, prefix: str = "") -> Path:
+        """The .tflite of one LOSO fold in one of LOSO_MODEL_MODES."""
+        if mode not in LOSO_MODEL_MODES:
+            raise UserError(f"unknown model mode {mode!r}; choose from {list(LOSO_MODEL_MODES)}")
+        if mode == "fp32":
+            return self.fp32_tflite(loso_experiment_name(self.dataset, user, prefix))
+        if mode.startswith("qat-"):
+            return self.export_dir("qat", prefix, user) / QAT_FILES[mode[len("qat-"):]]
+        return self.export_dir("ptq", prefix, user) / PTQ_FILES[mode]
 
 
 def holds_success(path: Path) -> bool:
@@ -503,6 +534,12 @@ def parse_sample_name(filename: str):
     """'user01_G03_R07.pkl' -> ('user01', 'G03'); None when the name does not follow the convention."""
     m = SAMPLE_RE.match(Path(filename).name)
     return (m.group(1), m.group(2)) if m else None
+
+
+def sample_repetition(filename: str) -> str | None:
+    """'user01_G03_R07.pkl' -> 'R07' (the rest of the name); None when it does not follow the convention."""
+    m = SAMPLE_RE.match(Path(filename).name)
+    return m.group(3) if m else None
 
 
 def discover_users(root, split: str = "all") -> list[str]:

@@ -1,7 +1,9 @@
 """Sign recognition on a stream of video frames: what predict_video.py (and any live front end) is built from.
 
   Recognizer(model_path)          a .tflite with the config and labels of its model card; .classify(raw) runs
-                                  preprocessing.model_inputs + the interpreter on (T, N, 3) keypoints -> Prediction
+                                  preprocessing.model_inputs + the interpreter on (T, N, 3) keypoints -> Prediction;
+                                  with .prototypes set (a user's enrollment, video_enrollment.py) its probabilities
+                                  are enrollment.score's; .descriptor(raw) is a clip's enrollment descriptor
   expand_sources / Source         video files, folders of videos, webcam indices -> frame iterators + fps
   resampled(frames, src, target)  keep about `target` frames per second of a `src` fps stream
   tracked_frames(frames, layout)  one fresh MediaPipe Holistic tracker (extraction.py) -> TrackedFrame per frame
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import extraction
+from enrollment import ModelKey, Prototypes, card_hands, describe, params_from_card, score
 from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
@@ -48,23 +51,45 @@ class Prediction:
 
 
 class Recognizer:
-    """A .tflite model with the config and labels recorded in its card (or --config_path + labels.txt)."""
+    """A .tflite model with the config and labels recorded in its card (or --config_path + labels.txt).
+    `prototypes`: a user's enrollment (None: the classifier alone)."""
 
     def __init__(self, model_path, config_path: str = "", num_threads: int = 1):
         self.cfg = resolve_config(model_path, config_path)
         self.layout = get_layout(self.cfg["layout"])
+        self.model_path = Path(model_path)
         self.model = TFLiteModel(model_path, num_threads=num_threads)
+        self.card = read_model_card(model_path)
         self.labels = output_labels(self.model, model_path)
-        self.names = read_model_card(model_path).get("label_names") or {}
+        self.names = self.card.get("label_names") or {}
         self.display = display_names(self.labels, self.names)
+        self.params = params_from_card(self.card)
+        self.prototypes: Prototypes | None = None
 
     def classify(self, raw: np.ndarray, start: int = 0) -> Prediction:
         """raw (T, N, 3) keypoints in the model's layout -> a Prediction of frames [start, start + T)."""
         t0 = time.perf_counter()
         keypoints, mask = model_inputs(raw, self.cfg)             # (1, 64, K, 2), (1, 64)
         t1 = time.perf_counter()
-        logits, seconds = self.model.run(keypoints, mask)       # (1, C)
-        return Prediction(start, start + len(raw), softmax(logits[0]), logits[0], 1e3 * (t1 - t0), 1e3 * seconds)
+        if self.prototypes is None:
+            logits, seconds = self.model.run(keypoints, mask)   # (1, C)
+            probabilities = softmax(logits[0])
+        else:
+            logits, embedding, seconds = self.model.run_with_embedding(keypoints, mask)
+            descriptor = describe(embedding[0], keypoints[0], mask[0], card_hands(self.card))
+            probabilities = score(descriptor, logits[0], self.prototypes, self.params)
+        return Prediction(start, start + len(raw), probabilities, logits[0], 1e3 * (t1 - t0), 1e3 * seconds)
+
+    def descriptor(self, raw: np.ndarray) -> np.ndarray:
+        """raw (T, N, 3) keypoints -> the clip's enrollment descriptor (enrollment.describe of the model's
+        embedding and input)."""
+        keypoints, mask = model_inputs(raw, self.cfg)
+        _, embedding, _ = self.model.run_with_embedding(keypoints, mask)
+        return describe(embedding[0], keypoints[0], mask[0], card_hands(self.card))
+
+    def model_key(self) -> ModelKey:
+        """The export a prototype file belongs to (a card without a personalization block: one line)."""
+        return ModelKey.from_card(self.model_path, self.card)
 
     def top_k(self, prediction: Prediction, k: int) -> list[dict]:
         ranked = np.argsort(-prediction.probabilities, kind="stable")[:k]
@@ -220,9 +245,10 @@ class SlidingWindow:
 
 # ----------------------------------------------------------------------------------------------- frames out
 def annotate(image: np.ndarray, results, caption: str) -> np.ndarray:
-    """Landmarks plus the caption in a dark band at the top (in place)."""
+    """Landmarks (none when results is None) plus the caption in a dark band at the top (in place)."""
     import cv2
-    extraction.draw_landmarks(image, results)
+    if results is not None:
+        extraction.draw_landmarks(image, results)
     if caption:
         cv2.rectangle(image, (0, 0), (image.shape[1], 44), (0, 0, 0), thickness=-1)
         cv2.putText(image, caption, (10, 32), cv2.FONT_HERSHEY_SIMPLEX, 1.0, CAPTION_COLOR, 2, cv2.LINE_AA)

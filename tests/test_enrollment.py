@@ -136,6 +136,18 @@ def test_prototype_file_round_trip_is_exact_and_readable(clips, tmp_path):
         enrollment.save_prototypes(tmp_path / "x.json", build_prototypes(*clips, C))
 
 
+def test_a_hand_never_seen_while_enrolling_round_trips(tmp_path):
+    """A centered block that is the same in every enrollment clip (a hand never detected: zeros) is all zeros
+    in the prototypes; the file keeps it and reads back."""
+    blocks = descriptor_blocks(D, (2,))                                         # embedding + one 4-number hand
+    rng = np.random.default_rng(2)
+    descriptors = np.concatenate([rng.normal(size=(3, D)), np.zeros((3, 4))], axis=1)
+    protos = build_prototypes(descriptors, np.array([0, 1, 3]), C, key(), blocks)
+    assert not protos.prototypes[:, D:].any()
+    path = enrollment.save_prototypes(tmp_path / "p.json", protos)
+    assert np.array_equal(enrollment.load_prototypes(path, key(), blocks).prototypes, protos.prototypes)
+
+
 @pytest.mark.parametrize("other, said", [
     (key(sha256="cd" * 32), "sha256"), (key(layout=90, num_keypoints=90), "layout 65 (this model: 90)"),
     (key(num_labels=C + 1), "num_labels 5 (this model: 6)")])

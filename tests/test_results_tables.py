@@ -1,6 +1,7 @@
-"""results_tables.py: publish copies a collected study out of outputs/ with the prefix dropped; merge joins published
-folders by (study, seed, holdout, model), keeps the first of a duplicate and reports a difference, and its means
-are those of metrics.aggregate (over holdouts for one seed, over the seeds' holdout means for several)."""
+"""results_tables.py: publish copies a collected study out of outputs/ with the prefix dropped (its enrollment
+evaluations as they are); merge joins published folders by (study, seed, holdout, model), keeps the first of a
+duplicate and reports a difference, and its means are those of metrics.aggregate (over holdouts for one seed, over
+the seeds' holdout means for several)."""
 import csv
 import json
 
@@ -130,6 +131,8 @@ def test_publish_copies_a_collected_study(tmp_path, capsys):
                  "per_class_accuracy.csv", "model_info.csv", "confusion_matrices/confusion_matrix_ALL_FP32.png",
                  "confusion_matrices/confusion_matrix_user01_FP32.png"):
         (source / name).write_text(name)
+    (source / "enrollment_tflite-2.12").mkdir()                   # an evaluate_enrollment.py folder
+    (source / "enrollment_tflite-2.12" / "report.txt").write_text("k-shot")
     (source / "summary_table.csv").write_text("holdout,model,n\nuser01,FP32,1\nALL,FP32,1\n")
     exp = loso_experiment_name("arabic_asl", "user01", "pre")
     paths.metadata_dir().mkdir(parents=True)
@@ -145,8 +148,8 @@ def test_publish_copies_a_collected_study(tmp_path, capsys):
     target = tmp_path / "results" / "study"
     assert (target / "report.txt").read_text() == "experiment_results_20260102_000000_evaluated.txt"   # the newest
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()) == [
-        "confusion_matrix_ALL_FP32.png", "model_info.csv", "per_class_accuracy.csv", "report.txt",
-        "summary_table.csv", "training_csv/arabic_asl_LOSO_user01_training.csv",
+        "confusion_matrix_ALL_FP32.png", "enrollment_tflite-2.12/report.txt", "model_info.csv",
+        "per_class_accuracy.csv", "report.txt", "summary_table.csv", "training_csv/arabic_asl_LOSO_user01_training.csv",
         "training_metadata/arabic_asl_LOSO_user01.json"]                 # no QAT metadata: QAT was not run
 
 
