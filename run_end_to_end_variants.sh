@@ -157,7 +157,7 @@ from pathlib import Path
 
 from evaluation import csv_text, text_table
 from results_report import mean_pm_std
-from runs import atomic_write_text
+from util import atomic_write_text
 
 results = Path(sys.argv[1])
 rows = []

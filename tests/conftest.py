@@ -1,5 +1,18 @@
-"""Shared pytest fixtures: the demo dataset, its configs (full size and tiny), and the real data in ../shared/data."""
+"""Shared pytest fixtures: the demo dataset, its configs (full size and tiny), the real data in ../shared/data, and one
+tiny trained LOSO fold with its PTQ and QAT exports, made once per session for every test that needs *a* model.
+The shared exports are read-only: a test that changes files (model cards, weights) works on its own copy.
+
+Background fixtures (@background_fixture): the whole-script runs (the shell pipelines) are subprocesses that leave
+this process idle, so they start in one background thread when the session starts and run while the other tests
+use this process; the test modules that wait for them run last. Their work is only subprocesses and files of
+their own, so the order in which things finish changes no result."""
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import threading
+from concurrent.futures import Future
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -74,3 +87,140 @@ def trained_fold(demo_root, tiny_config_path, tmp_path_factory):
                            data_path=loso_data_path(demo_root, "user01"), holdout="user01", dataset="demo",
                            output_root=out, checkpoint_dir=ckpt, h5=ckpt / "final_model.h5",
                            tflite=ckpt / "final_model_fp32.tflite", record=record)
+
+
+@pytest.fixture(scope="session")
+def ptq_exports(trained_fold, tmp_path_factory) -> Path:
+    """Every PTQ mode of the trained fold (32 calibration clips, seed 42), exported once per session by ptq_export.py's
+    CLI into its default folder: exports/ptq/user01 of the run tree holding the checkpoint. The checkpoint is a copy
+    of the fold's output tree, so trained_fold.output_root stays as training left it. Returns that folder."""
+    import ptq_export
+    root = tmp_path_factory.mktemp("ptq_outputs")
+    shutil.copytree(trained_fold.output_root, root, dirs_exist_ok=True)
+    checkpoint = root / trained_fold.h5.relative_to(trained_fold.output_root)
+    ptq_export.main(["--config_path", str(trained_fold.config_path), "--checkpoint", str(checkpoint),
+                     "--modes", "all", "--num_calibration_samples", "32"])
+    return root / "demo" / "loso" / "exports" / "ptq" / "user01"
+
+
+@pytest.fixture(scope="session")
+def cardless_models(ptq_exports, tmp_path_factory) -> dict:
+    """{mode: path}: a copy of each shared PTQ export without its model card (its caller passes the config)."""
+    from ptq_export import PTQ_FILES
+    out = tmp_path_factory.mktemp("cardless")
+    return {mode: Path(shutil.copy(ptq_exports / name, out / name)) for mode, name in PTQ_FILES.items()}
+
+
+@pytest.fixture(scope="session")
+def qat_fold(trained_fold, tmp_path_factory):
+    """Two QAT epochs of the trained fold through train_loso_functional_qat.py's CLI, validating on training signer
+    user02, with its qat_dynamic_int8 and qat_int8 exports: (output folder, qat_metadata.json)."""
+    import json
+    import train_loso_functional_qat
+    out = tmp_path_factory.mktemp("qat")
+    train_loso_functional_qat.main([
+        "--config_path", str(trained_fold.config_path), "--data_path", str(trained_fold.data_path),
+        "--checkpoint", str(trained_fold.h5), "--output_dir", str(out), "--qat_epochs", "2", "--batch_size", "8",
+        "--val_users", "user02", "--num_calibration_samples", "64", "--seed", "1"])
+    return out, json.loads((out / "qat_metadata.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------- background work
+BACKGROUND = {}    # fixture name -> its function, registered by @background_fixture when the modules are collected
+CHILDREN = set()   # processes started by spawn(), stopped when the session ends
+STOPPING = threading.Event()
+SPAWNING = threading.Lock()
+
+
+def background_fixture(func):
+    """A session fixture whose function runs in the background thread from the start of the session (when a
+    selected test uses it). Its arguments are session fixtures, set up at the start; its work must be subprocesses
+    started with spawn() and files of its own. The fixture returns the function's result (or raises its error)."""
+    BACKGROUND[func.__name__] = func
+
+    @pytest.fixture(scope="session", name=func.__name__)
+    def wait_for_it(_background_jobs):
+        return _background_jobs[func.__name__].result()
+
+    wait_for_it.__doc__ = func.__doc__
+    return wait_for_it
+
+
+def spawn(cmd, **kwargs) -> subprocess.Popen:
+    """subprocess.Popen in a session of its own (so that its whole process group can be stopped); the
+    session's teardown stops it if it still runs."""
+    with SPAWNING:
+        if STOPPING.is_set():
+            raise RuntimeError("the test session is ending")
+        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+        CHILDREN.add(proc)
+    return proc
+
+
+def run_process(cmd, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, capture_output=True, text=True) through spawn()."""
+    with spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop(proc)
+            raise
+    CHILDREN.discard(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group of a spawn()ed process, SIGKILL if it is still there after 30 s."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    CHILDREN.discard(proc)
+
+
+def pytest_collection_modifyitems(items):
+    """The test modules that wait for background work run after the others (a stable sort: the order stays
+    the same within each group)."""
+    def waits(item) -> bool:
+        return any(name in BACKGROUND for name in getattr(item, "fixturenames", ()))
+    modules = {item.path for item in items if waits(item)}
+    items.sort(key=lambda item: item.path in modules)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_jobs(request):
+    """{fixture name: Future}: every background fixture that a selected test uses, run one after the other in one
+    thread, in the order the tests need them."""
+    order = []
+    for item in request.session.items:
+        order += [name for name in item.fixturenames if name in BACKGROUND and name not in order]
+    jobs = {name: Future() for name in order}
+    calls = []
+    for name in order:  # the fixtures they take are set up here, in the main thread
+        func = BACKGROUND[name]
+        arguments = func.__code__.co_varnames[:func.__code__.co_argcount]
+        calls.append((jobs[name], func, {arg: request.getfixturevalue(arg) for arg in arguments}))
+
+    def work():
+        for future, func, kwargs in calls:
+            if STOPPING.is_set() or not future.set_running_or_notify_cancel():
+                future.cancel()
+                continue
+            try:
+                future.set_result(func(**kwargs))
+            except BaseException as error:  # noqa: BLE001 - handed to the test that waits for it
+                future.set_exception(error)
+
+    if calls:
+        threading.Thread(target=work, name="background fixtures", daemon=True).start()
+    yield jobs
+    with SPAWNING:
+        STOPPING.set()
+    for future in jobs.values():
+        future.cancel()
+    for proc in list(CHILDREN):
+        stop(proc)

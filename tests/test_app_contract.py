@@ -16,7 +16,7 @@ from extraction import read_frames
 from keypoints import get_layout
 from model_functional import load_model
 from preprocessing import model_inputs
-from ptq_export import PTQ_FILES, run_ptq
+from ptq_export import PTQ_FILES
 from tflite_runtime import CARD_CONFIG_KEYS, TFLiteModel, resolve_config
 from video_recognition import Recognizer, tracked_frames
 
@@ -25,11 +25,9 @@ PICKLE = "mlr511-90kpts/all/G09/user01_G09_R01.pkl"  # the same video as stored 
 
 
 @pytest.fixture(scope="module")
-def exports(trained_fold, tmp_path_factory) -> dict:
-    """{mode: .tflite path}: every converter mode of the trained demo fold, each with its card."""
-    out = tmp_path_factory.mktemp("exports")
-    run_ptq(str(trained_fold.config_path), str(trained_fold.h5), "", out, list(PTQ_FILES), 32, 42, log=lambda m: None)
-    return {mode: out / name for mode, name in PTQ_FILES.items()}
+def exports(ptq_exports) -> dict:
+    """{mode: .tflite path}: every converter mode of the trained demo fold, each with its card (conftest)."""
+    return {mode: ptq_exports / name for mode, name in PTQ_FILES.items()}
 
 
 # ----------------------------------------------------------------------------------------------- model card

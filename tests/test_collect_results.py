@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runs import loso_experiment_name, run_paths
-from test_evaluation import independent_predictions, int8_io_model, quantized_model
+from test_evaluation import independent_predictions
 
 
 def read_csv(path):
@@ -17,21 +17,21 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def add_ptq_exports(paths, fold, prefix=""):
+def add_ptq_exports(paths, fold, models, prefix=""):
+    """The dynamic-range and integer-I/O exports, without their cards (conftest.cardless_models)."""
     folder = paths.export_dir("ptq", prefix, fold.holdout)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(quantized_model(str(fold.h5), str(fold.config_path), str(fold.data_path), "dynamic"),
-                folder / "model_dynamic_int8.tflite")
-    shutil.copy(int8_io_model(fold), folder / "model_int8_io.tflite")
+    for mode in ("dynamic", "int8_io"):
+        shutil.copy(models[mode], folder / models[mode].name)
 
 
 @pytest.fixture
-def output_tree(trained_fold, tmp_path):
+def output_tree(trained_fold, cardless_models, tmp_path):
     """A private copy of the fold's outputs (checkpoints + metadata) with PTQ exports added."""
     out = tmp_path / "outputs"
     shutil.copytree(trained_fold.output_root, out)
     paths = run_paths(trained_fold.dataset, "loso", str(out))
-    add_ptq_exports(paths, trained_fold)
+    add_ptq_exports(paths, trained_fold, cardless_models)
     return paths
 
 
@@ -94,7 +94,7 @@ def test_unfinished_training_is_named_and_not_counted_as_trained(output_tree):
     assert "1 trained test signer(s): user01; training not finished: user02" in out["report"].read_text()
 
 
-def test_multi_seed_mean_and_std(trained_fold, tmp_path):
+def test_multi_seed_mean_and_std(trained_fold, cardless_models, tmp_path):
     out = tmp_path / "outputs"
     src = run_paths(trained_fold.dataset, "loso", str(trained_fold.output_root))
     paths = run_paths(trained_fold.dataset, "loso", str(out))
@@ -104,7 +104,7 @@ def test_multi_seed_mean_and_std(trained_fold, tmp_path):
         shutil.copytree(src.checkpoint_dir(exp), paths.checkpoint_dir(seeded))
         paths.metadata_dir().mkdir(parents=True, exist_ok=True)
         shutil.copy(src.metadata_dir() / f"{exp}_latest.json", paths.metadata_dir() / f"{seeded}_latest.json")
-        add_ptq_exports(paths, trained_fold, prefix=f"tiny_seed{seed}")
+        add_ptq_exports(paths, trained_fold, cardless_models, prefix=f"tiny_seed{seed}")
     result = collect(paths, "--run_evaluation", "--seed_list", "1,2", "--exp_prefix_base", "tiny")
     assert sorted((r.seed, r.holdout) for r in result["runs"]) == [("1", "user01"), ("2", "user01")]
     results = paths.results_dir() / "tiny"

@@ -1,11 +1,9 @@
 """Evaluation: metrics against independent computations, and the three evaluation scripts on a tiny trained model
 (float and integer I/O), including their error messages."""
 import csv
-import functools
 import json
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,25 +42,6 @@ def independent_predictions(tflite_path, data_path, cfg, split="test"):
             out = (out - zero) * scale
         predictions.append(int(out.argmax()))
     return np.array(predictions), labels
-
-
-@functools.lru_cache(maxsize=None)
-def quantized_model(h5: str, config_path: str, data_path: str, mode: str) -> Path:
-    """The trained model converted with a tflite_export mode ('dynamic', 'int8_io', ...) into a temporary folder,
-    once per session; integer modes are calibrated on 32 training clips. No model card: callers pass the config."""
-    import tflite_export
-    from config import load_config
-    from model_functional import load_model
-    cfg = load_config(config_path)
-    keypoints, masks, _ = load_split(data_path, "train", cfg, max_samples=32).padded(cfg)
-    tflite_bytes = tflite_export.convert(load_model(h5, cfg), cfg, mode, representative_data=(keypoints, masks))
-    path = Path(tempfile.mkdtemp(prefix=f"signbart_{mode}_")) / f"model_{mode}.tflite"
-    path.write_bytes(tflite_bytes)
-    return path
-
-
-def int8_io_model(fold) -> Path:
-    return quantized_model(str(fold.h5), str(fold.config_path), str(fold.data_path), "int8_io")
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -138,9 +117,10 @@ def test_evaluate_single_agrees_with_independent_run(trained_fold, tmp_path):
         assert result["top1"] == pytest.approx(trained_fold.record["test"]["accuracy"], abs=1e-6)
 
 
-def test_integer_io_model_evaluates_correctly(trained_fold, tmp_path):
+def test_integer_io_model_evaluates_correctly(trained_fold, cardless_models):
+    """The int8_io export without its card (conftest): the evaluation passes the config."""
     from evaluation import evaluate_tflite, load_eval_set
-    path = int8_io_model(trained_fold)
+    path = cardless_models["int8_io"]
     clips = load_eval_set(trained_fold.data_path, "test", trained_fold.cfg)
     result = evaluate_tflite(path, clips)
     assert result["integer_io"] and result["inputs"][0]["dtype"] == "int8"
@@ -151,11 +131,11 @@ def test_integer_io_model_evaluates_correctly(trained_fold, tmp_path):
     assert metrics.agreement(result["predictions"], fp32["predictions"]) >= 0.8  # int8 keeps most decisions
 
 
-def test_compare_models_table_and_csv(trained_fold, tmp_path, capsys):
+def test_compare_models_table_and_csv(trained_fold, cardless_models, tmp_path, capsys):
     import test_tflite_models
     out = tmp_path / "compare.csv"
     rows = test_tflite_models.main(["--data_path", str(trained_fold.data_path), "--fp32_tflite",
-                                    str(trained_fold.tflite), "--tflite", f"INT8-IO={int8_io_model(trained_fold)}",
+                                    str(trained_fold.tflite), "--tflite", f"INT8-IO={cardless_models['int8_io']}",
                                     "--config_path", str(trained_fold.config_path), "--output_csv", str(out)])
     with open(out, newline="") as f:
         table = list(csv.DictReader(f))

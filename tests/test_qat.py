@@ -24,17 +24,6 @@ def dense_layer_paths(layer, prefix=""):
     return paths
 
 
-@pytest.fixture(scope="module")
-def qat_run(trained_fold, tmp_path_factory):
-    """Two QAT epochs of the trained demo fold through the CLI, validating on training signer user02."""
-    out = tmp_path_factory.mktemp("qat")
-    train_loso_functional_qat.main([
-        "--config_path", str(trained_fold.config_path), "--data_path", str(trained_fold.data_path),
-        "--checkpoint", str(trained_fold.h5), "--output_dir", str(out), "--qat_epochs", "2", "--batch_size", "8",
-        "--val_users", "user02", "--num_calibration_samples", "64", "--seed", "1"])
-    return out, json.loads((out / "qat_metadata.json").read_text())
-
-
 def test_every_dense_kernel_is_fake_quantized(trained_fold):
     fp32 = load_model(trained_fold.h5, trained_fold.cfg)
     expected = set(dense_layer_paths(fp32))
@@ -62,16 +51,16 @@ def test_qat_weights_round_trip_exactly(trained_fold, tmp_path):
     assert np.array_equal(model.predict(inputs, verbose=0), rebuilt.predict(inputs, verbose=0))
 
 
-def test_qat_run_validates_on_training_signers_and_records_the_run(qat_run):
-    _, record = qat_run
+def test_qat_run_validates_on_training_signers_and_records_the_run(qat_fold):
+    _, record = qat_fold
     assert record["val_users"] == ["user02"] and record["fit_users"] == ["user03", "user04"]
     assert record["fake_quant"] == {"dense_kernels": 19, "fake_quantized": 19}
     assert record["seed"] == 1 and record["epochs_run"] == 2 and record["monitor"] == "val_loss"
     assert record["test"]["samples"] == 30
 
 
-def test_qat_exports_are_integer_and_match_their_keras_models(qat_run):
-    out, _ = qat_run
+def test_qat_exports_are_integer_and_match_their_keras_models(qat_fold):
+    out, _ = qat_fold
     for name in train_loso_functional_qat.QAT_FILES.values():
         card = json.loads((out / name).with_suffix(".json").read_text())
         parity = card["parity"]  # the export rule: Keras's class on >= 95 % of the clips Keras decides

@@ -24,11 +24,10 @@ UNWANTED_OPS = {"FLEX", "CUSTOM", "CAST", "GATHER_ND"}
 
 
 @pytest.fixture(scope="module")
-def ptq_dir(trained_fold):
-    """All six modes of the trained demo fold, through the CLI with its default output folder."""
-    ptq_export.main(["--config_path", str(trained_fold.config_path), "--checkpoint", str(trained_fold.h5),
-                     "--modes", "all", "--num_calibration_samples", "64"])
-    return trained_fold.output_root / "demo" / "loso" / "exports" / "ptq" / "user01"
+def ptq_dir(ptq_exports):
+    """All six modes of the trained demo fold, through the CLI with its default output folder (conftest)."""
+    assert ptq_exports.parts[-5:] == ("demo", "loso", "exports", "ptq", "user01")  # the run tree's PTQ folder
+    return ptq_exports
 
 
 def tensor_dtypes(path) -> dict[str, int]:

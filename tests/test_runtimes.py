@@ -7,6 +7,7 @@ tests skip, except in CI (CI=true), where a missing side venv is a failure: .ci/
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,28 +39,22 @@ def oldest_runtime():
 
 
 @pytest.fixture(scope="module")
-def exports(trained_fold, tmp_path_factory):
-    """Every PTQ mode of the trained demo fold (30 held-out clips)."""
-    out = tmp_path_factory.mktemp("runtimes")
-    ptq_export.main(["--config_path", str(trained_fold.config_path),
-                     "--checkpoint", str(trained_fold.h5), "--modes", "all",
-                     "--num_calibration_samples", "64", "--output_dir", str(out)])
-    return out
+def exports(ptq_exports, tmp_path_factory):
+    """Every PTQ mode of the trained demo fold (30 held-out clips): a copy of the shared exports (conftest), whose
+    cards --update_cards may change."""
+    return Path(shutil.copytree(ptq_exports, tmp_path_factory.mktemp("runtimes") / "ptq"))
 
 
 @pytest.fixture(scope="module")
-def qat_exports(trained_fold, tmp_path_factory):
-    """qat_dynamic_int8 and qat_int8 of the demo fold (1 QAT epoch), written again by
+def qat_exports(qat_fold, trained_fold, tmp_path_factory):
+    """qat_dynamic_int8 and qat_int8 of the demo fold (a copy of the shared QAT run, conftest), written again by
     --export_only."""
-    out = tmp_path_factory.mktemp("runtimes_qat")
-    common = ["--config_path", str(trained_fold.config_path),
-              "--data_path", str(trained_fold.data_path), "--checkpoint", str(trained_fold.h5),
-              "--output_dir", str(out), "--num_calibration_samples", "64"]
-    train_loso_functional_qat.main(common + ["--qat_epochs", "1", "--batch_size", "8",
-                                             "--no_validation"])
+    out = Path(shutil.copytree(qat_fold[0], tmp_path_factory.mktemp("runtimes_qat") / "qat"))
     names = train_loso_functional_qat.QAT_FILES.values()
     first = {name: (out / name).stat().st_mtime_ns for name in names}
-    train_loso_functional_qat.main(common + ["--export_only"])
+    train_loso_functional_qat.main(["--config_path", str(trained_fold.config_path),
+                                    "--data_path", str(trained_fold.data_path), "--checkpoint", str(trained_fold.h5),
+                                    "--output_dir", str(out), "--num_calibration_samples", "64", "--export_only"])
     assert all((out / name).stat().st_mtime_ns > t for name, t in first.items())  # written again
     return out
 

@@ -121,20 +121,18 @@ def test_same_seed_gives_the_same_metrics(cli_run, loso_base, tiny_config_path, 
     assert again["test"] == record["test"]
 
 
-def test_resume_continues_from_the_last_epoch(loso_base, tiny_config_path, tmp_path):
-    settings = TrainSettings(experiment_name=EXP, config_path=str(tiny_config_path),
-                             data_path=str(loso_data_path(loso_base, HOLDOUT)), dataset_name="demo", run_type="loso",
-                             holdout_user=HOLDOUT, epochs=1, batch_size=8, output_root=str(tmp_path))
-    first = train(settings)
-    settings.epochs, settings.resume = 2, True
-    resumed = train(settings)
+def test_resume_continues_from_the_last_epoch(cli_run, loso_base, tiny_config_path, tmp_path):
+    """A finished run (a copy of the CLI's 2-epoch run) continued to 3 epochs trains the third epoch only."""
+    cli_paths, _, first = cli_run
+    shutil.copytree(cli_paths.root, tmp_path, dirs_exist_ok=True)
+    resumed = train(TrainSettings(experiment_name=EXP, config_path=str(tiny_config_path),
+                                  data_path=str(loso_data_path(loso_base, HOLDOUT)), dataset_name="demo",
+                                  run_type="loso", holdout_user=HOLDOUT, epochs=3, batch_size=8, resume=True,
+                                  output_root=str(tmp_path)))
     paths = run_paths("demo", "loso", str(tmp_path))
-    assert first["epochs_this_session"] == 1 and resumed["initial_epoch"] == 1
+    assert first["epochs_this_session"] == 2 and resumed["initial_epoch"] == 2
     assert resumed["epochs_this_session"] == 1
-    assert [row["epoch"] for row in history(paths)] == ["0", "1"]
-    assert "resuming after epoch 1" in paths.run_log(EXP).read_text()
-    state = json.loads((paths.checkpoint_dir(EXP) / "resume" / "state.json").read_text())
-    assert state["epoch"] == 2
+    assert [row["epoch"] for row in history(paths)] == ["0", "1", "2"]
 
 
 def test_resume_without_a_checkpoint_names_the_path(loso_base, tiny_config_path, tmp_path):
@@ -240,8 +238,10 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, t
                                                                                  str(tmp_path / "whole")))[-1]
 
 
-def test_failed_resume_keeps_the_record_of_the_successful_run(loso_base, tiny_config_path, tmp_path):
-    done = train(settings_for(loso_base, tiny_config_path, tmp_path, epochs=1))
+def test_failed_resume_keeps_the_record_of_the_successful_run(cli_run, loso_base, tiny_config_path, tmp_path):
+    """A --resume of a successful run (a copy of the CLI's run) with another config fails and changes no record."""
+    cli_paths, _, done = cli_run
+    shutil.copytree(cli_paths.root, tmp_path, dirs_exist_ok=True)
     paths = run_paths("demo", "loso", str(tmp_path))
     latest = paths.metadata_dir() / f"{EXP}_latest.json"
     summary = paths.checkpoint_dir(EXP) / "metadata.json"
@@ -249,7 +249,7 @@ def test_failed_resume_keeps_the_record_of_the_successful_run(loso_base, tiny_co
     other = tmp_path / "other.yaml"
     other.write_text(Path(tiny_config_path).read_text().replace("d_model: 32", "d_model: 16"))
     with pytest.raises(UserError, match="--resume: .* another config or seed"):
-        train(settings_for(loso_base, other, tmp_path, epochs=2, resume=True))
+        train(settings_for(loso_base, other, tmp_path, epochs=3, batch_size=8, resume=True))
     assert (latest.read_text(), summary.read_text()) == before and done["success"]
     records = sorted(paths.metadata_dir().glob(f"{EXP}_2*.json"))  # the success, then the failure
     assert [json.loads(r.read_text())["success"] for r in records] == [True, False]
