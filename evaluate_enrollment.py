@@ -44,7 +44,7 @@ from tqdm import tqdm
 from enrollment import (ModelKey, Params, build_prototypes, card_blocks, card_hands, describe, model_sha256,
                         params_from_card, score)
 from evaluation import EvalSet, csv_text, load_eval_set
-from recipes import DEFAULT_DATASET_NAME
+from recipes import DEFAULT_DATASET_NAME, EVERY_TRAINED_HOLDOUT
 from runs import (LOSO_MODEL_MODES, card_path, comma_list, loso_data_path, run_paths, sample_repetition)
 from tflite_runtime import PINNED_RUNTIME, RUNTIMES, TFLiteModel, check_card_matches, read_model_card, resolve_config
 from util import HelpFormatter, UserError, atomic_write_json, atomic_write_text, cli, git_commit
@@ -337,7 +337,7 @@ def parse_args(argv=None):
     ap.add_argument("--exp_prefix", default="", help="experiment prefix of the LOSO runs")
     ap.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME, help="dataset folder under the output root")
     ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
-    ap.add_argument("--holdouts", default="all",
+    ap.add_argument("--holdouts", default=EVERY_TRAINED_HOLDOUT,
                     help="comma list of held-out signers, or 'all': every trained fold of the prefix")
     ap.add_argument("--modes", default=DEFAULT_MODES, help=f"comma list of {list(LOSO_MODEL_MODES)}")
     ap.add_argument("--ks", default=DEFAULT_KS, help="comma list of enrollment clips per sign (k >= 1)")

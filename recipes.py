@@ -37,6 +37,7 @@ import sys
 from util import HelpFormatter, UserError, cli
 
 DEFAULT_HOLDOUTS = "user01,user08,user11"  # the reference's three held-out signers
+EVERY_TRAINED_HOLDOUT = "all"    # evaluate_enrollment.py: every trained fold of a prefix
 DEFAULT_SEED = 42
 DEFAULT_DATASET_NAME = "arabic_asl"
 SETTINGS = ("epochs", "lr", "batch_size", "weight_decay", "schedule", "warmup_epochs", "min_lr",

@@ -28,6 +28,7 @@ TRAINING_RECORD = {  # what the results use of a training record (main_functiona
     "model_parameters": int, "rest_hand_cutoff": NUMBER, "dominant_hand_ratio": NUMBER,
     "train_users": ListOf(str),
     "test": {"samples": int, "accuracy": NUMBER, "top5_accuracy": NUMBER, "loss": NUMBER},
+    "training": {"epochs": int, "batch_size": int, "lr": NUMBER},   # the recipe, in newer records
 }
 KERAS_TEST = ("samples", "accuracy", "top5_accuracy", "loss")  # the record's test result, if whole
 
@@ -35,8 +36,12 @@ KERAS_TEST = ("samples", "accuracy", "top5_accuracy", "loss")  # the record's te
 def read_training_record(path, required=()) -> dict:
     """training_metadata/<exp>.json with TRAINING_RECORD's JSON types (and the `required` keys): a
     record of the wrong type is one UserError naming the file, not a traceback in the middle of a
-    table."""
-    return check_fields(read_json(path, "training metadata"), TRAINING_RECORD, str(path), required)
+    table. The recipe is read from either record shape (runs.recorded_recipe) and returned at the
+    top level too (epochs, batch_size, learning_rate), so readers need not know the shape."""
+    record = check_fields(read_json(path, "training metadata"), TRAINING_RECORD, str(path))
+    recipe = recorded_recipe(record)
+    flat = {old: recipe[key] for key, old in RECORD_RECIPE_KEYS.items() if recipe.get(key) is not None}
+    return check_fields(record | flat, {}, str(path), required)
 
 
 # ----------------------------------------------------------------------------------------------- model_info.csv
