@@ -164,7 +164,10 @@ class TFLiteModel:
         outputs = self.interpreter.get_output_details()
         by_name = {d["name"]: d for d in outputs}
         self.output = by_name.get(OUTPUT_NAME, outputs[0])
-        self.embedding_output = by_name.get(EMBEDDING_NAME)
+        # by name, else by index: the export puts the embedding at output 1 (some runtimes, e.g. TFLite
+        # 2.17, report the tensors under their graph names, not the signature's)
+        self.embedding_output = by_name.get(EMBEDDING_NAME) or (
+            outputs[OUTPUT_NAMES.index(EMBEDDING_NAME)] if len(outputs) == len(OUTPUT_NAMES) else None)
 
     @property
     def integer_io(self) -> bool:

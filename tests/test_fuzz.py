@@ -72,6 +72,19 @@ def load(kind, path):
         dataset.load_split(path, "all", CFG)
 
 
+def peak_mb():
+    """This process's own peak resident memory (VmHWM starts afresh at exec; ru_maxrss would carry
+    the forking pytest process's peak over, since rusage survives execve)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 for line in sys.stdin:
     job = json.loads(line)
     try:
@@ -82,7 +95,7 @@ for line in sys.stdin:
     except Exception as e:
         result = {"outcome": "crash", "type": type(e).__name__,
                   "message": "".join(traceback.format_exception(e))[-3000:]}
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mb"] = peak_mb()
     print(json.dumps(result), flush=True)
 '''
 
