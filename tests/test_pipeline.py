@@ -48,6 +48,20 @@ def interrupt_during_training(env: dict, state_file: Path) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=60)
     stop(proc)
+    wait_for_group_to_end(proc.pid)
+
+
+def wait_for_group_to_end(pgid: int, timeout: float = 60) -> None:
+    """The shell ends at once; the training it started ends its epoch and releases the run folder's
+    lock first: the re-run must not start before (it would be refused as a second run)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.killpg(pgid, signal.SIGKILL)
 
 
 @background_fixture
