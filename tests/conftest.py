@@ -6,6 +6,7 @@ Background fixtures (@background_fixture): the whole-script runs (the shell pipe
 this process idle, so they start in one background thread when the session starts and run while the other tests
 use this process; the test modules that wait for them run last. Their work is only subprocesses and files of
 their own, so the order in which things finish changes no result."""
+import json
 import os
 import shutil
 import signal
@@ -66,27 +67,59 @@ def shared_data():
     return SHARED_DATA
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... under pytest -n N (pytest-xdist); else None
+
+
+def made_once(tmp_path_factory, name: str, make) -> dict:
+    """make(folder) -> a JSON-able dict, run once per test run. Alone, in a folder of this session; under
+    pytest-xdist, in a folder that every worker sees: the first worker that needs it makes it while the others
+    wait on a file lock, then they read its result (nothing is made twice, whichever worker gets there first)."""
+    if WORKER is None:
+        return make(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+    root = tmp_path_factory.getbasetemp().parent / "made_once"  # the run's folder, above each worker's own
+    root.mkdir(exist_ok=True)
+    done = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            folder = root / name
+            if folder.exists():  # a worker that failed making it: start again
+                shutil.rmtree(folder)
+            folder.mkdir()
+            done.write_text(json.dumps(make(folder)))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def trained_fold(demo_root, tiny_config_path, tmp_path_factory):
     """A tiny model trained for 8 epochs on one LOSO fold of the demo data (holdout user01), with its FP32 export.
 
     Fields: config_path, cfg, base_data_path, data_path (the LOSO fold), holdout, dataset, output_root,
     checkpoint_dir, h5, tflite, record (training metadata)."""
-    import fix_loso
-    from main_functional import TrainSettings, train
-    from runs import loso_data_path, loso_experiment_name, run_paths
-    fix_loso.main(["--base_root", str(demo_root), "--holdouts", "user01"])
-    out = tmp_path_factory.mktemp("outputs")
-    exp = loso_experiment_name("demo", "user01")
-    record = train(TrainSettings(experiment_name=exp, config_path=str(tiny_config_path),
-                                 data_path=str(loso_data_path(demo_root, "user01")), dataset_name="demo",
-                                 run_type="loso", holdout_user="user01", epochs=8, lr=3e-3, batch_size=8, seed=42,
-                                 output_root=str(out)))
-    ckpt = run_paths("demo", "loso", str(out)).checkpoint_dir(exp)
-    return SimpleNamespace(config_path=tiny_config_path, cfg=load_config(tiny_config_path), base_data_path=demo_root,
-                           data_path=loso_data_path(demo_root, "user01"), holdout="user01", dataset="demo",
-                           output_root=out, checkpoint_dir=ckpt, h5=ckpt / "final_model.h5",
-                           tflite=ckpt / "final_model_fp32.tflite", record=record)
+    def make(folder: Path) -> dict:
+        import fix_loso
+        from main_functional import TrainSettings, train
+        from runs import loso_data_path, loso_experiment_name, run_paths
+        data = folder / "demo-65kpts"
+        shutil.copytree(demo_root, data)
+        config = Path(shutil.copy(tiny_config_path, folder / tiny_config_path.name))
+        fix_loso.main(["--base_root", str(data), "--holdouts", "user01"])
+        out = folder / "outputs"
+        exp = loso_experiment_name("demo", "user01")
+        record = train(TrainSettings(experiment_name=exp, config_path=str(config),
+                                     data_path=str(loso_data_path(data, "user01")), dataset_name="demo",
+                                     run_type="loso", holdout_user="user01", epochs=8, lr=3e-3, batch_size=8,
+                                     seed=42, output_root=str(out)))
+        ckpt = run_paths("demo", "loso", str(out)).checkpoint_dir(exp)
+        return {"config_path": str(config), "base_data_path": str(data),
+                "data_path": str(loso_data_path(data, "user01")), "output_root": str(out),
+                "checkpoint_dir": str(ckpt), "record": json.loads(json.dumps(record, default=str))}
+
+    made = made_once(tmp_path_factory, "trained_fold", make)
+    paths = {k: Path(v) for k, v in made.items() if k != "record"}
+    ckpt = paths["checkpoint_dir"]
+    return SimpleNamespace(**paths, cfg=load_config(paths["config_path"]), holdout="user01", dataset="demo",
+                           h5=ckpt / "final_model.h5", tflite=ckpt / "final_model_fp32.tflite", record=made["record"])
 
 
 @pytest.fixture(scope="session")
@@ -94,13 +127,15 @@ def ptq_exports(trained_fold, tmp_path_factory) -> Path:
     """Every PTQ mode of the trained fold (32 calibration clips, seed 42), exported once per session by ptq_export.py's
     CLI into its default folder: exports/ptq/user01 of the run tree holding the checkpoint. The checkpoint is a copy
     of the fold's output tree, so trained_fold.output_root stays as training left it. Returns that folder."""
-    import ptq_export
-    root = tmp_path_factory.mktemp("ptq_outputs")
-    shutil.copytree(trained_fold.output_root, root, dirs_exist_ok=True)
-    checkpoint = root / trained_fold.h5.relative_to(trained_fold.output_root)
-    ptq_export.main(["--config_path", str(trained_fold.config_path), "--checkpoint", str(checkpoint),
-                     "--modes", "all", "--num_calibration_samples", "32"])
-    return root / "demo" / "loso" / "exports" / "ptq" / "user01"
+    def make(root: Path) -> dict:
+        import ptq_export
+        shutil.copytree(trained_fold.output_root, root, dirs_exist_ok=True)
+        checkpoint = root / trained_fold.h5.relative_to(trained_fold.output_root)
+        ptq_export.main(["--config_path", str(trained_fold.config_path), "--checkpoint", str(checkpoint),
+                         "--modes", "all", "--num_calibration_samples", "32"])
+        return {"folder": str(root / "demo" / "loso" / "exports" / "ptq" / "user01")}
+
+    return Path(made_once(tmp_path_factory, "ptq_outputs", make)["folder"])
 
 
 @pytest.fixture(scope="session")
@@ -115,13 +150,15 @@ def cardless_models(ptq_exports, tmp_path_factory) -> dict:
 def qat_fold(trained_fold, tmp_path_factory):
     """Two QAT epochs of the trained fold through train_loso_functional_qat.py's CLI, validating on training signer
     user02, with its qat_dynamic_int8 and qat_int8 exports: (output folder, qat_metadata.json)."""
-    import json
-    import train_loso_functional_qat
-    out = tmp_path_factory.mktemp("qat")
-    train_loso_functional_qat.main([
-        "--config_path", str(trained_fold.config_path), "--data_path", str(trained_fold.data_path),
-        "--checkpoint", str(trained_fold.h5), "--output_dir", str(out), "--qat_epochs", "2", "--batch_size", "8",
-        "--val_users", "user02", "--num_calibration_samples", "64", "--seed", "1"])
+    def make(out: Path) -> dict:
+        import train_loso_functional_qat
+        train_loso_functional_qat.main([
+            "--config_path", str(trained_fold.config_path), "--data_path", str(trained_fold.data_path),
+            "--checkpoint", str(trained_fold.h5), "--output_dir", str(out), "--qat_epochs", "2",
+            "--batch_size", "8", "--val_users", "user02", "--num_calibration_samples", "64", "--seed", "1"])
+        return {"folder": str(out)}
+
+    out = Path(made_once(tmp_path_factory, "qat", make)["folder"])
     return out, json.loads((out / "qat_metadata.json").read_text())
 
 
@@ -139,7 +176,10 @@ def background_fixture(func):
     BACKGROUND[func.__name__] = func
 
     @pytest.fixture(scope="session", name=func.__name__)
-    def wait_for_it(_background_jobs):
+    def wait_for_it(request, _background_jobs):
+        if WORKER is not None:  # under pytest-xdist the other workers are the parallel work: run it now
+            arguments = func.__code__.co_varnames[:func.__code__.co_argcount]
+            return func(**{arg: request.getfixturevalue(arg) for arg in arguments})
         return _background_jobs[func.__name__].result()
 
     wait_for_it.__doc__ = func.__doc__
@@ -183,12 +223,21 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def pytest_collection_modifyitems(items):
-    """The test modules that wait for background work run after the others (a stable sort: the order stays
-    the same within each group)."""
+    """Alone, the test modules that wait for background work run after the others; under pytest-xdist
+    (whole files per worker, --dist loadfile) they and the other long files run first, so that the last files
+    handed out are short ones. A stable sort: the order stays the same within each group."""
     def waits(item) -> bool:
         return any(name in BACKGROUND for name in getattr(item, "fixturenames", ()))
     modules = {item.path for item in items if waits(item)}
-    items.sort(key=lambda item: item.path in modules)
+    if WORKER is None:
+        items.sort(key=lambda item: item.path in modules)
+    else:
+        items.sort(key=lambda item: (item.path not in modules, item.path.name not in LONG_FILES))
+
+
+# The files that take longest (a minute or more of their own on a 2-core machine), handed out first under xdist.
+LONG_FILES = {"test_reliability_runs.py", "test_training.py", "test_bench.py", "test_qat.py", "test_runtimes.py",
+              "test_collect_results.py", "test_app_contract.py", "test_enrollment.py"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -198,6 +247,8 @@ def _background_jobs(request):
     order = []
     for item in request.session.items:
         order += [name for name in item.fixturenames if name in BACKGROUND and name not in order]
+    if WORKER is not None:
+        order = []  # each worker runs what its files need when they need it (wait_for_it)
     jobs = {name: Future() for name in order}
     calls = []
     for name in order:  # the fixtures they take are set up here, in the main thread
