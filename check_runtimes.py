@@ -130,24 +130,42 @@ def write_clips(model: Path, args, folder: Path, cache: dict):
 
 
 # ------------------------------------------------------------------------------------ running
-def run_worker(name: str, model: Path, clips_path: Path, out: Path, timeout: float) -> dict:
-    """Run the model in one runtime (a subprocess); the worker's result, or why there is none."""
+def run_workers(name: str, jobs: list[tuple[Path, Path, Path]], timeout: float) -> list[dict]:
+    """Run models in one runtime: jobs are (model, clips .npz, output .npz). One worker process runs
+    them in order (the runtime is imported once); when it dies or times out, the model it was on gets
+    that as its result and a new worker takes the rest. Each model has `timeout` seconds."""
     interpreter = RUNTIMES[name][0]
-    cmd = [runtime_python(name), str(WORKER), "--interpreter", interpreter, "--model", str(model),
-           "--clips", str(clips_path), "--output", str(out)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
-    except subprocess.TimeoutExpired:
-        return {"stage": "timeout", "error": f"no result within {timeout:.0f} s", "runtime": name}
-    if out.exists():
-        with np.load(out) as result:
-            return {k: result[k].item() if result[k].ndim == 0 else result[k] for k in result.files}
-    stderr = [line for line in proc.stderr.splitlines() if line.strip()]
-    why = f"crashed (exit code {proc.returncode})"
-    if stderr:
-        why += f": {stderr[-1].strip()[:200]}"
-    return {"stage": "crash", "error": why, "runtime": name}
+    results, pending = {}, list(jobs)
+    while pending:
+        cmd = [runtime_python(name), str(WORKER), "--interpreter", interpreter]
+        for model, clips_path, out in pending:
+            cmd += ["--job", str(model), str(clips_path), str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * len(pending),
+                                  env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
+            why = f"crashed (exit code {proc.returncode})"
+            stderr = [line for line in proc.stderr.splitlines() if line.strip()]
+            if stderr:
+                why += f": {stderr[-1].strip()[:200]}"
+            failure = {"stage": "crash", "error": why, "runtime": name}
+        except subprocess.TimeoutExpired:
+            failure = {"stage": "timeout", "error": f"no result within {timeout:.0f} s", "runtime": name}
+        for job in pending:
+            if job[2].exists():
+                with np.load(job[2]) as result:
+                    results[job] = {k: result[k].item() if result[k].ndim == 0 else result[k]
+                                    for k in result.files}
+        rest = [job for job in pending if job not in results]
+        if rest:  # the worker ended on rest[0]
+            results[rest[0]] = failure
+            rest = rest[1:]
+        pending = rest
+    return [results[job] for job in jobs]
+
+
+def run_worker(name: str, model: Path, clips_path: Path, out: Path, timeout: float) -> dict:
+    """Run one model in one runtime (a subprocess); the worker's result, or why there is none."""
+    return run_workers(name, [(model, clips_path, out)], timeout)[0]
 
 
 STATUS = {"ok": "ok", "load": "does not load", "run": "does not run", "crash": "crashes",
@@ -191,20 +209,24 @@ def embedding_agrees(mode: str, result: dict, reference: dict, row: dict) -> boo
     return cosine >= RUNTIME_MIN_EMBEDDING_COSINE and (bound is None or diff <= bound)
 
 
-def check_model(model: Path, names: list[str], args, folder: Path,
-                cache: dict) -> tuple[list[dict], int]:
-    """Every runtime for one model, pinned first (the others are compared with it); returns
+def check_models(models: list[Path], names: list[str], args, folder: Path) -> list[tuple[list[dict], int]]:
+    """Every runtime for every model, pinned first (the others are compared with it); per model,
     (rows, number of clips)."""
-    clips_path, targets = write_clips(model, args, folder, cache)
-    mode = read_model_card(model).get("mode", "unknown")
-    results = {name: run_worker(name, model, clips_path, folder / f"{model.stem}_{name}.npz",
-                                args.timeout)
+    cache = {}
+    clips = [write_clips(model, args, folder, cache) for model in models]
+    results = {name: run_workers(name, [(model, path, folder / f"{i}_{model.stem}_{name}.npz")
+                                        for i, (model, (path, _)) in enumerate(zip(models, clips))],
+                                 args.timeout)
                for name in names}
-    reference = results[PINNED_RUNTIME]
-    rows = [{"model": str(model), "mode": mode}
-            | compare(mode, name, results[name], reference, targets) for name in names]
-    rows[0]["passed"] = reference["stage"] == "ok"
-    return rows, len(targets)
+    checked = []
+    for i, (model, (_, targets)) in enumerate(zip(models, clips)):
+        mode = read_model_card(model).get("mode", "unknown")
+        reference = results[PINNED_RUNTIME][i]
+        rows = [{"model": str(model), "mode": mode}
+                | compare(mode, name, results[name][i], reference, targets) for name in names]
+        rows[0]["passed"] = reference["stage"] == "ok"
+        checked.append((rows, len(targets)))
+    return checked
 
 
 # ------------------------------------------------------------------------------------- output
@@ -259,10 +281,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     names = selected_runtimes(args.runtimes)
     models = find_models(args.models)
-    rows, cache = [], {}
+    rows = []
     with tempfile.TemporaryDirectory(prefix="check_runtimes_") as tmp:
-        for model in models:
-            model_rows, clips = check_model(model, names, args, Path(tmp), cache)
+        for model, (model_rows, clips) in zip(models, check_models(models, names, args, Path(tmp))):
             for row in model_rows:
                 if row["status"] != "ok":
                     print(f"{model.name} in {row['runtime_version']}: {row['status']}: "

@@ -5,23 +5,30 @@ It needs only numpy and an interpreter: the pinned ai-edge-litert (`--interprete
 `tf.lite.Interpreter` of whatever TensorFlow the running Python has (`--interpreter tensorflow`),
 e.g. the side venvs that `bash setup_env.sh --runtimes` creates with the older TensorFlow Lite
 releases that mobile apps ship. It imports only tflite_runtime (numpy + the interpreter) and runs
-(numpy), never the TensorFlow 2.19 modules of the project. check_runtimes.py starts it once per
-model and runtime, so a runtime that aborts on a model (some old kernels do) ends only this process.
+(numpy), never the TensorFlow 2.19 modules of the project. check_runtimes.py starts one per runtime
+for all its models (`--job` once per model: the runtime is imported once), in order; a runtime that
+aborts on a model (some old kernels do) ends only this process, and check_runtimes.py starts another
+for the models after it.
 
     .venv-tflite-2.12/bin/python tflite_worker.py --interpreter tensorflow \\
         --model model_int8.tflite --clips clips.npz --output logits.npz
+    .venv-tflite-2.12/bin/python tflite_worker.py --interpreter tensorflow \\
+        --job a.tflite clips.npz a.npz --job b.tflite clips.npz b.npz
 
 --clips: an .npz with `keypoints` (N, T, K, 2) and `attention_mask` (N, T) float32 (padded clips as
 the app feeds them). --output: an .npz with `runtime` ("<package> <version>"), `stage` ("ok", "load"
 or "run"), `error` (the interpreter's first message line, "" when ok), `logits` (N, C) float32,
 `embedding` (N, D) float32 (the model's second output; (N, 0) for a model without one) and
 `invoke_seconds` (N,). Exit code 0 when the model ran, 1 when it failed to load or run (the output
-still says why), 2 on bad arguments.
+still says why), 2 on bad arguments. With --job, each output is written (atomically) as soon as its
+model is done, and the exit code is 1 when any of them failed.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -34,12 +41,20 @@ def parse_args(argv=None):
     ap.add_argument("--interpreter", choices=INTERPRETERS, default="litert",
                     help="litert: ai_edge_litert.interpreter; tensorflow: tf.lite.Interpreter "
                          "(default: litert)")
-    ap.add_argument("--model", required=True, help="the .tflite file")
-    ap.add_argument("--clips", required=True,
-                    help=".npz with keypoints (N, T, K, 2) and attention_mask (N, T)")
-    ap.add_argument("--output", required=True, help=".npz to write (see above)")
+    ap.add_argument("--model", help="the .tflite file")
+    ap.add_argument("--clips", help=".npz with keypoints (N, T, K, 2) and attention_mask (N, T)")
+    ap.add_argument("--output", help=".npz to write (see above)")
+    ap.add_argument("--job", nargs=3, action="append", default=[], metavar=("MODEL", "CLIPS", "OUTPUT"),
+                    help="one model to run, in order (repeat; instead of --model/--clips/--output)")
     ap.add_argument("--num_threads", type=int, default=1, help="interpreter threads (default: 1)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    single = [args.model, args.clips, args.output]
+    if any(single) and not all(single):
+        ap.error("--model, --clips and --output go together")
+    args.jobs = args.job + ([single] if all(single) else [])
+    if not args.jobs:
+        ap.error("name a model: --model/--clips/--output or --job")
+    return args
 
 
 def runtime_version(interpreter: str) -> str:
@@ -56,16 +71,16 @@ def first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def run(args) -> dict:
-    """Load and run the model; the result dict is what goes into --output."""
+def run(args, model_path: str, clips_path: str) -> dict:
+    """Load and run the model; the result dict is what goes into its output."""
     from tflite_runtime import TFLiteModel
-    clips = np.load(args.clips)
+    clips = np.load(clips_path)
     keypoints, masks = clips["keypoints"], clips["attention_mask"]
     result = {"runtime": runtime_version(args.interpreter), "stage": "load", "error": "",
               "logits": np.zeros((0, 0), np.float32), "embedding": np.zeros((0, 0), np.float32),
               "invoke_seconds": np.zeros(0)}
     try:
-        model = TFLiteModel(args.model, num_threads=args.num_threads, interpreter=args.interpreter)
+        model = TFLiteModel(model_path, num_threads=args.num_threads, interpreter=args.interpreter)
     except Exception as e:  # noqa: BLE001 - any interpreter failure is the answer we report
         return result | {"error": first_line(e)}
     try:
@@ -79,15 +94,25 @@ def run(args) -> dict:
                      "embedding": embedding.astype(np.float32), "invoke_seconds": seconds}
 
 
+def save(path: str, result: dict) -> None:
+    """np.savez to a temporary name, then renamed: an output that exists is complete (the caller reads
+    a missing output as the model this worker was running when it died)."""
+    tmp = Path(path).with_name(Path(path).name + ".part.npz")
+    np.savez(tmp, **result)
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    np.savez(args.output, **result)
-    if result["stage"] != "ok":
-        print(f"{args.model}: {result['stage']} failed in {result['runtime']}: {result['error']}",
-              file=sys.stderr)
-        return 1
-    return 0
+    failed = 0
+    for model, clips, output in args.jobs:
+        result = run(args, model, clips)
+        save(output, result)
+        if result["stage"] != "ok":
+            failed += 1
+            print(f"{model}: {result['stage']} failed in {result['runtime']}: {result['error']}",
+                  file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -76,11 +76,12 @@ def made_once(tmp_path_factory, name: str, make) -> dict:
     wait on a file lock, then they read its result (nothing is made twice, whichever worker gets there first)."""
     if WORKER is None:
         return make(tmp_path_factory.mktemp(name))
-    from filelock import FileLock
+    import fcntl
     root = tmp_path_factory.getbasetemp().parent / "made_once"  # the run's folder, above each worker's own
     root.mkdir(exist_ok=True)
     done = root / f"{name}.json"
-    with FileLock(str(root / f"{name}.lock")):
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its worker dies
         if not done.exists():
             folder = root / name
             if folder.exists():  # a worker that failed making it: start again

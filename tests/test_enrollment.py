@@ -198,12 +198,10 @@ def test_params_come_from_the_card():
 
 # ----------------------------------------------------------------------------------------------- exports
 @pytest.fixture(scope="module")
-def exports(trained_fold, tmp_path_factory) -> dict:
-    """{mode: .tflite path}: every PTQ mode of the trained demo fold (calibration: 32 clips, seed 42)."""
-    from ptq_export import PTQ_FILES, run_ptq
-    out = tmp_path_factory.mktemp("enroll_exports")
-    run_ptq(str(trained_fold.config_path), str(trained_fold.h5), "", out, list(PTQ_FILES), 32, 42, log=lambda m: None)
-    return {mode: out / name for mode, name in PTQ_FILES.items()}
+def exports(ptq_exports) -> dict:
+    """{mode: .tflite path}: every PTQ mode of the trained demo fold (the shared exports, conftest; read only)."""
+    from ptq_export import PTQ_FILES
+    return {mode: ptq_exports / name for mode, name in PTQ_FILES.items()}
 
 
 @pytest.fixture(scope="module")

@@ -47,17 +47,17 @@ def fails_with(main, argv, capsys) -> str:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 @pytest.fixture(scope="module")
-def loso_tree(trained_fold, tmp_path_factory):
-    """outputs/demo/loso/ of the trained fold: its FP32 export in checkpoints/demo_LOSO_user01/, a PTQ int8
-    export in exports/ptq/user01/ (user02 has nothing)."""
-    from ptq_export import run_ptq
+def loso_tree(trained_fold, ptq_exports, tmp_path_factory):
+    """outputs/demo/loso/ of the trained fold: its FP32 export in checkpoints/demo_LOSO_user01/, its PTQ int8
+    export (the shared one, conftest) in exports/ptq/user01/ (user02 has nothing)."""
+    from ptq_export import PTQ_FILES
     paths = run_paths("demo", "loso", str(tmp_path_factory.mktemp("enroll_eval") / "outputs"))
     checkpoint = paths.checkpoint_dir(loso_experiment_name("demo", "user01"))
-    checkpoint.mkdir(parents=True)
-    for f in (trained_fold.tflite, card_path(trained_fold.tflite)):
-        shutil.copy(f, checkpoint / f.name)
-    run_ptq(str(trained_fold.config_path), str(trained_fold.h5), "", paths.export_dir("ptq", "", "user01"), ["int8"],
-            32, 42, log=lambda m: None)
+    ptq = paths.export_dir("ptq", "", "user01")
+    for folder, model in ((checkpoint, trained_fold.tflite), (ptq, ptq_exports / PTQ_FILES["int8"])):
+        folder.mkdir(parents=True)
+        for f in (model, card_path(model)):
+            shutil.copy(f, folder / f.name)
     return paths
 
 

@@ -72,6 +72,31 @@ def test_worker_reports_a_model_that_does_not_load(tmp_path):
     assert "bad.tflite" in result["error"].item()
 
 
+FAKE_WORKER = """
+import sys, numpy as np
+jobs = [sys.argv[i + 1:i + 4] for i, word in enumerate(sys.argv) if word == "--job"]
+for model, clips, output in jobs:
+    if "crash" in model:
+        sys.exit(134)  # as an interpreter's abort() ends the process: no output for this model
+    np.savez(output, runtime="fake 1.0", stage="ok", error="", logits=np.zeros((1, 2), np.float32),
+             embedding=np.zeros((1, 0), np.float32), invoke_seconds=np.zeros(1))
+"""
+
+
+def test_one_worker_runs_every_model_and_a_crash_costs_only_its_model(monkeypatch, tmp_path):
+    """One worker process per runtime runs the models in order; when it dies on one, that model is
+    reported as crashed and a new worker runs the models after it."""
+    worker = tmp_path / "fake_worker.py"
+    worker.write_text(FAKE_WORKER)
+    monkeypatch.setattr(check_runtimes, "WORKER", worker)
+    jobs = [(tmp_path / f"{name}.tflite", tmp_path / "clips.npz", tmp_path / f"{name}.npz")
+            for name in ("a", "b_crash", "c", "d_crash")]
+    results = check_runtimes.run_workers(check_runtimes.PINNED_RUNTIME, jobs, timeout=60)
+    assert [r["stage"] for r in results] == ["ok", "crash", "ok", "crash"]
+    assert results[1]["error"] == "crashed (exit code 134)"
+    assert results[0]["runtime"] == "fake 1.0"
+
+
 def test_missing_side_venv_is_one_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(RUNTIMES, "tflite-0.1", ("tensorflow", ".venv-tflite-0.1/bin/python"))
     with pytest.raises(SystemExit) as exit_info:
