@@ -29,7 +29,7 @@ import numpy as np
 import common  # noqa: F401  (makes the repo's modules importable)
 from metrics import latency_summary
 from util import UserError, cli
-from tflite_runtime import TFLiteModel
+from model_runtime import open_model
 
 STATUS = Path("/proc/self/status")
 
@@ -69,7 +69,7 @@ def time_model(model_path, keypoints: np.ndarray, masks: np.ndarray, warmup: int
     """Load the model, invoke every clip `repeats` times after `warmup` invokes; latency and memory figures."""
     before = memory_mb()["rss"]
     peak_reset = reset_peak_memory()
-    model = TFLiteModel(model_path, num_threads=num_threads)
+    model = open_model(model_path, num_threads=num_threads)
     for i in range(warmup):
         model.run(keypoints[i % len(keypoints)][None], masks[i % len(masks)][None])
     seconds = np.concatenate([model.predict(keypoints, masks)[1] for _ in range(repeats)])
