@@ -682,7 +682,8 @@ def run_loso_batch(args, kind: str, what: str, job) -> int:
 
 # ---------------------------------------------------------------------------------- shell interface
 def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdouts: list[str],
-                   full_exp_name: str = "", ptq_modes: list[str] = ()) -> dict[str, str]:
+                   full_exp_name: str = "", ptq_modes: list[str] = (),
+                   onnx_modes: list[str] = ()) -> dict[str, str]:
     """Every path and file name run_end_to_end_pipeline.sh needs, by shell variable name. Per
     holdout U: LOSO_EXP_U, LOSO_CKPT_U (checkpoint folder), LOSO_RECORD_U (latest record)."""
     loso, full = run_paths(dataset, "loso", output_root), run_paths(dataset, "full", output_root)
@@ -705,6 +706,7 @@ def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdo
         "PTQ_MODEL": PTQ_FILES["dynamic"], "QAT_MODEL": QAT_FILES["dynamic"],
         "QAT_METADATA": QAT_METADATA,
         "PTQ_CARDS": " ".join(card_path(PTQ_FILES[m]).name for m in ptq_modes),
+        "ONNX_CARDS": " ".join(card_path(ONNX_FILES[f"onnx-{m}"]).name for m in onnx_modes),
     }
     for user in holdouts:
         exp = loso_experiment_name(dataset, user, exp_prefix)
@@ -729,6 +731,8 @@ def main(argv=None) -> int:
                        help="full-dataset experiment ('': <dataset>_full)")
     paths.add_argument("--ptq_modes", default="",
                        help="comma list of PTQ modes whose model cards mark PTQ done")
+    paths.add_argument("--onnx_modes", default="",
+                       help="comma list of ONNX modes whose cards also mark PTQ done ('': none)")
     variant = sub.add_parser("variant_prefix", formatter_class=HelpFormatter,
                              help="a keypoint variant's experiment prefix (variant_prefix)")
     variant.add_argument("variant", help="keypoint variant, e.g. 65kpts or 42kpts-hands")
@@ -750,7 +754,8 @@ def main(argv=None) -> int:
         return 0
     values = pipeline_paths(args.output_root or None, args.dataset_name, args.exp_prefix,
                             comma_list(args.holdouts), args.full_exp_name,
-                            comma_list(args.ptq_modes))
+                            comma_list(args.ptq_modes),
+                            parse_onnx_modes(args.onnx_modes) if args.onnx_modes.strip() else [])
     for name, value in values.items():
         print(f"{name}={value}")
     return 0
