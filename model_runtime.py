@@ -25,6 +25,8 @@ def is_onnx(model_path) -> bool:
 def open_model(model_path, num_threads: int = 1):
     """A loaded model (TFLiteModel or onnx_runtime.ONNXModel) for a .tflite or .onnx path."""
     if is_onnx(model_path):
-        from onnx_runtime import ONNXModel  # here: onnxruntime is only imported for a .onnx
+        from onnx_runtime import (
+            ONNXModel,  # here: onnxruntime is only imported for a .onnx
+        )
         return ONNXModel(model_path, num_threads=num_threads)
     return TFLiteModel(model_path, num_threads=num_threads)

@@ -40,11 +40,29 @@ from model_functional import embedding_model
 from onnx_runtime import ONNXModel, first_line, runtime_version
 from preprocessing import MAX_FRAMES
 from runs import ONNX_FILES, card_path, remove_path
-from tflite_export import ParityFailed, check_parity, model_card, parity_expectation, parity_line
-from tflite_runtime import (EMBEDDING_NAME, INPUT_NAMES, OUTPUT_NAME, OUTPUT_NAMES, PARITY_MIN_AGREEMENT,
-                            PARITY_TOLERANCE)
-from util import RunFailed, UserError, atomic_write_bytes, atomic_write_json, atomic_write_text
 from tf_env import keras, quiet_native, tf
+from tflite_export import (
+    ParityFailed,
+    check_parity,
+    model_card,
+    parity_expectation,
+    parity_line,
+)
+from tflite_runtime import (
+    EMBEDDING_NAME,
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    OUTPUT_NAMES,
+    PARITY_MIN_AGREEMENT,
+    PARITY_TOLERANCE,
+)
+from util import (
+    RunFailed,
+    UserError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 
 OPSET = 17
 ONNX_MODES = tuple(m.removeprefix("onnx-") for m in ONNX_FILES)  # fp32, int8

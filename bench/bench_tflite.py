@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         if args.models:
             paths = [require_file(m, "--models file") for m in comma_list(args.models)]
-            models = [(path.stem, path) for path in paths]
+            models = [(path.name if path.suffix == ".onnx" else path.stem, path) for path in paths]
         else:
             models = convert_models(args, cfg, calibration, folder)
         clips_file = Path(tmp) / "clips.npz"

@@ -103,6 +103,7 @@ def test_an_unconverted_op_fails_the_export_in_one_line():
     """What tf2onnx 1.17 does to TF 2.19's exact GELU without onnx_convert's handler: an Erfc node, "converted"."""
     import onnx
     from onnx import TensorProto, helper
+
     from onnx_convert import load_checked, undefined_ops
     from util import RunFailed, one_line
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
@@ -144,7 +145,13 @@ def test_a_failed_check_keeps_no_file(onnx_fold, trained_fold, tmp_path, monkeyp
 
 
 def test_the_run_tree_names_the_onnx_files():
-    from runs import LOSO_MODEL_MODES, ONNX_FILES, parse_onnx_modes, prototypes_path, run_paths
+    from runs import (
+        LOSO_MODEL_MODES,
+        ONNX_FILES,
+        parse_onnx_modes,
+        prototypes_path,
+        run_paths,
+    )
     from util import UserError
     assert set(ONNX_FILES) <= set(LOSO_MODEL_MODES)
     paths = run_paths("demo", "loso", "out")
