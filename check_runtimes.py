@@ -20,7 +20,9 @@ results and which file to ship for which app.
                  outputs/arabic_asl/loso/exports/qat/user01 \\
         --output_csv results/runtime_compat.csv --update_cards
 
---models takes .tflite files and folders (every *.tflite in them). Clips are preprocessed as in
+--models takes .tflite and .onnx files and folders (every *.tflite and *.onnx in them). A .onnx runs in
+ONNX Runtime (onnx_runtime.py), one more runtime: its row shows that it loads and runs, its top-1 and invoke time
+(its agreement with Keras was checked at export, onnx_convert.py). Clips are preprocessed as in
 evaluation (the config comes from each model's card). --update_cards writes the result into each
 model's card (`runtimes`: per runtime, whether it loads, agreement, max |dlogit|, passed; and the
 oldest verified runtime). A model exported before the embedding output is checked on its logits
@@ -42,12 +44,14 @@ from evaluation import csv_text
 from recipes import DEFAULT_SEED
 from util import UserError, atomic_write_json, atomic_write_text, cli
 from enrollment import normalize
+from runs import ONNX_SUFFIX
 from tflite_runtime import (PINNED_RUNTIME, RUNTIME_MAX_EMBEDDING_DIFF, RUNTIME_MAX_LOGIT_DIFF,
                             RUNTIME_MIN_AGREEMENT, RUNTIME_MIN_EMBEDDING_COSINE, RUNTIMES,
                             CARD_CONFIG_KEYS, card_path, read_model_card, resolve_config)
 
 REPO = Path(__file__).resolve().parent
 WORKER = REPO / "tflite_worker.py"
+ONNX_RUNTIME = "onnxruntime"  # the runtime of every .onnx file (tflite_worker.py --interpreter onnxruntime, here)
 CSV_FIELDS = ["model", "mode", "runtime", "runtime_version", "status", "top1", "agreement",
               "max_abs_logit_diff", "min_embedding_cosine", "max_abs_embedding_diff", "passed",
               "invoke_ms", "error"]
@@ -82,19 +86,26 @@ def find_models(paths: list[str]) -> list[Path]:
     models = []
     for p in map(Path, paths):
         if p.is_dir():
-            models += sorted(p.glob("*.tflite"))
-        elif p.suffix == ".tflite" and p.is_file():
+            models += sorted(p.glob("*.tflite")) + sorted(p.glob(f"*{ONNX_SUFFIX}"))
+        elif p.suffix in (".tflite", ONNX_SUFFIX) and p.is_file():
             models.append(p)
         else:
-            raise UserError(f"{p}: not a .tflite file or a folder")
+            raise UserError(f"{p}: not a .tflite or .onnx file or a folder")
     if not models:
-        raise UserError(f"no .tflite model in {paths}")
+        raise UserError(f"no .tflite or .onnx model in {paths}")
     return models
+
+
+def model_runtimes(model: Path, names: list[str]) -> list[str]:
+    """The runtimes a file runs in: ONNX Runtime for a .onnx, the selected TFLite runtimes otherwise."""
+    return [ONNX_RUNTIME] if model.suffix == ONNX_SUFFIX else names
 
 
 def runtime_python(name: str) -> str:
     """The python that runs tflite_worker.py for runtime `name` (a missing side venv: a clear
     error)."""
+    if name == ONNX_RUNTIME:
+        return sys.executable
     if name not in RUNTIMES:
         raise UserError(f"unknown runtime {name!r}; choose from {list(RUNTIMES)}")
     venv_python = RUNTIMES[name][1]
@@ -134,7 +145,7 @@ def run_workers(name: str, jobs: list[tuple[Path, Path, Path]], timeout: float) 
     """Run models in one runtime: jobs are (model, clips .npz, output .npz). One worker process runs
     them in order (the runtime is imported once); when it dies or times out, the model it was on gets
     that as its result and a new worker takes the rest. Each model has `timeout` seconds."""
-    interpreter = RUNTIMES[name][0]
+    interpreter = ONNX_RUNTIME if name == ONNX_RUNTIME else RUNTIMES[name][0]
     results, pending = {}, list(jobs)
     while pending:
         cmd = [runtime_python(name), str(WORKER), "--interpreter", interpreter]
@@ -211,19 +222,23 @@ def embedding_agrees(mode: str, result: dict, reference: dict, row: dict) -> boo
 
 def check_models(models: list[Path], names: list[str], args, folder: Path) -> list[tuple[list[dict], int]]:
     """Every runtime for every model, pinned first (the others are compared with it); per model,
-    (rows, number of clips)."""
+    (rows, number of clips). One worker per runtime runs all its models (run_workers). A .onnx runs in
+    ONNX Runtime alone: its row passes when it loads and runs (onnx_convert checked it against Keras at
+    export)."""
     cache = {}
     clips = [write_clips(model, args, folder, cache) for model in models]
-    results = {name: run_workers(name, [(model, path, folder / f"{i}_{model.stem}_{name}.npz")
-                                        for i, (model, (path, _)) in enumerate(zip(models, clips))],
-                                 args.timeout)
-               for name in names}
+    runtimes = [model_runtimes(model, names) for model in models]
+    results = {}  # (model index, runtime) -> the worker's result
+    for name in dict.fromkeys(n for model_names in runtimes for n in model_names):
+        indices = [i for i, model_names in enumerate(runtimes) if name in model_names]
+        jobs = [(models[i], clips[i][0], folder / f"{i}_{models[i].stem}_{name}.npz") for i in indices]
+        results |= dict(zip([(i, name) for i in indices], run_workers(name, jobs, args.timeout)))
     checked = []
     for i, (model, (_, targets)) in enumerate(zip(models, clips)):
         mode = read_model_card(model).get("mode", "unknown")
-        reference = results[PINNED_RUNTIME][i]
+        reference = results[i, runtimes[i][0]]
         rows = [{"model": str(model), "mode": mode}
-                | compare(mode, name, results[name][i], reference, targets) for name in names]
+                | compare(mode, name, results[i, name], reference, targets) for name in runtimes[i]]
         rows[0]["passed"] = reference["stage"] == "ok"
         checked.append((rows, len(targets)))
     return checked
@@ -234,7 +249,8 @@ def oldest_passing(rows: list[dict]) -> str | None:
     """The oldest runtime (RUNTIMES is newest first) such that it and every newer one checked
     passed."""
     oldest = None
-    for row in sorted(rows, key=lambda r: list(RUNTIMES).index(r["runtime"])):
+    order = [*RUNTIMES, ONNX_RUNTIME]
+    for row in sorted(rows, key=lambda r: order.index(r["runtime"])):
         if not row["passed"]:
             break
         oldest = row["runtime_version"]
@@ -244,7 +260,7 @@ def oldest_passing(rows: list[dict]) -> str | None:
 def card_block(rows: list[dict], args, clips: int) -> dict:
     return {"checked_with": "check_runtimes.py", "data_path": str(args.data_path),
             "split": args.split,
-            "clips": clips, "reference": PINNED_RUNTIME, "min_agreement": RUNTIME_MIN_AGREEMENT,
+            "clips": clips, "reference": rows[0]["runtime"], "min_agreement": RUNTIME_MIN_AGREEMENT,
             "oldest_verified_runtime": oldest_passing(rows),
             "results": [{k: row[k] for k in CSV_FIELDS if k not in ("model", "mode")}
                         for row in rows]}
@@ -296,7 +312,7 @@ def main(argv=None) -> int:
         atomic_write_text(args.output_csv, csv_text(rows, CSV_FIELDS))
         print(f"wrote {args.output_csv}")
     failed = sorted({Path(r["model"]).name for r in rows if not r["passed"]})
-    print(f"{len(models)} model(s) x {len(names)} runtime(s): "
+    print(f"{len(models)} model(s), {len(rows)} model x runtime run(s): "
           + (f"NOT verified everywhere: {', '.join(failed)}" if failed else "all pass"))
     return 1 if failed else 0
 

@@ -7,6 +7,7 @@ reported). Per holdout the models are, by exact path (a missing one is reported,
   PTQ        <ptq_base_dir>/<user>/model_dynamic_int8.tflite     (default exports/ptq[_<prefix>])
   QAT        <qat_base_dir>/<user>/qat_dynamic_int8.tflite       (default exports/qat[_<prefix>])
   PTQ-<m>, QAT-<m>   any other .tflite in those folders (the other quantization modes)
+  ONNX-fp32, ONNX-int8   <ptq_base_dir>/<user>/model_fp32.onnx, model_int8.onnx (onnx_export.py), in ONNX Runtime
   Keras FP32 (training)   the test top-1/top-5 that main_functional measured on final_model.h5 (metadata)
 With --run_evaluation each model is evaluated on the holdout's test split (evaluation.py) and the result is stored
 as results/evaluations/<exp>/<model>.json; without it, stored results are reused when they still match the file.
@@ -49,7 +50,7 @@ from evaluation import (SUMMARY_METRICS, check_evaluation, csv_text, evaluate_tf
                         load_eval_set, model_file_info, summary_row, text_table)
 from recipes import DEFAULT_DATASET_NAME
 from results_report import KERAS_TEST, model_info_rows, read_training_record, write_report
-from runs import (FINAL_MODEL, FP32_TFLITE, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
+from runs import (FINAL_MODEL, FP32_TFLITE, ONNX_SUFFIX, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
     loso_data_path, loso_experiment_name, parse_sample_name, run_paths)
 from util import UserError, atomic_write_json, atomic_write_text, cli, read_json
 from tflite_runtime import check_card_matches, display_names, read_model_card, resolve_config
@@ -57,6 +58,7 @@ from tflite_runtime import check_card_matches, display_names, read_model_card, r
 PTQ_FILE, QAT_FILE = PTQ_FILES["dynamic"], QAT_FILES["dynamic"]  # the canonical PTQ and QAT models
 KERAS_TAG = "Keras FP32 (training)"
 CANONICAL_TAGS = ("FP32", "PTQ", "QAT")
+ONNX_TAG = "ONNX"  # ONNX-<mode>: the .onnx exports beside the PTQ models, after the TFLite rows
 
 
 @dataclass
@@ -97,9 +99,11 @@ def seed_plans(args, paths) -> list[tuple]:
 
 
 def export_tag(kind: str, path: Path) -> str:
-    """'PTQ' for model_dynamic_int8.tflite, 'PTQ-int8' for model_int8.tflite, 'QAT-float16' for qat_float16..."""
+    """'PTQ' for model_dynamic_int8.tflite, 'PTQ-int8' for model_int8.tflite, 'QAT-float16' for qat_float16...,
+    'ONNX-fp32' for model_fp32.onnx."""
     stem = path.stem
     mode = stem.split("_", 1)[1] if stem.startswith(("model_", "qat_")) and "_" in stem else stem
+    kind = ONNX_TAG if path.suffix == ONNX_SUFFIX else kind
     return kind if mode == "dynamic_int8" else f"{kind}-{mode}"
 
 
@@ -115,7 +119,7 @@ def find_models(run: Run, ptq_dir: Path, qat_dir: Path) -> None:
         else:
             run.missing.append(f"{tag}: {path} not found")
     for kind, folder in (("PTQ", ptq_dir), ("QAT", qat_dir)):
-        for path in sorted(folder.glob("*.tflite")) if folder.is_dir() else []:
+        for path in sorted([*folder.glob("*.tflite"), *folder.glob(f"*{ONNX_SUFFIX}")]) if folder.is_dir() else []:
             run.models.setdefault(export_tag(kind, path), path)
     if not run.metadata:
         run.missing.append(f"training metadata: training_metadata/{run.experiment}_latest.json not found")
@@ -192,7 +196,8 @@ def evaluate_run(run: Run, cfg: dict, args, cache_root: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- tables
 def model_order(tag: str) -> tuple:
-    return (0,) if tag == KERAS_TAG else (1, CANONICAL_TAGS.index(tag)) if tag in CANONICAL_TAGS else (2, tag)
+    return (0,) if tag == KERAS_TAG else (1, CANONICAL_TAGS.index(tag)) if tag in CANONICAL_TAGS else \
+        (3, tag) if tag.startswith(f"{ONNX_TAG}-") else (2, tag)
 
 
 def summary_records(runs: list[Run]) -> list[dict]:

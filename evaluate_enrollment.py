@@ -11,7 +11,8 @@ is scored (enrollment.score, parameters from the card). A signer's top-1 at k is
 most n distinct ones are run); k = 0 is the classifier alone on all the signer's clips. Each rotation also records
 the classifier's top-1 on its own test clips, for a paired comparison.
 
---runtime tflite-2.12 / tflite-2.17 (or just 2.12 / 2.17) computes the model outputs in that older TensorFlow Lite
+The ONNX modes (onnx-fp32, onnx-int8: exports/ptq[_<prefix>]/<user>/model_<mode>.onnx, onnx_export.py) run in
+ONNX Runtime. --runtime tflite-2.12 / tflite-2.17 (or just 2.12 / 2.17) computes the model outputs in that older TensorFlow Lite
 (tflite_worker.py in the side venv of `bash setup_env.sh --runtimes`, as check_runtimes.py runs it); the
 enrollment numpy runs here. A fold whose model or data is missing is one line, and the report lists and counts
 them (exit code 1; 0 when everything was evaluated). No TensorFlow is imported.
@@ -45,8 +46,9 @@ from enrollment import (ModelKey, Params, build_prototypes, card_blocks, card_ha
                         params_from_card, score)
 from evaluation import EvalSet, csv_text, load_eval_set
 from recipes import DEFAULT_DATASET_NAME, EVERY_TRAINED_HOLDOUT
-from runs import (LOSO_MODEL_MODES, card_path, comma_list, loso_data_path, run_paths, sample_repetition)
-from tflite_runtime import PINNED_RUNTIME, RUNTIMES, TFLiteModel, check_card_matches, read_model_card, resolve_config
+from runs import (LOSO_MODEL_MODES, ONNX_FILES, card_path, comma_list, loso_data_path, run_paths, sample_repetition)
+from model_runtime import is_onnx, open_model
+from tflite_runtime import PINNED_RUNTIME, RUNTIMES, check_card_matches, read_model_card, resolve_config
 from util import HelpFormatter, UserError, atomic_write_json, atomic_write_text, cli, git_commit
 
 DEFAULT_MODES = "fp32,int8"
@@ -155,13 +157,18 @@ def runtime_name(value: str) -> str:
 def pinned_outputs(path: Path, evalset: EvalSet, num_threads: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Logits (N, C), embeddings (N, D) and the runtime's version, in the pinned runtime, here."""
     from tflite_worker import runtime_version
-    model = TFLiteModel(path, num_threads=num_threads)
+    model = open_model(path, num_threads=num_threads)
+    if is_onnx(path):
+        from onnx_runtime import runtime_version as onnx_version
+        version = onnx_version()
+    else:
+        version = runtime_version(RUNTIMES[PINNED_RUNTIME][0])
     logits, embeddings = [], []
     for i in tqdm(range(len(evalset)), desc=path.name, leave=False, disable=len(evalset) < 50):
         out, embedding, _ = model.run_with_embedding(evalset.keypoints[i:i + 1], evalset.masks[i:i + 1])
         logits.append(out)
         embeddings.append(embedding)
-    return np.concatenate(logits), np.concatenate(embeddings), runtime_version(RUNTIMES[PINNED_RUNTIME][0])
+    return np.concatenate(logits), np.concatenate(embeddings), version
 
 
 def worker_outputs(runtime: str, path: Path, evalset: EvalSet, folder: Path) -> tuple[np.ndarray, np.ndarray, str]:
@@ -363,6 +370,10 @@ def parse_args(argv=None):
     if not args.ks or args.ks[0] < 1 or args.rotations < 1:
         raise UserError("need --ks >= 1 and --rotations >= 1")
     args.runtime = runtime_name(args.runtime)
+    onnx = [m for m in args.modes if m in ONNX_FILES]
+    if onnx and args.runtime != PINNED_RUNTIME:
+        raise UserError(f"--modes {','.join(onnx)}: ONNX models run in ONNX Runtime, not in --runtime "
+                        f"{args.runtime}; evaluate them without --runtime")
     return args
 
 

@@ -1,4 +1,4 @@
-"""Evaluating .tflite models on a dataset split: the loop behind evaluate_tflite_single.py, test_tflite_models.py,
+"""Evaluating .tflite (and .onnx: model_runtime.open_model) models on a dataset split: the loop behind evaluate_tflite_single.py, test_tflite_models.py,
 test_single_sample.py and collect_results.py.
 
     cfg = resolve_config(tflite_path)                        # (tflite_runtime) the card's config
@@ -26,7 +26,8 @@ import metrics
 from dataset import load_split, read_label_maps, read_label_names
 from recipes import DEFAULT_SEED
 from util import NUMBER, ListOf, MapOf, UserError, bounded, check_fields
-from tflite_runtime import TFLiteModel, display_names, read_model_card
+from model_runtime import open_model
+from tflite_runtime import display_names, read_model_card
 
 TOP_K = 5
 EVALUATION_RECORD = {  # an evaluate_tflite result as stored and read back: every key, these types
@@ -123,7 +124,7 @@ def model_file_info(tflite_path) -> dict:
             "mtime_ns": stat.st_mtime_ns}
 
 
-def run_model(model: TFLiteModel, clips: EvalSet, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def run_model(model, clips: EvalSet, desc: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Logits (N, C), invoke seconds (N,) and whole-run() seconds (N,), one clip at a time."""
     logits, invoke, wall = [], [], []
     for i in tqdm(range(len(clips)), desc=desc, leave=False, disable=len(clips) < 50):
@@ -135,7 +136,7 @@ def run_model(model: TFLiteModel, clips: EvalSet, desc: str) -> tuple[np.ndarray
     return np.concatenate(logits), np.array(invoke), np.array(wall)
 
 
-def check_input_size(model: TFLiteModel, clips: EvalSet) -> None:
+def check_input_size(model, clips: EvalSet) -> None:
     expected, got = int(model.keypoints_input["shape"][2]), clips.keypoints.shape[2]
     if expected != got:
         raise UserError(f"{model.source} takes {expected} keypoints per frame, but the config selects {got}")
@@ -144,7 +145,7 @@ def check_input_size(model: TFLiteModel, clips: EvalSet) -> None:
 def evaluate_tflite(tflite_path, clips: EvalSet, num_threads: int = 1) -> dict:
     """Every metric of one model on one EvalSet, as a JSON-able dict (see the module docstring for timings)."""
     start = time.perf_counter()
-    model = TFLiteModel(tflite_path, num_threads=num_threads)
+    model = open_model(tflite_path, num_threads=num_threads)
     load_seconds = time.perf_counter() - start
     check_input_size(model, clips)
     num_classes = int(model.output["shape"][-1])

@@ -7,7 +7,9 @@ Modes (--modes, comma list; default `dynamic` as the reference) and the files th
   int8      model_int8.tflite          full integer: int8 weights and activations, float32 input/output
   int8_io   model_int8_io.tflite       full integer with int8 input/output too (NPUs, Edge TPU)
   int16x8   model_int16x8.tflite       int16 activations, int8 weights
-All use builtin ops only, batch 1, T = 64 and the named signature of tflite_export.py. The integer modes are
+All use builtin ops only, batch 1, T = 64 and the named signature of tflite_export.py. --onnx_modes fp32,int8 also
+writes model_fp32.onnx / model_int8.onnx (onnx_convert.py: ONNX Runtime, dynamic batch; int8 calibrated on the
+same clips) in the same folder, each checked against Keras and kept only if it passes. The integer modes are
 calibrated on REAL training clips of the checkpoint's dataset (normalized, padded, with their length masks;
 never the held-out signer's). Every model gets a card (<model>.json) with its size, ops and parity against the
 Keras model on the held-out clips: max |dlogit|, argmax agreement, top-1 of both. A model that
@@ -29,9 +31,10 @@ from pathlib import Path
 
 from config import load_config
 from dataset import read_label_maps, read_label_names
-from recipes import CALIBRATION_CLIPS, PTQ_MODES
+from recipes import CALIBRATION_CLIPS, ONNX_MODES, PTQ_MODES
 from recipes import DEFAULT_SEED
-from runs import CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, comma_list, export_dir_for, require_file
+from runs import (CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, comma_list, export_dir_for, parse_onnx_modes,
+                  require_file)
 from util import HelpFormatter, UserError, add_verbose_flag, bounded, cli, read_json, set_seed
 
 
@@ -72,8 +75,9 @@ def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir
 
 
 def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path, modes: list[str],
-            num_calibration_samples: int, seed: int, log=print) -> dict:
-    """Load the checkpoint and its dataset, then export every mode; returns {mode: card}."""
+            num_calibration_samples: int, seed: int, log=print, onnx_modes: list[str] = ()) -> dict:
+    """Load the checkpoint and its dataset, then export every mode (and every ONNX mode: onnx_convert);
+    returns {mode: card} of the TFLite models. One ParityFailed line names every export that failed."""
     from model_functional import load_model
     from quantization import QuantizationData
     from tflite_runtime import read_model_card
@@ -85,10 +89,32 @@ def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path,
     provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
                   "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
                                                                                          {})}
-    from tflite_export import require_parity
-    cards = export_ptq(load_model(checkpoint, cfg), cfg, data, output_dir, modes, provenance, log)
-    require_parity({output_dir / PTQ_FILES[mode]: card for mode, card in cards.items()})
+    from tflite_export import ParityFailed, require_parity
+    model = load_model(checkpoint, cfg)
+    cards = export_ptq(model, cfg, data, output_dir, modes, provenance, log)
+    failed = []
+    if onnx_modes:
+        try:
+            export_onnx_models(model, cfg, data, output_dir, onnx_modes, provenance, log)
+        except ParityFailed as e:
+            failed.append(str(e))
+    try:
+        require_parity({output_dir / PTQ_FILES[mode]: card for mode, card in cards.items()})
+    except ParityFailed as e:
+        failed.insert(0, str(e))
+    if failed:
+        raise ParityFailed("; ".join(failed))
     return cards
+
+
+def export_onnx_models(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path,
+                       modes: list[str], provenance: dict, log=print) -> dict:
+    """onnx_convert.export_onnx with the PTQ's data: the same calibration and parity clips."""
+    from onnx_convert import export_onnx
+    _, id2label = read_label_maps(data.data_path)
+    return export_onnx(model, cfg, output_dir, id2label, modes, parity_data=data.parity_inputs(),
+                       parity_labels=data.parity_labels(), representative_data=data.representative,
+                       label_names=read_label_names(data.data_path), training=provenance, log=log)
 
 
 def add_quantization_args(ap: argparse.ArgumentParser) -> None:
@@ -99,6 +125,8 @@ def add_quantization_args(ap: argparse.ArgumentParser) -> None:
                     default=CALIBRATION_CLIPS,
                     help="training clips calibrating the integer modes (int8, int8_io, int16x8)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed choosing the calibration clips")
+    ap.add_argument("--onnx_modes", default="",
+                    help=f"also these ONNX models (comma list, e.g. {ONNX_MODES}; '': none; onnx_export.py)")
     add_verbose_flag(ap)
 
 
@@ -112,9 +140,10 @@ def main(argv=None):
     add_quantization_args(ap)
     args = ap.parse_args(argv)
     modes = parse_modes(args.modes)
+    onnx_modes = parse_onnx_modes(args.onnx_modes) if args.onnx_modes else []
     output_dir = Path(args.output_dir) if args.output_dir else export_dir_for(args.checkpoint, "ptq")
     run_ptq(args.config_path, args.checkpoint, args.data_path, output_dir, modes, args.num_calibration_samples,
-            args.seed)
+            args.seed, onnx_modes=onnx_modes)
 
 
 if __name__ == "__main__":

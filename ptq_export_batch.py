@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from ptq_export import add_quantization_args, parse_modes, run_ptq
-from runs import add_loso_args, run_loso_batch
+from runs import add_loso_args, parse_onnx_modes, run_loso_batch
 from util import HelpFormatter, cli
 
 
@@ -26,12 +26,13 @@ def main(argv=None):
     add_quantization_args(ap)
     args = ap.parse_args(argv)
     modes = parse_modes(args.modes)
+    onnx_modes = parse_onnx_modes(args.onnx_modes) if args.onnx_modes else []
 
     def export(fold, logger):
         from tf_env import keras
         keras.backend.clear_session()
         run_ptq(args.config_path, fold.checkpoint, fold.data_path, fold.output_dir, modes,
-                args.num_calibration_samples, args.seed, log=logger.info)
+                args.num_calibration_samples, args.seed, log=logger.info, onnx_modes=onnx_modes)
     return run_loso_batch(args, "ptq", f"PTQ ({', '.join(modes)})", export)
 
 

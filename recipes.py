@@ -63,6 +63,7 @@ QAT_CLIPNORM = 1.0               # Adam's gradient-norm clipping in QAT
 QAT_EARLY_STOP_PATIENCE = 10     # EarlyStopping (best weights restored) after 10 epochs without progress
 PTQ_MODES = "dynamic"
 CALIBRATION_CLIPS = 200
+ONNX_MODES = "fp32,int8"         # onnx_export.py and the pipeline's ONNX=1 (ptq_export.py --onnx_modes)
 REST_HAND_CUTOFF = 0.0           # a config's resting-hand rule when it sets none: off
 DOMINANT_HAND_RATIO = 0.0        # a config's left-handed-clip mirroring when it sets none: off
 
@@ -105,6 +106,7 @@ def pipeline_defaults(demo: bool = False, cfg: dict | None = None) -> dict[str, 
     epochs, lr and batch_size replace EPOCHS, LR and BATCH_SIZE (`python config.py --recipe`)."""
     defaults = {"EPOCHS": FP32_EPOCHS, "LR": FP32_LR, "BATCH_SIZE": "", "QAT_EPOCHS": QAT_EPOCHS,
                 "QAT_BATCH_SIZE": QAT_BATCH_SIZE, "QAT_LR": QAT_LR, "PTQ_MODES": PTQ_MODES,
+                "ONNX_MODES": ONNX_MODES,
                 "SEED": DEFAULT_SEED, "HOLDOUTS": DEFAULT_HOLDOUTS,
                 "DATASET_NAME": DEFAULT_DATASET_NAME}
     if demo:

@@ -20,14 +20,18 @@
 # RAW_DIR, DATA_DIR, CONFIG
 # (or CONFIG_PATH), KEYPOINTS_COUNT, FLIP_USERS, EXTRACT_WORKERS, SKIP_EXTRACT, DATASET_NAME, OUTPUT_ROOT,
 # HOLDOUTS (comma list or "all"; HOLDOUT_ONLY picks one), EXP_PREFIX, EPOCHS, LR, BATCH_SIZE, SEED, NO_VALIDATION,
-# RUN_LOSO, RUN_FULL_DATASET, FULL_EPOCHS, FULL_LR, FULL_SEED, FULL_EXP_NAME, RUN_PTQ, PTQ_MODES, RUN_QAT,
+# RUN_LOSO, RUN_FULL_DATASET, FULL_EPOCHS, FULL_LR, FULL_SEED, FULL_EXP_NAME, RUN_PTQ, PTQ_MODES, ONNX, ONNX_MODES, RUN_QAT,
 # QAT_EPOCHS, QAT_BATCH_SIZE, QAT_LR, RUN_COLLECT, PTQ_LOSO_DIR, QAT_LOSO_DIR, PTQ_FULL_DIR, QAT_FULL_DIR, JOBS, VENV.
 #
 # The LOSO stages (training, PTQ, QAT) run the holdouts in JOBS parallel processes (default: one per CPU core), each
 # with an equal share of the cores as TensorFlow threads and each output line prefixed with its holdouts.
 #
+# ONNX=1 makes the PTQ stages also write model_fp32.onnx / model_int8.onnx (ONNX_MODES) beside the PTQ models
+# (ptq_export.py --onnx_modes; docs/onnx.md); off by default: it adds about a minute per fold.
+#
 # Re-running is safe and cheap: a stage is skipped when its final artefacts exist (a trained model = final_model.h5,
-# final_model_fp32.tflite + card and a successful training record; PTQ = the card of every PTQ_MODES model; QAT =
+# final_model_fp32.tflite + card and a successful training record; PTQ = the card of every PTQ_MODES model (and,
+# with ONNX=1, of every ONNX_MODES model); QAT =
 # qat_metadata.json; results = summary_table.csv newer than every model), and an interrupted training run continues
 # from its last epoch (--resume). A training neither finished nor resumable runs with --overwrite: a
 # successful record whose files are incomplete is replaced, once the new run succeeded.
@@ -62,6 +66,7 @@ NO_VALIDATION="${NO_VALIDATION:-1}"
 RUN_LOSO="${RUN_LOSO:-1}"
 RUN_FULL_DATASET="${RUN_FULL_DATASET:-1}"
 RUN_PTQ="${RUN_PTQ:-1}"
+ONNX="${ONNX:-0}"                        # 1: the PTQ stages also export ONNX_MODES to ONNX (off: ~1 min per fold)
 RUN_QAT="${RUN_QAT:-1}"
 RUN_COLLECT="${RUN_COLLECT:-1}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 1)}"                  # LOSO folds run in this many parallel processes (each uses about one core)
@@ -78,10 +83,11 @@ trained() {  # trained <checkpoint dir> <latest training record>: final model, i
         grep -q '"success": true' "$2" 2>/dev/null
 }
 resumable() { [[ -f "$1/$RESUME_STATE" ]]; }  # <checkpoint dir> has an epoch checkpoint
-ptq_done() {  # ptq_done <export dir>: a model card for every PTQ mode
+ptq_done() {  # ptq_done <export dir>: a model card for every PTQ mode (and ONNX mode, with ONNX=1)
     local card
-    for card in $PTQ_CARDS; do [[ -f "$1/$card" ]] || return 1; done
+    for card in $PTQ_CARDS $ONNX_CARDS; do [[ -f "$1/$card" ]] || return 1; done
 }
+onnx_flags() { enabled "$ONNX" && echo --onnx_modes "$ONNX_MODES"; return 0; }   # ptq_export's ONNX flags
 qat_done() { [[ -f "$1/$QAT_METADATA" ]]; }     # written last by train_loso_functional_qat.py
 join() { local IFS=,; echo "$*"; }
 
@@ -190,10 +196,10 @@ quantize_loso() {
         todo="$(pending_users ptq_done "$PTQ_LOSO_DIR")"
         if [[ -z "$todo" ]]; then skip ptq_loso "PTQ models in $PTQ_LOSO_DIR exist"
         else
-            stage ptq_loso "PTQ ($PTQ_MODES) of $todo"
+            stage ptq_loso "PTQ ($PTQ_MODES$(enabled "$ONNX" && echo ", ONNX $ONNX_MODES")) of $todo"
             run_folds "$todo" "$PY" ptq_export_batch.py --config_path "$CONFIG" --base_data_path "$DATA_DIR" \
                 --exp_prefix "$EXP_PREFIX" --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT" \
-                --output_base_dir "$PTQ_LOSO_DIR" --modes "$PTQ_MODES" --seed "$SEED"
+                --output_base_dir "$PTQ_LOSO_DIR" --modes "$PTQ_MODES" --seed "$SEED" $(onnx_flags)
         fi
     fi
     if enabled "$RUN_QAT"; then
@@ -230,9 +236,9 @@ quantize_full() {
     if ! enabled "$RUN_PTQ"; then :
     elif ptq_done "$PTQ_FULL_DIR"; then skip ptq_full "PTQ models in $PTQ_FULL_DIR exist"
     else
-        stage ptq_full "PTQ ($PTQ_MODES) of the full-dataset model"
+        stage ptq_full "PTQ ($PTQ_MODES$(enabled "$ONNX" && echo ", ONNX $ONNX_MODES")) of the full-dataset model"
         run "$PY" ptq_export.py --config_path "$CONFIG" --checkpoint "$checkpoint" --data_path "$DATA_DIR" \
-            --output_dir "$PTQ_FULL_DIR" --modes "$PTQ_MODES" --seed "$FULL_SEED"
+            --output_dir "$PTQ_FULL_DIR" --modes "$PTQ_MODES" --seed "$FULL_SEED" $(onnx_flags)
     fi
     if ! enabled "$RUN_QAT"; then :
     elif qat_done "$QAT_FULL_DIR"; then skip qat_full "QAT models in $QAT_FULL_DIR exist"
@@ -287,7 +293,7 @@ print_outputs() {
 # ----------------------------------------------------------------------------------------------- main
 setup_environment
 STAGE=settings
-# EPOCHS, LR, BATCH_SIZE, QAT_*, PTQ_MODES, SEED, HOLDOUTS, DATASET_NAME (unless set); the config's
+# EPOCHS, LR, BATCH_SIZE, QAT_*, PTQ_MODES, ONNX_MODES, SEED, HOLDOUTS, DATASET_NAME (unless set); the config's
 # training: block supplies EPOCHS, LR and BATCH_SIZE when it sets them
 defaults_from "$PY" config.py --recipe $(enabled "$DEMO" && echo --demo) "$CONFIG"
 HOLDOUTS="${HOLDOUT_ONLY:-$HOLDOUTS}"
@@ -302,7 +308,8 @@ read -ra USERS <<< "$holdout_list"
 STAGE=paths   # the run tree: LOSO_RUNS, PTQ_LOSO_DIR, ..., FULL_CKPT, LOSO_CKPT_<user>, file names
 defaults_from "$PY" runs.py paths --output_root "$OUTPUT_ROOT" --dataset_name "$DATASET_NAME" \
     --exp_prefix "$EXP_PREFIX" --holdouts "$(join "${USERS[@]}")" \
-    --full_exp_name "${FULL_EXP_NAME:-}" --ptq_modes "$PTQ_MODES"
+    --full_exp_name "${FULL_EXP_NAME:-}" --ptq_modes "$PTQ_MODES" \
+    --onnx_modes "$(enabled "$ONNX" && echo "$ONNX_MODES" || true)"
 echo "pipeline: $DATASET_NAME from $DATA_DIR, config $CONFIG, holdouts $(join "${USERS[@]}"), outputs in $OUTPUT_ROOT/$DATASET_NAME"
 
 if enabled "$RUN_LOSO"; then

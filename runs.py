@@ -8,11 +8,13 @@ The run tree, computed here and nowhere else (scripts and the pipeline shell ask
     logs/run_logs/<exp>.log   logs/training_csv/<exp>_training.csv   logs/tensorboard/<exp>/
     out-imgs/<exp>/training_curves.png
     training_metadata/<exp>_<timestamp>.json, <exp>_latest.json
-    exports/ptq[_<prefix>]/<user>/  model_<mode>.tflite (PTQ_FILES)
+    exports/ptq[_<prefix>]/<user>/  model_<mode>.tflite (PTQ_FILES); model_fp32.onnx, model_int8.onnx
+                                    (ONNX_FILES, onnx_export.py), each with its card <name>.onnx.json
     exports/qat[_<prefix>]/<user>/  qat_<mode>.tflite (QAT_FILES), qat_model_weights.h5,
                                     qat_metadata.json
     results/[<prefix>/]       enrollment[_<runtime>]/ (evaluate_enrollment.py)
-  <model>.prototypes.json beside any .tflite: a user's enrollment (prototypes_path)
+  <model>.prototypes.json beside any .tflite (<model>.onnx.prototypes.json beside a .onnx): a user's
+  enrollment (prototypes_path)
 <output_root> is --output_root, else $SIGNBART_OUTPUT_ROOT, else outputs/.
 
 A run folder has one owner at a time (RunLock: checkpoints/<exp>.lock). A run of an experiment
@@ -64,6 +66,9 @@ PTQ_FILES = {  # PTQ converter mode -> file in exports/ptq*/<user>/
     "float16": "model_float16.tflite", "int8": "model_int8.tflite",
     "int8_io": "model_int8_io.tflite", "int16x8": "model_int16x8.tflite"}
 QAT_FILES = {"dynamic": "qat_dynamic_int8.tflite", "int8": "qat_int8.tflite"}  # mode -> file
+ONNX_FILES = {  # ONNX mode (onnx_export.py) -> file in exports/ptq*/<user>/, beside the PTQ models
+    "onnx-fp32": "model_fp32.onnx", "onnx-int8": "model_int8.onnx"}
+ONNX_SUFFIX = ".onnx"                     # a model file with this suffix runs in ONNX Runtime
 QAT_WEIGHTS = "qat_model_weights.h5"      # legacy HDF5 weights (".weights.h5" selects Keras 3's)
 QAT_METADATA = "qat_metadata.json"        # written last by a QAT run
 LOCK_SUFFIX = ".lock"                     # checkpoints/<exp>.lock: the owner of a run folder
@@ -71,8 +76,10 @@ STAGING_DIR = ".staging"                  # <dataset>/<run_type>/.staging/<exp>/
 PROTOTYPES_SUFFIX = ".prototypes.json"    # <model stem>.prototypes.json: enrollment beside a .tflite
 ENROLLMENT_DIR = "enrollment"             # results/[<prefix>/]enrollment[_<runtime>]/
 # the exported models of a LOSO fold by mode (loso_model): fp32 = the checkpoint's own export; PTQ modes
-# in exports/ptq*/<user>/ (PTQ_FILES; its fp32 file is the checkpoint's twin); qat-<mode> in exports/qat*/
-LOSO_MODEL_MODES = ("fp32", *(m for m in PTQ_FILES if m != "fp32"), *(f"qat-{m}" for m in QAT_FILES))
+# in exports/ptq*/<user>/ (PTQ_FILES; its fp32 file is the checkpoint's twin); qat-<mode> in exports/qat*/;
+# onnx-<mode> beside the PTQ models (ONNX_FILES)
+LOSO_MODEL_MODES = ("fp32", *(m for m in PTQ_FILES if m != "fp32"), *(f"qat-{m}" for m in QAT_FILES),
+                    *ONNX_FILES)
 
 
 # A training run record (training_metadata/<exp>_*.json) holds the resolved recipe once, in its
@@ -88,14 +95,26 @@ def recorded_recipe(record: dict) -> dict:
     return older | record.get("training", {})
 
 
-def card_path(tflite_path) -> Path:
-    """The model card written beside a .tflite: same name, .json."""
-    return Path(tflite_path).with_suffix(".json")
+def model_base(model_path) -> str:
+    """What a model's own files beside it are named after: the stem of a .tflite, the whole name of
+    a .onnx (model_fp32.onnx sits beside model_fp32.tflite and must not share its card)."""
+    path = Path(model_path)
+    return path.name if path.suffix == ONNX_SUFFIX else path.stem
 
 
-def prototypes_path(tflite_path) -> Path:
-    """A user's enrollment saved beside a .tflite: <model stem>.prototypes.json."""
-    return Path(tflite_path).with_name(Path(tflite_path).stem + PROTOTYPES_SUFFIX)
+def model_kind(model_path) -> str:
+    """'ONNX model' or 'TFLite model', by the file's suffix (for messages)."""
+    return "ONNX model" if Path(model_path).suffix == ONNX_SUFFIX else "TFLite model"
+
+
+def card_path(model_path) -> Path:
+    """The model card written beside a model: <stem>.json for a .tflite, <name>.json for a .onnx."""
+    return Path(model_path).with_name(model_base(model_path) + ".json")
+
+
+def prototypes_path(model_path) -> Path:
+    """A user's enrollment saved beside a model: <model base>.prototypes.json (model_base)."""
+    return Path(model_path).with_name(model_base(model_path) + PROTOTYPES_SUFFIX)
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -217,11 +236,15 @@ class RunPaths:
         return sorted({e.user for e in parsed if e and e.run_type == "loso" and e.prefix == prefix})
 
     def loso_model(self, user: str, mode: str, prefix: str = "") -> Path:
-        """The .tflite of one LOSO fold in one of LOSO_MODEL_MODES."""
+        """The .tflite (or .onnx) of one LOSO fold in one of LOSO_MODEL_MODES."""
         if mode not in LOSO_MODEL_MODES:
             raise UserError(f"unknown model mode {mode!r}; choose from {list(LOSO_MODEL_MODES)}")
         if mode == "fp32":
             return self.fp32_tflite(loso_experiment_name(self.dataset, user, prefix))
+        if mode in ONNX_FILES:
+            return self.export_dir("ptq", prefix, user) / ONNX_FILES[mode]
+        if mode in ONNX_FILES:
+            return self.export_dir("ptq", prefix, user) / ONNX_FILES[mode]
         if mode.startswith("qat-"):
             return self.export_dir("qat", prefix, user) / QAT_FILES[mode[len("qat-"):]]
         return self.export_dir("ptq", prefix, user) / PTQ_FILES[mode]
@@ -570,6 +593,16 @@ def parse_holdouts(arg: str | None, base_data_path, holdout_only: str = "") -> l
     return comma_list(arg)
 
 
+def parse_onnx_modes(arg: str) -> list[str]:
+    """'fp32,int8' (or 'all') -> ONNX modes, each of ONNX_FILES without its 'onnx-'."""
+    known = [m.removeprefix("onnx-") for m in ONNX_FILES]
+    modes = known if arg.strip() == "all" else comma_list(arg)
+    unknown = [m for m in modes if m not in known]
+    if unknown or not modes:
+        raise UserError(f"ONNX modes: unknown mode(s) {unknown}; choose from {known} or 'all'")
+    return modes
+
+
 def comma_list(arg: str) -> list[str]:
     """'a, b,,c' -> ['a', 'b', 'c']: the items of a comma-separated flag, blanks dropped."""
     return [item.strip() for item in arg.split(",") if item.strip()]
@@ -649,7 +682,8 @@ def run_loso_batch(args, kind: str, what: str, job) -> int:
 
 # ---------------------------------------------------------------------------------- shell interface
 def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdouts: list[str],
-                   full_exp_name: str = "", ptq_modes: list[str] = ()) -> dict[str, str]:
+                   full_exp_name: str = "", ptq_modes: list[str] = (),
+                   onnx_modes: list[str] = ()) -> dict[str, str]:
     """Every path and file name run_end_to_end_pipeline.sh needs, by shell variable name. Per
     holdout U: LOSO_EXP_U, LOSO_CKPT_U (checkpoint folder), LOSO_RECORD_U (latest record)."""
     loso, full = run_paths(dataset, "loso", output_root), run_paths(dataset, "full", output_root)
@@ -672,6 +706,7 @@ def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdo
         "PTQ_MODEL": PTQ_FILES["dynamic"], "QAT_MODEL": QAT_FILES["dynamic"],
         "QAT_METADATA": QAT_METADATA,
         "PTQ_CARDS": " ".join(card_path(PTQ_FILES[m]).name for m in ptq_modes),
+        "ONNX_CARDS": " ".join(card_path(ONNX_FILES[f"onnx-{m}"]).name for m in onnx_modes),
     }
     for user in holdouts:
         exp = loso_experiment_name(dataset, user, exp_prefix)
@@ -696,6 +731,8 @@ def main(argv=None) -> int:
                        help="full-dataset experiment ('': <dataset>_full)")
     paths.add_argument("--ptq_modes", default="",
                        help="comma list of PTQ modes whose model cards mark PTQ done")
+    paths.add_argument("--onnx_modes", default="",
+                       help="comma list of ONNX modes whose cards also mark PTQ done ('': none)")
     variant = sub.add_parser("variant_prefix", formatter_class=HelpFormatter,
                              help="a keypoint variant's experiment prefix (variant_prefix)")
     variant.add_argument("variant", help="keypoint variant, e.g. 65kpts or 42kpts-hands")
@@ -717,7 +754,8 @@ def main(argv=None) -> int:
         return 0
     values = pipeline_paths(args.output_root or None, args.dataset_name, args.exp_prefix,
                             comma_list(args.holdouts), args.full_exp_name,
-                            comma_list(args.ptq_modes))
+                            comma_list(args.ptq_modes),
+                            parse_onnx_modes(args.onnx_modes) if args.onnx_modes.strip() else [])
     for name, value in values.items():
         print(f"{name}={value}")
     return 0

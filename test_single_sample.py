@@ -27,7 +27,8 @@ from metrics import softmax
 from preprocessing import model_inputs, prepare_clip
 from runs import parse_sample_name, require_file
 from util import UserError, atomic_write_json, cli
-from tflite_runtime import TFLiteModel, display_names, resolve_config
+from model_runtime import open_model
+from tflite_runtime import display_names, resolve_config
 
 
 def parse_args(argv=None):
@@ -101,7 +102,7 @@ def inspect_sample(args, cfg: dict, labels: list[str], names: dict) -> dict:
         raise UserError(f"label {label!r} of {path} is not one of the model's classes {labels}")
     raw = sample["keypoints"]
     keypoints, mask = model_inputs(raw, cfg)                             # (1, 64, K, 2), (1, 64)
-    logits, seconds = TFLiteModel(args.tflite_model, args.num_threads).run(keypoints, mask)
+    logits, seconds = open_model(args.tflite_model, args.num_threads).run(keypoints, mask)
     probs = softmax(logits[0])
     ranked = np.argsort(-probs, kind="stable")[:args.top_k]
     shown = display_names(labels, names)

@@ -233,11 +233,11 @@ def parity_expectation(parity: dict) -> str:
             f"{parity['decided_gap']} probability){embedding}")
 
 
-def parity_line(mode: str, parity: dict) -> str:
-    """The log line of an export's parity check, ending in PASS or FAIL."""
-    top1 = (f", top-1 Keras {parity['keras_top1']:.4f} / TFLite {parity['tflite_top1']:.4f}"
+def parity_line(mode: str, parity: dict, kind: str = "TFLite") -> str:
+    """The log line of an export's parity check, ending in PASS or FAIL; kind: 'TFLite' or 'ONNX'."""
+    top1 = (f", top-1 Keras {parity['keras_top1']:.4f} / {kind} {parity['tflite_top1']:.4f}"
             if "keras_top1" in parity else "")
-    return (f"TFLite {mode} parity on {parity['clips']} real clips: max |dlogit| = "
+    return (f"{kind} {mode} parity on {parity['clips']} real clips: max |dlogit| = "
             f"{parity['max_abs_logit_diff']:.2e}, argmax identical {parity['argmax_identical']}/"
             f"{parity['clips']} ({parity['decided_identical']}/{parity['decided_clips']} of the "
             f"decided clips){top1}"
@@ -365,8 +365,9 @@ def personalization(tflite: "TFLiteModel", model_sha256: str, cfg: dict) -> dict
 
 def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2label: dict,
                label_names: dict | None = None, training: dict | None = None, parity: dict | None = None,
-               model_sha256: str = "") -> dict:
-    """Everything a consumer (evaluation, the app) needs to feed the model and read its outputs."""
+               model_sha256: str = "", runtime_support: str = "") -> dict:
+    """Everything a consumer (evaluation, the app) needs to feed the model and read its outputs. `tflite`: the
+    loaded file (a TFLiteModel, or an onnx_runtime.ONNXModel for onnx_convert's cards, with runtime_support)."""
     label_names = label_names or {}
     return {
         "card_version": CARD_VERSION,
@@ -397,7 +398,7 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
         "training": training or {},
         "parity": parity or {},
         "accuracy": measured_accuracy(parity),
-        "runtime_support": RUNTIME_SUPPORT[mode],
+        "runtime_support": runtime_support or RUNTIME_SUPPORT[mode],
         "preprocessing_spec": PREPROCESSING_DOC,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

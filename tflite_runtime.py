@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from recipes import DOMINANT_HAND_RATIO, REST_HAND_CUTOFF
-from runs import card_path, require_file
+from runs import card_path, model_kind, require_file
 from util import (NUMBER, ListOf, MapOf, UserError, brief, check_fields, native_noise_dropped,
                   parse_json, quiet_tensorflow)
 
@@ -54,15 +54,17 @@ RUNTIMES = {
     "tflite-2.17": ("tensorflow", ".venv-tflite-2.17/bin/python"),
     "tflite-2.12": ("tensorflow", ".venv-tflite-2.12/bin/python"),
 }
-# Export parity (Keras vs the exported file, in the pinned runtime), checked by tflite_export and the test vectors
-PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}  # max |Keras logit - TFLite logit| per float mode
-PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95}  # integer modes:
-#   share of clips on which TFLite and Keras pick the same class (their logits differ by quantization steps)
+# Export parity (Keras vs the exported file, in the pinned runtime), checked by tflite_export and the test vectors,
+# and by onnx_convert for the ONNX modes (onnx-fp32, onnx-int8: the exported .onnx in ONNX Runtime)
+PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2, "onnx-fp32": 1e-4}  # max |Keras logit - file's logit|
+PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95,
+                        "onnx-int8": 0.99}  # integer modes:
+#   share of clips on which the file and Keras pick the same class (their logits differ by quantization steps)
 # The embedding output, Keras vs the exported file: for every mode, the lowest cosine similarity over
 # the parity clips; for the float modes also max |Keras value - TFLite value| (values of order 1)
-EMBEDDING_PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2}
+EMBEDDING_PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2, "onnx-fp32": 1e-4}
 EMBEDDING_MIN_COSINE = {"fp32": 0.9999, "float16": 0.9999, "dynamic": 0.99, "int8": 0.98,
-                        "int8_io": 0.98, "int16x8": 0.99}
+                        "int8_io": 0.98, "int16x8": 0.99, "onnx-fp32": 0.9999, "onnx-int8": 0.98}
 PINNED_RUNTIME = "litert-2.3"      # the reference the others are compared with
 RUNTIME_MIN_AGREEMENT = 0.99       # argmax agreement with PINNED_RUNTIME that a runtime must reach on real clips
 RUNTIME_MAX_LOGIT_DIFF = {"fp32": 1e-4, "float16": 1e-4}  # and, for float modes, max |dlogit| against it
@@ -303,7 +305,7 @@ def output_labels(model: TFLiteModel, tflite_path) -> list[str]:
 
 def resolve_config(tflite_path, config_path: str | None = None) -> dict:
     """--config_path when given (checked against the model card), else the card beside the model."""
-    card = read_model_card(require_file(tflite_path, "TFLite model"))
+    card = read_model_card(require_file(tflite_path, model_kind(tflite_path)))
     if config_path:
         from config import load_config  # here: the old-runtime worker's venv has no YAML parser
         cfg = load_config(config_path)
@@ -318,7 +320,7 @@ def resolve_config(tflite_path, config_path: str | None = None) -> dict:
 def check_card_matches(cfg: dict, tflite_path) -> None:
     """A model whose card records another keypoint selection, grouping or class count cannot be fed
     `cfg`'s clips."""
-    card = read_model_card(require_file(tflite_path, "TFLite model"))
+    card = read_model_card(require_file(tflite_path, model_kind(tflite_path)))
     if card:
         from_card = config_from_card(card, tflite_path)
         differ = [k for k in CARD_CONFIG_KEYS if from_card[k] != cfg[k]]

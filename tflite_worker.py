@@ -1,5 +1,5 @@
-"""Run one .tflite model in one TFLite runtime on padded clips and save its logits: the worker of
-check_runtimes.py.
+"""Run one .tflite model in one TFLite runtime (or a .onnx in ONNX Runtime) on padded clips and save its
+logits: the worker of check_runtimes.py.
 
 It needs only numpy and an interpreter: the pinned ai-edge-litert (`--interpreter litert`), or
 `tf.lite.Interpreter` of whatever TensorFlow the running Python has (`--interpreter tensorflow`),
@@ -34,14 +34,16 @@ import numpy as np
 
 from tflite_runtime import INTERPRETERS
 
+ONNX_INTERPRETER = "onnxruntime"  # a .onnx in ONNX Runtime (onnx_runtime.ONNXModel), this venv only
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--interpreter", choices=INTERPRETERS, default="litert",
-                    help="litert: ai_edge_litert.interpreter; tensorflow: tf.lite.Interpreter "
-                         "(default: litert)")
-    ap.add_argument("--model", help="the .tflite file")
+    ap.add_argument("--interpreter", choices=(*INTERPRETERS, ONNX_INTERPRETER), default="litert",
+                    help="litert: ai_edge_litert.interpreter; tensorflow: tf.lite.Interpreter; "
+                         "onnxruntime: a .onnx in ONNX Runtime (default: litert)")
+    ap.add_argument("--model", help="the .tflite (or, with onnxruntime, .onnx) file")
     ap.add_argument("--clips", help=".npz with keypoints (N, T, K, 2) and attention_mask (N, T)")
     ap.add_argument("--output", help=".npz to write (see above)")
     ap.add_argument("--job", nargs=3, action="append", default=[], metavar=("MODEL", "CLIPS", "OUTPUT"),
@@ -58,7 +60,11 @@ def parse_args(argv=None):
 
 
 def runtime_version(interpreter: str) -> str:
-    """'ai-edge-litert 2.3.0' or 'tensorflow 2.12.0': the package whose kernels ran the model."""
+    """'ai-edge-litert 2.3.0', 'tensorflow 2.12.0' or 'onnxruntime 1.32.0': the package whose kernels ran the
+    model."""
+    if interpreter == ONNX_INTERPRETER:
+        from onnx_runtime import runtime_version as onnx_version
+        return onnx_version()
     if interpreter == "litert":
         from importlib.metadata import version
         return f"ai-edge-litert {version('ai-edge-litert')}"
@@ -80,7 +86,11 @@ def run(args, model_path: str, clips_path: str) -> dict:
               "logits": np.zeros((0, 0), np.float32), "embedding": np.zeros((0, 0), np.float32),
               "invoke_seconds": np.zeros(0)}
     try:
-        model = TFLiteModel(model_path, num_threads=args.num_threads, interpreter=args.interpreter)
+        if args.interpreter == ONNX_INTERPRETER:
+            from onnx_runtime import ONNXModel
+            model = ONNXModel(model_path, num_threads=args.num_threads)
+        else:
+            model = TFLiteModel(model_path, num_threads=args.num_threads, interpreter=args.interpreter)
     except Exception as e:  # noqa: BLE001 - any interpreter failure is the answer we report
         return result | {"error": first_line(e)}
     try:

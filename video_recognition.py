@@ -28,7 +28,8 @@ from keypoints import get_layout
 from metrics import softmax
 from preprocessing import model_inputs
 from util import UserError
-from tflite_runtime import (TFLiteModel, display_names, output_labels, read_model_card,
+from model_runtime import open_model
+from tflite_runtime import (display_names, output_labels, read_model_card,
                             resolve_config)
 
 CAPTION_COLOR = (40, 220, 40)  # BGR
@@ -58,7 +59,7 @@ class Recognizer:
         self.cfg = resolve_config(model_path, config_path)
         self.layout = get_layout(self.cfg["layout"])
         self.model_path = Path(model_path)
-        self.model = TFLiteModel(model_path, num_threads=num_threads)
+        self.model = open_model(model_path, num_threads=num_threads)
         self.card = read_model_card(model_path)
         self.labels = output_labels(self.model, model_path)
         self.names = self.card.get("label_names") or {}

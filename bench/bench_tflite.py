@@ -1,4 +1,5 @@
-"""TFLite latency of every export mode: median and p90 invoke ms per clip, model size and peak memory.
+"""TFLite and ONNX Runtime latency of every export mode: median and p90 invoke ms per clip, model size and peak
+memory, side by side in one run.
 
 The models are converted here with the exports' own converter and file names (tflite_export.convert,
 ptq_export.PTQ_FILES; modes fp32, dynamic, float16, int8, int8_io, int16x8) from --checkpoint, or from a freshly
@@ -6,7 +7,12 @@ built model with seeded random weights when no checkpoint is given (latency and 
 not on the weights' values). The integer modes are calibrated on --calibration_clips real clips of every signer
 but --holdout (quantization.representative_clips); the invokes are timed on the held-out signer's real clips,
 normalized and zero-padded to 64 frames as the app feeds them. --models times existing .tflite files instead
-(e.g. a QAT export; --config_path must then match their keypoints).
+(e.g. a QAT export, or .onnx files; --config_path must then match their keypoints).
+
+--onnx_modes (default fp32,int8) also converts the model to ONNX with the export's own code (onnx_convert.py:
+onnx-fp32, and onnx-int8 calibrated on the same clips) and times each .onnx in ONNX Runtime the same way, one
+intra-op thread, same clips, fresh process; '' leaves ONNX out. An .onnx is also timed in batches of --batch clips
+(batch ms/clip: what a server that batches requests pays per clip; the .tflite exports take batch 1).
 
 Each model is timed by bench/time_tflite.py in a FRESH process, one after another, at --num_threads
 (default 1: two threads never helped this model on a 2-core machine and were very noisy), so no
@@ -40,16 +46,17 @@ from main_functional import subset
 from model_functional import build_model, load_model
 from ptq_export import PTQ_FILES, parse_modes
 from quantization import representative_clips
-from recipes import CALIBRATION_CLIPS
+from recipes import CALIBRATION_CLIPS, ONNX_MODES
 from recipes import DEFAULT_SEED
-from runs import comma_list, require_file
+from runs import ONNX_FILES, comma_list, parse_onnx_modes, require_file
 from util import HelpFormatter, UserError, atomic_write_bytes, cli, set_seed
 from tflite_export import convert
 
 BENCH = "tflite"
 WORKER = Path(__file__).resolve().parent / "time_tflite.py"
-COLUMNS = {"model": "model", "size_mb": "size MB", "median_ms": "median ms", "p90_ms": "p90 ms",
-           "mean_ms": "mean ms", "clips": "invokes", "model_rss_mb": "model RSS MB", "peak_rss_mb": "peak RSS MB"}
+COLUMNS = {"model": "model", "runtime": "runtime", "size_mb": "size MB", "median_ms": "median ms",
+           "p90_ms": "p90 ms", "mean_ms": "mean ms", "clips": "invokes", "batch_ms_per_clip": "batch ms/clip",
+           "model_rss_mb": "model RSS MB", "peak_rss_mb": "peak RSS MB"}
 
 
 def load_clips(args, cfg: dict) -> tuple[tuple, tuple]:
@@ -74,13 +81,21 @@ def convert_models(args, cfg: dict, calibration: tuple, folder: Path) -> list[tu
         atomic_write_bytes(path, convert(model, cfg, mode, calibration))
         models.append((mode, path))
         print(f"converted {mode}: {path.stat().st_size / 2**20:.2f} MB", flush=True)
+    if args.onnx_modes:
+        from onnx_convert import convert_fp32, quantize_int8
+        fp32 = convert_fp32(model, cfg)
+        for mode in args.onnx_modes:
+            path = folder / ONNX_FILES[f"onnx-{mode}"]
+            atomic_write_bytes(path, fp32 if mode == "fp32" else quantize_int8(fp32, calibration))
+            models.append((f"onnx-{mode}", path))
+            print(f"converted onnx-{mode}: {path.stat().st_size / 2**20:.2f} MB", flush=True)
     return models
 
 
 def time_in_fresh_process(model: Path, clips_file: Path, args) -> dict:
     """Run time_tflite.py on one model in a new Python process; its JSON result."""
     command = [sys.executable, str(WORKER), str(model), "--clips", str(clips_file), "--warmup", str(args.warmup),
-               "--repeats", str(args.repeats), "--num_threads", str(args.num_threads)]
+               "--repeats", str(args.repeats), "--num_threads", str(args.num_threads), "--batch", str(args.batch)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         last_line = (done.stderr.strip().splitlines() or ["no message"])[-1]
@@ -95,6 +110,9 @@ def parse_args(argv=None):
     ap.add_argument("--holdout", default="user01", help="signer whose clips are timed (never used to calibrate)")
     ap.add_argument("--checkpoint", default="", help="trained final_model.h5 ('': a fresh model, seeded)")
     ap.add_argument("--modes", default="all", help=f"comma list of {list(PTQ_FILES)}, or 'all'")
+    ap.add_argument("--onnx_modes", default=ONNX_MODES,
+                    help="ONNX modes converted and timed too (comma list of fp32, int8; '': none)")
+    ap.add_argument("--batch", type=int, default=32, help="clips per run in the batched ONNX timing")
     ap.add_argument("--models", default="", help="comma list of existing .tflite files to time instead of converting")
     ap.add_argument("--clips", type=int, default=0, help="time the first N clips of the holdout (0 = all)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes over the clips")
@@ -110,6 +128,7 @@ def parse_args(argv=None):
         raise UserError("need --clips >= 0, --repeats >= 1, --warmup >= 0, --num_threads >= 1 "
                         "and --calibration_clips >= 1")
     args.modes = [] if args.models else parse_modes(args.modes)
+    args.onnx_modes = [] if args.models or not args.onnx_modes else parse_onnx_modes(args.onnx_modes)
     return args
 
 
@@ -126,7 +145,7 @@ def main(argv=None) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         if args.models:
             paths = [require_file(m, "--models file") for m in comma_list(args.models)]
-            models = [(path.stem, path) for path in paths]
+            models = [(path.name if path.suffix == ".onnx" else path.stem, path) for path in paths]
         else:
             models = convert_models(args, cfg, calibration, folder)
         clips_file = Path(tmp) / "clips.npz"

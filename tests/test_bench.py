@@ -91,10 +91,14 @@ def test_bench_tflite(demo_root, tiny_config_path, tmp_path, capsys):
     models = tmp_path / "models"
     record = bench_tflite.main(["--config_path", str(tiny_config_path), "--data_path", str(demo_root),
                                 "--modes", "fp32", "--clips", "3", "--repeats", "2", "--warmup", "1",
-                                "--calibration_clips", "4", "--keep_dir", str(models), "--output_dir", str(tmp_path)])
+                                "--calibration_clips", "4", "--keep_dir", str(models), "--output_dir", str(tmp_path),
+                                "--onnx_modes", "fp32", "--batch", "4"])
     assert "median ms" in capsys.readouterr().out
-    (row,) = record["rows"]
-    assert row["model"] == "fp32" and row["num_threads"] == 1
+    row, onnx = record["rows"]
+    assert (onnx["model"], onnx["runtime"].split()[0], onnx["clips"]) == ("onnx-fp32", "onnxruntime", 6)
+    assert onnx["batch_ms_per_clip"] > 0 and not onnx["tensorflow_loaded"] and not row["tensorflow_loaded"]
+    assert onnx["size_bytes"] == (models / "model_fp32.onnx").stat().st_size
+    assert row["model"] == "fp32" and row["num_threads"] == 1 and row["batch_ms_per_clip"] is None
     assert row["size_bytes"] == (models / "model_fp32.tflite").stat().st_size
     assert row["clips"] == 6  # 3 held-out clips x 2 repeats
     assert 0 < row["median_ms"] <= row["p90_ms"]
