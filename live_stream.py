@@ -32,8 +32,14 @@ import numpy as np
 
 import extraction
 import video_enrollment
-from recipes import (LIVE_MAX_CLIP_FRAMES, LIVE_QUEUE_FRAMES, LIVE_WINDOW, SIGN_THRESHOLD, TOP_K,
-                     WINDOW_STRIDE)
+from recipes import (
+    LIVE_MAX_CLIP_FRAMES,
+    LIVE_QUEUE_FRAMES,
+    LIVE_WINDOW,
+    SIGN_THRESHOLD,
+    TOP_K,
+    WINDOW_STRIDE,
+)
 from util import UserError
 from video_recognition import Recognizer, SlidingWindow, Tracker, classify_clip
 
@@ -216,7 +222,7 @@ class LiveStream:
                         self._frame(tracker, item)
                     else:
                         self._control(item.message)
-        except Exception as e:  # noqa: BLE001 - the client is told; the server keeps serving the others
+        except Exception as e:
             LOG.exception("live stream failed")
             self.send(error(f"the server could not go on with this stream: {type(e).__name__}: {e}", fatal=True))
 

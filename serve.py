@@ -24,15 +24,31 @@ import asyncio
 import logging
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import extraction
-from live_stream import MAX_FRAME_PIXELS, LiveSettings, LiveStream, ProtocolError, error, parse_control
+from live_stream import (
+    MAX_FRAME_PIXELS,
+    LiveSettings,
+    LiveStream,
+    ProtocolError,
+    error,
+    parse_control,
+)
 from preprocessing import MAX_FRAMES
-from recipes import (LIVE_HOST, LIVE_MAX_CLIENTS, LIVE_MAX_CLIP_FRAMES, LIVE_MAX_MESSAGE_KB, LIVE_PORT,
-                     LIVE_QUEUE_FRAMES, LIVE_WINDOW, SIGN_THRESHOLD, TOP_K, WINDOW_STRIDE)
+from recipes import (
+    LIVE_HOST,
+    LIVE_MAX_CLIENTS,
+    LIVE_MAX_CLIP_FRAMES,
+    LIVE_MAX_MESSAGE_KB,
+    LIVE_PORT,
+    LIVE_QUEUE_FRAMES,
+    LIVE_WINDOW,
+    SIGN_THRESHOLD,
+    TOP_K,
+    WINDOW_STRIDE,
+)
 from runs import require_file
-from util import HelpFormatter, REPO_DIR, UserError, bounded, cli
+from util import REPO_DIR, HelpFormatter, UserError, bounded, cli
 
 WEB_DIR = REPO_DIR / "web"
 PAGES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),

@@ -31,7 +31,7 @@ HELP_SCRIPTS = (  # the command-line scripts of the repository (seed names first
     "train_loso_functional_qat_batch.py", "run_qat_export.py", "evaluate_tflite_single.py",
     "test_tflite_models.py", "test_single_sample.py", "collect_results.py", "predict_video.py",
     "results_tables.py", "runs.py", "recipes.py", "config.py", "check_runtimes.py", "tflite_worker.py",
-    "make_test_vectors.py", "build_karsl_subset.py", "layouts.py", "evaluate_enrollment.py",
+    "make_test_vectors.py", "build_karsl_subset.py", "layouts.py", "evaluate_enrollment.py", "serve.py",
 )
 PROBE = """import os, runpy, sys
 script = sys.argv[1]

@@ -8,8 +8,16 @@ import anyio
 import numpy as np
 import pytest
 
-from live_stream import FrameQueue, FrameError, Item, LiveSettings, decode_frame, jpeg_size, parse_control
-from live_stream import ProtocolError
+from live_stream import (
+    FrameError,
+    FrameQueue,
+    Item,
+    LiveSettings,
+    ProtocolError,
+    decode_frame,
+    jpeg_size,
+    parse_control,
+)
 
 VIDEO = "mlr511-videos/user01/G09/R01.mp4"
 SIGN, NAME = "G09", "Go"
