@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import common
+
 from runs import comma_list, require_file
 from util import HelpFormatter, UserError, bounded, cli
 
@@ -66,6 +67,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def video_jpegs(path: str) -> tuple[list[bytes], float]:
     import cv2
+
     from extraction import read_video
     frames, fps = read_video(path)
     jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for f in frames]
