@@ -48,18 +48,16 @@ import ctypes
 import os
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from keypoints import PARTS, Layout, get_layout
 from layouts import VIDEO_SUFFIXES  # noqa: F401  (the video file types, defined once)
-from util import UserError, cli
+from util import NATIVE_STDERR, UserError, cli
 
 DEFAULT_MIN_CONFIDENCE = 0.5
 _LIBC = ctypes.CDLL(None)  # the C library of this process, to flush C-level stdio buffers
-_SILENCING = threading.RLock()  # native_stderr_silenced: one thread at a time
 
 
 class VideoError(UserError):
@@ -73,7 +71,7 @@ def native_stderr_silenced():
     tracker (about 10 lines per video), which would bury the progress bar. Python exceptions are unaffected.
     One thread at a time (trackers started by several threads, as in a live server, would otherwise restore each
     other's /dev/null); a thread may nest it."""
-    with _SILENCING:
+    with NATIVE_STDERR:
         sys.stderr.flush()
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)

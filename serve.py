@@ -21,8 +21,11 @@ told so and closed); a message over --max_message_kb is refused; the WebSocket's
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 
 import extraction
@@ -48,7 +51,16 @@ from recipes import (
     WINDOW_STRIDE,
 )
 from runs import require_file
-from util import REPO_DIR, HelpFormatter, UserError, bounded, cli
+from util import (
+    NATIVE_NOISE,
+    REPO_DIR,
+    HelpFormatter,
+    UserError,
+    bounded,
+    cli,
+    is_noise,
+    verbose,
+)
 
 WEB_DIR = REPO_DIR / "web"
 PAGES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -148,7 +160,8 @@ async def serve_connection(websocket, model_path, settings: LiveSettings, server
         outbox.put_nowait(message)
 
     def send(message: dict) -> None:  # the worker thread's
-        loop.call_soon_threadsafe(post, message)
+        with contextlib.suppress(RuntimeError):  # the event loop has closed (the server stops)
+            loop.call_soon_threadsafe(post, message)
 
     async def sender():
         while True:
@@ -215,6 +228,26 @@ def describe(model, settings: LiveSettings, server: ServerSettings) -> dict:
     }
 
 
+def drop_native_noise() -> None:
+    """For the server's whole life, pass the lines written to file descriptor 2 through a filter that drops
+    util.NATIVE_NOISE: MediaPipe loads its hand models when a hand first appears, and their native start-up
+    lines would otherwise reach the console at any time, from any connection's thread."""
+    if verbose():
+        return
+    read, write = os.pipe()
+    console = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump():
+        with os.fdopen(read, "rb") as pipe, os.fdopen(console, "wb", buffering=0) as out:
+            for line in pipe:
+                if not is_noise(line.decode(errors="replace"), NATIVE_NOISE):
+                    out.write(line)
+
+    threading.Thread(target=pump, name="stderr filter", daemon=True).start()
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -266,6 +299,7 @@ def settings_from(args) -> tuple[LiveSettings, ServerSettings]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     live, server = settings_from(args)
+    drop_native_noise()
     app = create_app(args.model, live, server)
     import uvicorn
     scheme = "https" if args.ssl_certfile else "http"
