@@ -86,6 +86,7 @@ class Client:
         self.sent_at: dict[int, float] = {}
         self.answers: list[tuple[float, dict]] = []
         self.ready = threading.Event()
+        self.refused = ""
         self.receiver = threading.Thread(target=self._receive, daemon=True)
         self.receiver.start()
 
@@ -95,7 +96,8 @@ class Client:
             while True:
                 message = json.loads(self.ws.recv())
                 self.answers.append((time.perf_counter(), message))
-                if message["type"] == "ready":
+                if message["type"] in ("ready", "error") and not self.ready.is_set():
+                    self.refused = message.get("message", "") if message["type"] == "error" else ""
                     self.ready.set()
         except (websocket.WebSocketException, OSError, ValueError):
             return
@@ -135,6 +137,8 @@ def run_clients(n: int, url: str, origin: str, jpegs, fps: float, seconds: float
         for client in clients:
             if not client.ready.wait(START_S):
                 raise UserError(f"{url}: no `ready` within {START_S} s")
+            if client.refused:
+                raise UserError(f"{url}: {client.refused}")
         cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
         start = wall0 + 0.2
         senders = [threading.Thread(target=c.stream, args=(jpegs, fps, seconds, start)) for c in clients]
@@ -169,13 +173,24 @@ def start_server(args, port: int, log) -> subprocess.Popen:
         if proc.poll() is not None:
             raise UserError(f"serve.py exited with {proc.returncode} (its output: {log.name})")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
-                json.load(answer)
+            health(port)
             return proc
         except OSError:
             time.sleep(0.5)
     proc.terminate()
     raise UserError(f"serve.py did not answer within {START_S} s (its output: {log.name})")
+
+
+def health(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
+        return json.load(answer)
+
+
+def wait_until_idle(port: int) -> None:
+    """Until the server has let the previous run's connections go (their workers finish their frame first)."""
+    deadline = time.monotonic() + START_S
+    while health(port)["clients"] and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def parse_args(argv=None):
@@ -214,6 +229,7 @@ def main(argv=None) -> dict:
         proc = start_server(args, port, log)
         try:
             for n in args.clients:
+                wait_until_idle(port)
                 rows += run_clients(n, f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}", jpegs, fps,
                                     args.seconds, proc.pid)
         finally:
