@@ -54,7 +54,7 @@ import numpy as np
 
 from keypoints import PARTS, Layout, get_layout
 from layouts import VIDEO_SUFFIXES  # noqa: F401  (the video file types, defined once)
-from util import UserError, cli
+from util import NATIVE_STDERR, UserError, cli
 
 DEFAULT_MIN_CONFIDENCE = 0.5
 _LIBC = ctypes.CDLL(None)  # the C library of this process, to flush C-level stdio buffers
@@ -68,19 +68,22 @@ class VideoError(UserError):
 @contextlib.contextmanager
 def native_stderr_silenced():
     """Send file descriptor 2 to /dev/null: MediaPipe/TFLite print banners and warnings from C++ for every
-    tracker (about 10 lines per video), which would bury the progress bar. Python exceptions are unaffected."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
+    tracker (about 10 lines per video), which would bury the progress bar. Python exceptions are unaffected.
+    One thread at a time (trackers started by several threads, as in a live server, would otherwise restore each
+    other's /dev/null); a thread may nest it."""
+    with NATIVE_STDERR:
         sys.stderr.flush()
-        _LIBC.fflush(None)  # C-level buffers too, or their text surfaces later, once fd 2 is restored
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            sys.stderr.flush()
+            _LIBC.fflush(None)  # C-level buffers too, or their text surfaces later, once fd 2 is restored
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def _mediapipe():
@@ -142,6 +145,18 @@ def draw_landmarks(frame_bgr: np.ndarray, results) -> np.ndarray:
     draw.draw_landmarks(frame_bgr, results.left_hand_landmarks, holistic.HAND_CONNECTIONS)
     draw.draw_landmarks(frame_bgr, results.right_hand_landmarks, holistic.HAND_CONNECTIONS)
     return frame_bgr
+
+
+def skeleton_edges(layout: Layout) -> list[tuple[int, int]]:
+    """The lines of a drawn skeleton as pairs of stored indices: MediaPipe's pose and hand connections between
+    points the layout keeps (face points have none; they are drawn as dots)."""
+    holistic = _mediapipe().solutions.holistic
+    edges = []
+    for part, connections in (("pose", holistic.POSE_CONNECTIONS), ("left_hand", holistic.HAND_CONNECTIONS),
+                              ("right_hand", holistic.HAND_CONNECTIONS)):
+        stored = {src: i for i, (p, src) in enumerate(layout.points) if p == part}
+        edges += sorted((stored[a], stored[b]) for a, b in connections if a in stored and b in stored)
+    return edges
 
 
 # ----------------------------------------------------------------------------------------------- videos

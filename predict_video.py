@@ -51,13 +51,12 @@ from tqdm import tqdm
 import extraction
 import video_enrollment
 from metrics import latency_summary
+from recipes import SIGN_THRESHOLD, TOP_K, VIDEO_WINDOW, WINDOW_STRIDE
 from runs import comma_list
 from util import UserError, atomic_write_json, check_output, cli, one_line
-from video_recognition import (Recognizer, SlidingWindow, Source, VideoSink, annotate, expand_sources, resampled,
-                               tracked_frames, true_label)
+from video_recognition import (Recognizer, SlidingWindow, Source, VideoSink, annotate, classify_clip,
+                               expand_sources, no_hand_warning, resampled, tracked_frames, true_label)
 
-DEFAULT_TOP_K = 3
-DEFAULT_THRESHOLD = 0.6
 
 
 # ----------------------------------------------------------------------------------------------- one source
@@ -110,13 +109,14 @@ def run_source(source: Source, recognizer: Recognizer, args) -> ClipResult:
         rows, seconds, results = follow(resampled(frames, fps, args.fps), recognizer, args, sliding, sink)
         if not rows:
             raise extraction.VideoError(f"{source.spec}: no frames could be read (empty or corrupt video)")
-        no_hands = extraction.hand_frames(np.stack(rows), recognizer.layout) == 0
         if sliding is None:
-            predictions = [recognizer.classify(np.stack(rows))]     # (T, N, 3) -> one prediction
+            prediction, warning = classify_clip(recognizer, rows)    # (T, N, 3) -> one prediction
+            predictions = [prediction]
             if sink.path or sink.display:
-                caption = "no hand detected" if no_hands else recognizer.caption(predictions[0])
+                caption = "no hand detected" if warning else recognizer.caption(prediction)
                 annotate_again(source, args, fps, results, caption, sink)
         else:
+            warning = no_hand_warning(np.stack(rows), recognizer.layout)
             sliding.finish()
             predictions = sliding.windows
     finally:
@@ -124,8 +124,8 @@ def run_source(source: Source, recognizer: Recognizer, args) -> ClipResult:
     result = ClipResult(source.spec, true_label(source, recognizer.labels), len(rows),
                         [1e3 * s for s in seconds[1:]], 1e3 * seconds[0], predictions, [], [],
                         str(path) if path else None)
-    if no_hands:  # the model still answers for all-zero hands; that is not a sign (its timings still count)
-        result.warning = f"no hand detected in any of {len(rows)} frames (no signer in view?); no sign named"
+    if warning:  # the model still answers for all-zero hands; that is not a sign (its timings still count)
+        result.warning = warning
         return result
     shown = predictions[0] if sliding is None else max(predictions, key=lambda p: p.probabilities[p.top1])
     result.top_k, result.events = recognizer.top_k(shown, args.top_k), sliding.events if sliding else []
@@ -244,12 +244,14 @@ def parse_args(argv=None):
     ap.add_argument("sources", nargs="+", help="video files, folders of videos (recursive), or a webcam index (0)")
     ap.add_argument("--model", required=True, help="the .tflite model (its card beside it gives config + labels)")
     ap.add_argument("--config_path", default="", help="YAML config (default: the model card)")
-    ap.add_argument("--top_k", type=int, default=DEFAULT_TOP_K, help=f"classes listed (default: {DEFAULT_TOP_K})")
-    ap.add_argument("--window", type=int, default=0,
-                    help="sliding-window length in frames (default: 0 = one prediction per whole video)")
-    ap.add_argument("--stride", type=int, default=5, help="frames between sliding windows (default: 5)")
-    ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                    help=f"probability at which a window emits its sign (default: {DEFAULT_THRESHOLD})")
+    ap.add_argument("--top_k", type=int, default=TOP_K, help=f"classes listed (default: {TOP_K})")
+    ap.add_argument("--window", type=int, default=VIDEO_WINDOW,
+                    help=f"sliding-window length in frames (default: {VIDEO_WINDOW} = one prediction per whole "
+                         "video)")
+    ap.add_argument("--stride", type=int, default=WINDOW_STRIDE,
+                    help=f"frames between sliding windows (default: {WINDOW_STRIDE})")
+    ap.add_argument("--threshold", type=float, default=SIGN_THRESHOLD,
+                    help=f"probability at which a window emits its sign (default: {SIGN_THRESHOLD})")
     ap.add_argument("--fps", type=float, default=0.0,
                     help="sample the input at this rate first (default: 0 = every frame; training videos: 15 fps)")
     ap.add_argument("--max_frames", type=int, default=0, help="stop each source after this many frames (default: 0 = "

@@ -11,6 +11,12 @@ flags, the pipeline shell (through the CLI below) and the docs.
   preprocessing     no resting-hand rule (rest_hand_cutoff 0) and no mirroring of left-handed clips
                     (dominant_hand_ratio 0) unless the config sets them
   seed 42, holdouts user01,user08,user11, dataset name arabic_asl
+  recognition       (predict_video.py, serve.py) top 3 classes listed; a window emits its sign at
+                    probability >= 0.6; windows every 5 frames; predict_video classifies whole videos
+                    (window 0), the live server windows of 30 frames (2 s at 15 fps)
+  live server       (serve.py, docs/live.md) 127.0.0.1:8000, at most 2 clients at once, 6 frames
+                    queued per client before the oldest is dropped, messages up to 1024 KiB, a clip
+                    (the frames between two `end` messages) keeps its last 900 frames (60 s at 15 fps)
 The demo pipeline (make_demo_dataset.py data) uses smaller budgets, chosen so that its LOSO models
 are clearly above chance (10 %) in about 10 minutes on 2 CPU cores: 20 epochs at lr 5e-4 and
 batch 8, QAT 2 epochs at batch 8, holdouts user01,user02, dataset name demo.
@@ -19,7 +25,9 @@ The settings whose default lives here and in no other module (a flag, a settings
 key or a function parameter of that name; tests/test_recipe_defaults.py checks it): epochs, lr,
 batch_size, weight_decay, schedule, warmup_epochs, min_lr, label_smoothing, bucket_batches,
 scheduler_factor, scheduler_patience, qat_epochs, early_stop_patience, clipnorm, modes,
-num_calibration_samples, seed, holdouts, dataset_name, rest_hand_cutoff, dominant_hand_ratio.
+num_calibration_samples, seed, holdouts, dataset_name, rest_hand_cutoff, dominant_hand_ratio,
+top_k, threshold, stride, window, host, port, max_clients, queue_frames, max_message_kb,
+max_clip_frames.
 
 A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line
 flag replaces both: flag > config `training:` > recipe (`training_recipe` resolves them, once).
@@ -43,7 +51,9 @@ DEFAULT_DATASET_NAME = "arabic_asl"
 SETTINGS = ("epochs", "lr", "batch_size", "weight_decay", "schedule", "warmup_epochs", "min_lr",
             "label_smoothing", "bucket_batches", "scheduler_factor", "scheduler_patience",
             "qat_epochs", "early_stop_patience", "clipnorm", "modes", "num_calibration_samples",
-            "seed", "holdouts", "dataset_name", "rest_hand_cutoff", "dominant_hand_ratio")
+            "seed", "holdouts", "dataset_name", "rest_hand_cutoff", "dominant_hand_ratio",
+            "top_k", "threshold", "stride", "window", "host", "port", "max_clients", "queue_frames",
+            "max_message_kb", "max_clip_frames")
 
 FP32_EPOCHS = 80
 FP32_LR = 2e-4
@@ -66,6 +76,18 @@ CALIBRATION_CLIPS = 200
 ONNX_MODES = "fp32,int8"         # onnx_export.py and the pipeline's ONNX=1 (ptq_export.py --onnx_modes)
 REST_HAND_CUTOFF = 0.0           # a config's resting-hand rule when it sets none: off
 DOMINANT_HAND_RATIO = 0.0        # a config's left-handed-clip mirroring when it sets none: off
+
+TOP_K = 3                        # classes listed per clip or window
+SIGN_THRESHOLD = 0.6             # a window emits its sign at this top probability
+WINDOW_STRIDE = 5                # frames between sliding windows
+VIDEO_WINDOW = 0                 # predict_video.py: 0 = one prediction per whole video
+LIVE_WINDOW = 30                 # serve.py: frames per window (2 s at 15 fps; MLR511 signs last 25-75 frames)
+LIVE_HOST = "127.0.0.1"          # the live server listens on the loopback only unless told otherwise
+LIVE_PORT = 8000
+LIVE_MAX_CLIENTS = 2             # connections served at once (each runs its own tracker on the CPU)
+LIVE_QUEUE_FRAMES = 6            # frames waiting per connection; when full the oldest is dropped
+LIVE_MAX_MESSAGE_KB = 1024       # a larger message is refused (a 960x540 JPEG is ~50-150 KiB)
+LIVE_MAX_CLIP_FRAMES = 900       # frames kept for an `end` clip (60 s at 15 fps): the last ones
 
 DEMO = {"EPOCHS": 20, "LR": 5e-4, "BATCH_SIZE": 8, "QAT_EPOCHS": 2, "QAT_BATCH_SIZE": 8,
         "HOLDOUTS": "user01,user02", "DATASET_NAME": "demo"}

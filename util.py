@@ -29,6 +29,7 @@ import reprlib
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,26 +453,31 @@ def is_noise(line: str, noise) -> bool:
     return any(n.search(line) if isinstance(n, re.Pattern) else n in line for n in noise)
 
 
+NATIVE_STDERR = threading.RLock()  # held while file descriptor 2 is redirected (one thread at a time)
+
+
 @contextlib.contextmanager
 def native_noise_dropped(noise=NATIVE_NOISE):
     """Run the block with file descriptor 2 captured, then pass on every line that is not `noise`
     (substrings or compiled patterns). A block that raises passes everything on; verbose() captures
-    nothing."""
+    nothing. One thread at a time (NATIVE_STDERR): threads that swapped fd 2 at once would restore
+    each other's capture."""
     if verbose():
         yield
         return
-    sys.stderr.flush()
-    saved, failed = os.dup(2), True
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            sys.stderr.write("".join(line for line in lines if failed or not is_noise(line, noise)))
-            sys.stderr.flush()
+    with NATIVE_STDERR:
+        sys.stderr.flush()
+        saved, failed = os.dup(2), True
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+                failed = False
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                captured.seek(0)
+                lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+                sys.stderr.write("".join(line for line in lines if failed or not is_noise(line, noise)))
+                sys.stderr.flush()

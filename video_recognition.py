@@ -6,7 +6,10 @@
                                   are enrollment.score's; .descriptor(raw) is a clip's enrollment descriptor
   expand_sources / Source         video files, folders of videos, webcam indices -> frame iterators + fps
   resampled(frames, src, target)  keep about `target` frames per second of a `src` fps stream
-  tracked_frames(frames, layout)  one fresh MediaPipe Holistic tracker (extraction.py) -> TrackedFrame per frame
+  tracked_frames(frames, layout)  one fresh MediaPipe Holistic tracker (extraction.py) -> TrackedFrame per frame;
+                                  Tracker: the same, fed one frame at a time (a live stream)
+  classify_clip(recognizer, rows) a whole clip as predict_video classifies a video: Prediction + no_hand_warning
+  no_hand_warning(rows, layout)   a clip without any hand names no sign: the warning that replaces it
   SlidingWindow                   classify the last N frames every S frames; confident windows -> sign events
   annotate / VideoSink            landmarks + caption on a frame; an .mp4 writer and/or a live window
 """
@@ -19,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -180,20 +184,67 @@ class TrackedFrame:
     seconds: float         # MediaPipe + conversion
 
 
+class Tracker:
+    """One fresh MediaPipe Holistic tracker fed one frame at a time (extraction.py's per-frame API): .track(image)
+    -> TrackedFrame. Created lazily on the first frame; close() (or `with`) releases it. tracked_frames is this
+    tracker over an iterator of frames; a live stream (live_stream.py) pushes its frames one by one."""
+
+    def __init__(self, layout, min_confidence: float, mirror: bool):
+        self.layout, self.min_confidence, self.mirror = layout, min_confidence, mirror
+        self._stack = contextlib.ExitStack()
+        self._holistic = None
+        self._first = True
+
+    def start(self) -> None:
+        """Create the tracker now rather than on the first frame (a live stream does, before frames come)."""
+        if self._holistic is None:
+            with extraction.native_stderr_silenced():  # creation prints native banners
+                self._holistic = self._stack.enter_context(extraction.open_holistic(self.min_confidence))
+            self._first = True
+
+    def track(self, image: np.ndarray) -> TrackedFrame:
+        start = time.perf_counter()
+        self.start()
+        if self._first:  # the first frame prints native banners too
+            with extraction.native_stderr_silenced():
+                results = extraction.process_frame(self._holistic, image, self.mirror)
+            self._first = False
+        else:
+            results = extraction.process_frame(self._holistic, image, self.mirror)
+        row = extraction.frame_keypoints(results, self.layout)
+        return TrackedFrame(image, results, row, time.perf_counter() - start)
+
+    def close(self) -> None:
+        self._stack.close()
+        self._holistic = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def tracked_frames(frames, layout, min_confidence: float, mirror: bool):
     """One fresh Holistic tracker over a stream: yields a TrackedFrame per frame (extraction.py's per-frame API)."""
-    with contextlib.ExitStack() as stack:
-        holistic = None
+    with Tracker(layout, min_confidence, mirror) as tracker:
         for image in frames:
-            start = time.perf_counter()
-            if holistic is None:  # tracker start-up: creation + first frame print native banners
-                with extraction.native_stderr_silenced():
-                    holistic = stack.enter_context(extraction.open_holistic(min_confidence))
-                    results = extraction.process_frame(holistic, image, mirror)
-            else:
-                results = extraction.process_frame(holistic, image, mirror)
-            row = extraction.frame_keypoints(results, layout)
-            yield TrackedFrame(image, results, row, time.perf_counter() - start)
+            yield tracker.track(image)
+
+
+def classify_clip(recognizer: Recognizer, rows) -> tuple[Prediction, str]:
+    """A whole clip, as predict_video classifies a video: its frames' keypoints (a list of (N, 3) rows or a
+    (T, N, 3) array) -> (one Prediction, no_hand_warning); with a warning no sign is to be named."""
+    rows = np.asarray(rows) if not isinstance(rows, list) else np.stack(rows)
+    return recognizer.classify(rows), no_hand_warning(rows, recognizer.layout)
+
+
+def no_hand_warning(rows: np.ndarray, layout) -> str:
+    """'' when a hand is detected in some frame of a clip's (T, N, 3) keypoints, else the warning that replaces
+    its sign: the model still answers for all-zero hands, and that is not a sign."""
+    if extraction.hand_frames(rows, layout):
+        return ""
+    return f"no hand detected in any of {len(rows)} frames (no signer in view?); no sign named"
 
 
 # ----------------------------------------------------------------------------------------------- sliding window
@@ -223,6 +274,11 @@ class SlidingWindow:
         """A stream shorter than one window is classified once, whole."""
         if not self.windows and self.rows:
             self._classify()
+
+    def trim(self) -> None:
+        """A stream without an end (a live connection) keeps no past windows, and of its events only the last,
+        which the event rule extends."""
+        del self.windows[:], self.events[:-1]
 
     def _classify(self) -> Prediction:
         prediction = self.recognizer.classify(np.stack(self.rows), start=self.frames_seen - len(self.rows))

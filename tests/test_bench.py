@@ -55,7 +55,8 @@ def test_machine_info_and_table():
     assert lines[3].split() == ["123.0", "z"] and len({len(line) for line in lines}) == 1
 
 
-@pytest.mark.parametrize("script", ["bench_training", "bench_tflite", "bench_extraction", "bench_predict_video"])
+@pytest.mark.parametrize("script", ["bench_training", "bench_tflite", "bench_extraction", "bench_predict_video",
+                                    "bench_live"])
 def test_help_states_the_defaults(script, capsys):
     module = __import__(script)
     with pytest.raises(SystemExit) as exit_info:

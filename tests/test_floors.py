@@ -2,7 +2,8 @@
 - floor 0 (keypoints, config, recipes, preprocessing, augmentations, run plumbing, metrics, video
   layouts, enrollment) imports no TensorFlow;
 - the app path (predict_video -> video_recognition, video_enrollment -> extraction, preprocessing,
-  tflite_runtime, onnx_runtime, model_runtime; enrollment) imports none;
+  tflite_runtime, onnx_runtime, model_runtime; enrollment; the live server serve.py -> live_stream)
+  imports none;
 - every command-line script answers --help with exit code 0, without importing TensorFlow and
   without a line on stderr. How fast it answers is measured by bench/bench_help.py, not asserted;
 - no import cycle among the project's modules, function-level imports included;
@@ -22,7 +23,7 @@ from bench_help import HELP_SCRIPTS, probe_help  # noqa: E402
 FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "util",
            "metrics", "layouts", "enrollment")
 APP_PATH = ("predict_video", "video_recognition", "video_enrollment", "extraction", "preprocessing",
-            "tflite_runtime", "onnx_runtime", "model_runtime", "enrollment")
+            "tflite_runtime", "onnx_runtime", "model_runtime", "enrollment", "live_stream", "serve")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
