@@ -290,22 +290,25 @@ def live_model(shared_data, tmp_path_factory):
     FP32 export and model card (label names included). Budget: about 1 minute of the 2-core VM when quiet (the
     first epoch builds the graph). It recognises its training signers' videos, e.g. user01/G09/R01.mp4 ("Go"),
     which is what the live-server tests stream. Returns the .tflite path."""
-    from main_functional import TrainSettings, train
-    from runs import run_paths
-    root = tmp_path_factory.mktemp("mlr511-live") / "data"
-    source = shared_data / "mlr511-90kpts"
-    for clip in sorted((source / "all").glob("G*/*.pkl")):
-        if clip.name.split("_")[0] in LIVE_SIGNERS:
-            (root / "train" / clip.parent.name).mkdir(parents=True, exist_ok=True)
-            (root / "train" / clip.parent.name / clip.name).symlink_to(clip)
-    for name in ("label2id.json", "id2label.json", "label2name.json"):
-        shutil.copy(source / name, root / name)
-    raw = yaml.safe_load((REPO / "configs" / "arabic-asl-65kpts.yaml").read_text()) | TINY
-    raw.pop("training", None)
-    config = root.parent / "tiny-mlr511-65kpts.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    out = root.parent / "outputs"
-    train(TrainSettings(experiment_name="live", config_path=str(config), data_path=str(root), dataset_name="mlr511",
-                        run_type="full", test_split=None, epochs=LIVE_EPOCHS, lr=3e-3, batch_size=8, seed=42,
-                        output_root=str(out)))
-    return run_paths("mlr511", "full", str(out)).fp32_tflite("live")
+    def make(folder: Path) -> dict:
+        from main_functional import TrainSettings, train
+        from runs import run_paths
+        root = folder / "data"
+        source = shared_data / "mlr511-90kpts"
+        for clip in sorted((source / "all").glob("G*/*.pkl")):
+            if clip.name.split("_")[0] in LIVE_SIGNERS:
+                (root / "train" / clip.parent.name).mkdir(parents=True, exist_ok=True)
+                (root / "train" / clip.parent.name / clip.name).symlink_to(clip)
+        for name in ("label2id.json", "id2label.json", "label2name.json"):
+            shutil.copy(source / name, root / name)
+        raw = yaml.safe_load((REPO / "configs" / "arabic-asl-65kpts.yaml").read_text()) | TINY
+        raw.pop("training", None)
+        config = root.parent / "tiny-mlr511-65kpts.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        out = root.parent / "outputs"
+        train(TrainSettings(experiment_name="live", config_path=str(config), data_path=str(root), dataset_name="mlr511",
+                            run_type="full", test_split=None, epochs=LIVE_EPOCHS, lr=3e-3, batch_size=8, seed=42,
+                            output_root=str(out)))
+        return {"tflite": str(run_paths("mlr511", "full", str(out)).fp32_tflite("live"))}
+
+    return Path(made_once(tmp_path_factory, "mlr511-live", make)["tflite"])
