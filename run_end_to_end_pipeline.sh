@@ -26,8 +26,8 @@
 # The LOSO stages (training, PTQ, QAT) run the holdouts in JOBS parallel processes (default: one per CPU core), each
 # with an equal share of the cores as TensorFlow threads and each output line prefixed with its holdouts.
 #
-# ONNX=1 makes the PTQ stages also write model_fp32.onnx / model_int8.onnx (ONNX_MODES) beside the PTQ models
-# (ptq_export.py --onnx_modes; docs/onnx.md); off by default: it adds about a minute per fold.
+# ONNX=1 makes the PTQ stages also write model_fp32.onnx (and model_int8.onnx: ONNX_MODES) beside the PTQ models
+# (ptq_export.py --onnx_modes; docs/onnx.md): on by default for real data (about 2 % of a fold), off for the demo.
 #
 # Re-running is safe and cheap: a stage is skipped when its final artefacts exist (a trained model = final_model.h5,
 # final_model_fp32.tflite + card and a successful training record; PTQ = the card of every PTQ_MODES model (and,
@@ -66,7 +66,6 @@ NO_VALIDATION="${NO_VALIDATION:-1}"
 RUN_LOSO="${RUN_LOSO:-1}"
 RUN_FULL_DATASET="${RUN_FULL_DATASET:-1}"
 RUN_PTQ="${RUN_PTQ:-1}"
-ONNX="${ONNX:-0}"                        # 1: the PTQ stages also export ONNX_MODES to ONNX (off: ~1 min per fold)
 RUN_QAT="${RUN_QAT:-1}"
 RUN_COLLECT="${RUN_COLLECT:-1}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 1)}"                  # LOSO folds run in this many parallel processes (each uses about one core)
