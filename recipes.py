@@ -11,6 +11,12 @@ flags, the pipeline shell (through the CLI below) and the docs.
   preprocessing     no resting-hand rule (rest_hand_cutoff 0) and no mirroring of left-handed clips
                     (dominant_hand_ratio 0) unless the config sets them
   seed 42, holdouts user01,user08,user11, dataset name arabic_asl
+  sweeps (sweep.py)  stages train,ptq,qat,evaluate; experiment prefix {config}_seed{seed}; each
+                    task 1 CPU (= its TensorFlow threads, as the pipeline's JOBS=<cores> gives)
+                    and, where the cluster has GPUs, 1 GPU for training and QAT; a task whose
+                    worker dies is retried twice
+  devices           no distribution (one device); `--distribute mirrored` with --cpu_devices 0
+                    (the real devices; N > 0 splits the CPU into N logical devices, for tests)
 The demo pipeline (make_demo_dataset.py data) uses smaller budgets, chosen so that its LOSO models
 are clearly above chance (10 %) in about 10 minutes on 2 CPU cores: 20 epochs at lr 5e-4 and
 batch 8, QAT 2 epochs at batch 8, holdouts user01,user02, dataset name demo.
@@ -19,7 +25,8 @@ The settings whose default lives here and in no other module (a flag, a settings
 key or a function parameter of that name; tests/test_recipe_defaults.py checks it): epochs, lr,
 batch_size, weight_decay, schedule, warmup_epochs, min_lr, label_smoothing, bucket_batches,
 scheduler_factor, scheduler_patience, qat_epochs, early_stop_patience, clipnorm, modes,
-num_calibration_samples, seed, holdouts, dataset_name, rest_hand_cutoff, dominant_hand_ratio.
+num_calibration_samples, seed, holdouts, dataset_name, rest_hand_cutoff, dominant_hand_ratio,
+stages, cpus_per_task, gpus_per_task, max_retries, distribute, cpu_devices.
 
 A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line
 flag replaces both: flag > config `training:` > recipe (`training_recipe` resolves them, once).
@@ -43,7 +50,8 @@ DEFAULT_DATASET_NAME = "arabic_asl"
 SETTINGS = ("epochs", "lr", "batch_size", "weight_decay", "schedule", "warmup_epochs", "min_lr",
             "label_smoothing", "bucket_batches", "scheduler_factor", "scheduler_patience",
             "qat_epochs", "early_stop_patience", "clipnorm", "modes", "num_calibration_samples",
-            "seed", "holdouts", "dataset_name", "rest_hand_cutoff", "dominant_hand_ratio")
+            "seed", "holdouts", "dataset_name", "rest_hand_cutoff", "dominant_hand_ratio",
+            "stages", "cpus_per_task", "gpus_per_task", "max_retries", "distribute", "cpu_devices")
 
 FP32_EPOCHS = 80
 FP32_LR = 2e-4
@@ -65,6 +73,14 @@ PTQ_MODES = "dynamic"
 CALIBRATION_CLIPS = 200
 REST_HAND_CUTOFF = 0.0           # a config's resting-hand rule when it sets none: off
 DOMINANT_HAND_RATIO = 0.0        # a config's left-handed-clip mirroring when it sets none: off
+
+SWEEP_STAGES = "train,ptq,qat,evaluate"   # sweep.py --stages: the LOSO stages of the pipeline
+SWEEP_EXP_PREFIX = "{config}_seed{seed}"  # sweep.py --exp_prefix: per config (file stem) and seed
+SWEEP_CPUS_PER_TASK = 1          # CPUs a sweep task asks Ray for = its TensorFlow thread pools
+SWEEP_GPUS_PER_TASK = "auto"     # training/QAT tasks: 1 GPU where the cluster has GPUs, else 0
+SWEEP_MAX_RETRIES = 2            # re-runs of a task whose Ray worker died (not of a failed command)
+DISTRIBUTE = "none"              # --distribute: none (one device) | mirrored (every visible device)
+CPU_DEVICES = 0                  # --cpu_devices N: split the CPU into N logical devices (0: don't)
 
 DEMO = {"EPOCHS": 20, "LR": 5e-4, "BATCH_SIZE": 8, "QAT_EPOCHS": 2, "QAT_BATCH_SIZE": 8,
         "HOLDOUTS": "user01,user02", "DATASET_NAME": "demo"}
