@@ -69,6 +69,17 @@ def split_cpu(count: int) -> None:
                         f"({e})") from None
 
 
+def unsharded(dataset, distribute: str):
+    """The training dataset as mirroring takes it: every batch split among the replicas of this
+    one process, no auto-sharding (a multi-worker rewrite; it warns about our cardinality)."""
+    if distribute == "none":
+        return dataset
+    from tf_env import tf
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
 def strategy_scope(distribute: str, batch_size: int, cpu_devices: int = CPU_DEVICES):
     """(context, replicas): the scope in which the model is built, compiled and fitted."""
     split_cpu(cpu_devices)

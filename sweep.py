@@ -24,8 +24,9 @@ training and QAT tasks ask for --gpus_per_task GPUs (auto: 1 where the cluster h
 Faults: a task whose Ray worker dies (node lost, OOM kill) is retried --max_retries times; the
 command it ran dies with it (it is killed by the kernel when the worker goes: PR_SET_PDEATHSIG, and
 its process group is killed when the task ends). A retried training continues from its last epoch
-(--resume) and takes over the run folder's lock of the dead process (runs.RunLock; a lock written
-on another node is waited for until it is stale: no heartbeat for runs.LOCK_STALE_SECONDS). A stage
+(--resume) and takes over the run folder's lock of the dead process (runs.RunLock: a dead pid of
+this node; a lock written on another node once it is stale, no heartbeat for
+runs.LOCK_STALE_SECONDS, which the task waits for). A stage
 whose artefacts are complete (the pipeline's tests: runs.fold_trained, ptq_done, qat_done,
 results_current) is skipped, so re-running a sweep resumes it; a stage killed half-way never looks
 complete. A failed command is not retried (it would fail again); the stages after it are not run.
@@ -41,7 +42,6 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
-import json
 import os
 import signal
 import socket
@@ -52,18 +52,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from config import load_config
-from recipes import (SWEEP_CPUS_PER_TASK, SWEEP_EXP_PREFIX, SWEEP_GPUS_PER_TASK,
-                     SWEEP_MAX_RETRIES, SWEEP_STAGES, pipeline_defaults)
-from runs import (LOCK_HEARTBEAT_SECONDS, LOCK_STALE_SECONDS, RunLock, comma_list, fold_resumable,
-                  fold_trained, loso_data_path, loso_experiment_name, output_root, parse_holdouts,
-                  ptq_done, qat_done, results_current, run_paths, sweeps_dir)
-from util import REPO_DIR, HelpFormatter, UserError, atomic_write_json, atomic_write_text, cli
+from recipes import (
+    SWEEP_CPUS_PER_TASK,
+    SWEEP_EXP_PREFIX,
+    SWEEP_GPUS_PER_TASK,
+    SWEEP_MAX_RETRIES,
+    SWEEP_STAGES,
+    pipeline_defaults,
+)
+from runs import (
+    LOCK_HEARTBEAT_SECONDS,
+    LOCK_STALE_SECONDS,
+    RunLock,
+    comma_list,
+    fold_resumable,
+    fold_trained,
+    loso_data_path,
+    loso_experiment_name,
+    output_root,
+    parse_holdouts,
+    ptq_done,
+    qat_done,
+    results_current,
+    run_paths,
+    sweeps_dir,
+)
+from util import (
+    REPO_DIR,
+    HelpFormatter,
+    UserError,
+    atomic_write_json,
+    atomic_write_text,
+    cli,
+)
 
 STAGES = ("train", "ptq", "qat", "evaluate")
 GPU_STAGES = ("train", "qat")
 RECIPE = ("EPOCHS", "LR", "BATCH_SIZE", "QAT_EPOCHS", "QAT_BATCH_SIZE", "QAT_LR", "PTQ_MODES")
 PR_SET_PDEATHSIG = 1            # linux/prctl.h
 TERM_GRACE_SECONDS = 30         # a command asked to stop (SIGTERM) gets this long, then SIGKILL
+LOCAL_LOCK_WAIT_SECONDS = 60    # a retried training waits this long for a dying run of this node
 
 
 @dataclass(frozen=True)
@@ -156,8 +184,8 @@ def execute(task: dict, upstream) -> dict:
     mark = f" of sweep {task['sweep']} "  # attempts of this sweep (the log keeps every sweep's)
     attempt = (log.read_text(errors="replace").count(mark) if log.is_file() else 0) + 1
     with log.open("a") as out:
-        out.write(f"=== attempt {attempt}{mark}on {result['host']} (pid {os.getpid()}) "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        out.write(f"=== attempt {attempt}{mark}on {result['host']} (pid {os.getpid()}, nice "
+                  f"{os.nice(0)}) {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     result["attempts"] = attempt
     if not Path(task["probe"]).is_file():
         return result | {"status": "failed", "why": f"{task['probe']} not found on this node: "
@@ -167,7 +195,7 @@ def execute(task: dict, upstream) -> dict:
         return result | {"status": "skipped", "why": done}
     if task["stage"] == "train":
         group = Group(**task["group"])
-        wait_for_other_node(RunLock(group.paths.lock_file(group.exp(task["user"]))), log)
+        wait_for_lock(RunLock(group.paths.lock_file(group.exp(task["user"]))), log)
     env = os.environ | {"PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": str(task["threads"]),
                         "TF_NUM_INTEROP_THREADS": str(task["threads"])}
     start = time.time()
@@ -195,7 +223,7 @@ def run_tied(command: list, env: dict, cwd: str, out) -> int:
             os._exit(1)
 
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, preexec_fn=tie)
+                            stdin=subprocess.DEVNULL, preexec_fn=tie)  # noqa: PLW1509 (only a prctl)
     try:
         return proc.wait()
     finally:
@@ -208,18 +236,23 @@ def run_tied(command: list, env: dict, cwd: str, out) -> int:
                 proc.wait(timeout=grace)
 
 
-def wait_for_other_node(lock: RunLock, log: Path) -> None:
-    """A run folder locked on another node (a worker lost with its node) is free once its lock is
-    stale (no heartbeat for LOCK_STALE_SECONDS): wait that long rather than fail as 'busy'. A lock
-    of this node is the training's own business (it takes over a dead pid's lock)."""
-    deadline = time.time() + LOCK_STALE_SECONDS + 2 * LOCK_HEARTBEAT_SECONDS
-    while time.time() < deadline:
-        held = lock.holder()
-        if held is None or not lock.elsewhere(held) or lock.stale(held):
+def wait_for_lock(lock: RunLock, log: Path) -> None:
+    """Wait until the run folder's lock is free or stale before a (retried) training starts: a
+    training killed with its worker takes a moment to die (up to LOCAL_LOCK_WAIT_SECONDS); one on
+    a lost node holds its lock until it is stale (no heartbeat for LOCK_STALE_SECONDS). Then the
+    training takes it over; a lock still busy after the wait is the training's to refuse."""
+    start, said = time.time(), False
+    while (held := lock.holder()) is not None and not lock.stale(held):
+        limit = (LOCK_STALE_SECONDS + 2 * LOCK_HEARTBEAT_SECONDS if lock.elsewhere(held)
+                 else LOCAL_LOCK_WAIT_SECONDS)
+        if time.time() - start > limit:
             return
-        with log.open("a") as out:
-            out.write(f"waiting for {lock.path} of {held.get('host')} to be released or stale\n")
-        time.sleep(LOCK_HEARTBEAT_SECONDS / 2)
+        if not said:
+            with log.open("a") as out:
+                out.write(f"waiting for {lock.path} (pid {held.get('pid')} on {held.get('host')})"
+                          " to be released or stale\n")
+            said = True
+        time.sleep(1)
 
 
 def last_error(log: Path, code: int) -> str:
@@ -342,7 +375,7 @@ def watch(ray, refs: dict, tasks: dict) -> dict:
                 del pending[key]
                 try:
                     results[key] = ray.get(ref)
-                except Exception as e:  # a worker lost more than max_retries times, a cancel
+                except Exception as e:  # noqa: BLE001 - a worker lost more than max_retries times
                     results[key] = {"key": key, "status": "failed", "attempts": "?",
                                     "seconds": 0.0, "why": f"{type(e).__name__}: "
                                     + (str(e).strip().splitlines() or [""])[0][:160]}
@@ -422,8 +455,10 @@ def main(argv=None) -> int:
             command, done = plan(task, "python")
             print(f"{task['key']}: " + (" ".join(command) if command else f"skip ({done})"))
         return 0
-    if not args.address:  # Ray's in-process cluster listens on 127.0.0.1 only (docs/scale.md)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not args.address:  # Ray's in-process cluster: on 127.0.0.1 only, and no token written
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # into ~/.ray (docs/scale.md)
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's workers run at nice 15 otherwise
     ray = start_ray(args.address)
     atomic_write_text(probe, f"{socket.gethostname()} {stamp}\n")
     print(f"sweep: {len(groups)} group(s) x {len(groups[0].holdouts)} holdout(s), stages "
