@@ -267,7 +267,7 @@ def last_error(log: Path, code: int) -> str:
 # ----------------------------------------------------------------------------------- the sweep
 def groups_of(args) -> list[Group]:
     """Every config x seed, its settings resolved as the pipeline resolves them."""
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = Path(args.data_dir).absolute()  # not resolve(): splits go beside a symlink
     if not (data_dir / "label2id.json").is_file():
         raise UserError(f"{data_dir}/label2id.json not found: --data_dir must be an extracted dataset")
     configs, seeds = comma_list(args.configs), comma_list(args.seeds)
@@ -279,9 +279,9 @@ def groups_of(args) -> list[Group]:
         if many and field not in args.exp_prefix:
             raise UserError(f"--exp_prefix {args.exp_prefix!r} lacks {field}: the runs of several "
                             "configs/seeds would share one experiment name")
-    groups, root = [], str(output_root(args.output_root or None).resolve())
+    groups, root = [], str(output_root(args.output_root or None).absolute())
     for config in configs:
-        path = Path(config).resolve()
+        path = Path(config).absolute()
         defaults = pipeline_defaults(args.demo, load_config(path))
         given = {"EPOCHS": args.epochs, "LR": args.lr, "BATCH_SIZE": args.batch_size,
                  "QAT_EPOCHS": args.qat_epochs, "QAT_BATCH_SIZE": args.qat_batch_size,

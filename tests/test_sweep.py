@@ -283,7 +283,11 @@ def test_a_lock_from_another_pid_space_goes_by_its_heartbeat(tmp_path):
 
 
 def test_dry_run_prints_the_pipelines_commands(demo_root, tiny_config_path, tmp_path):
-    done = run_process([sys.executable, "sweep.py", "--data_dir", str(demo_root), "--configs",
+    """The pipeline's commands; a --data_dir that is a symlink keeps its path (the LOSO splits go
+    beside the link, as the pipeline puts them, never beside the folder it points to)."""
+    link = tmp_path / "data-link"
+    link.symlink_to(demo_root)
+    done = run_process([sys.executable, "sweep.py", "--data_dir", str(link), "--configs",
                         f"{tiny_config_path},{tiny_config_path}", "--seeds", "42,43", "--holdouts",
                         "user03", "--output_root", str(tmp_path), "--stages", "train,qat",
                         "--dry_run"], timeout=60, cwd=REPO)
@@ -293,10 +297,11 @@ def test_dry_run_prints_the_pipelines_commands(demo_root, tiny_config_path, tmp_
                  if line.startswith(f"{stem}_seed43/user03/train: "))
     assert train.split(": ", 1)[1] == " ".join([
         "python", "train_loso_functional.py", "--config_path", str(tiny_config_path),
-        "--base_data_path", str(demo_root), "--epochs", "80", "--lr", "0.0002", "--seed", "43",
+        "--base_data_path", str(link), "--epochs", "80", "--lr", "0.0002", "--seed", "43",
         "--dataset_name", "arabic_asl", "--output_root", str(tmp_path), "--exp_prefix",
         f"{stem}_seed43", "--no_validation", "--overwrite", "--holdout_only", "user03"])
     assert f"{stem}_seed42/user03/qat: python train_loso_functional_qat_batch.py" in done.stdout
+    assert f"splits: python fix_loso.py --base_root {link} --holdouts user03\n" in done.stdout
     bad = run_process([sys.executable, "sweep.py", "--data_dir", str(demo_root), "--configs",
                        str(tiny_config_path), "--seeds", "1,2", "--exp_prefix", "x", "--dry_run"],
                       timeout=60, cwd=REPO)
