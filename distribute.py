@@ -1,6 +1,6 @@
 """Data-parallel training on several devices of one machine (tf.distribute.MirroredStrategy), for the
 training scripts' `--distribute mirrored` (main_functional.py, train_loso_functional.py,
-train_full_dataset.py; docs/scale.md#several-devices).
+train_full_dataset.py; docs/scale.md#several-devices---distribute-mirrored).
 
   --distribute none       one device, as always (the default)
   --distribute mirrored   one replica per visible GPU (every GPU TensorFlow sees: narrow it with
