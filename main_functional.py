@@ -58,8 +58,9 @@ import numpy as np
 from augmentations import options_from_config
 from config import TRAINING, load_config, model_hparams, num_keypoints
 from dataset import SplitData, load_split, make_dataset, read_label_maps, read_label_names
-from recipes import (DEFAULT_SEED, FP32_EPOCHS, FP32_LR, PLATEAU_FACTOR, PLATEAU_PATIENCE,
-                     training_recipe)
+from distribute import add_distribute_args, strategy_scope, unsharded
+from recipes import (CPU_DEVICES, DEFAULT_SEED, DISTRIBUTE, FP32_EPOCHS, FP32_LR, PLATEAU_FACTOR,
+                     PLATEAU_PATIENCE, training_recipe)
 from runs import (CHECKPOINT_METADATA, FINAL_MODEL, RunLock, comma_list, discover_users,
     holds_success, parse_experiment_name, remove_path, require_file, run_paths)
 from util import (HelpFormatter, UserError, add_verbose_flag, atomic_save, atomic_write_json, bounded, cli,
@@ -109,6 +110,8 @@ class TrainSettings(FitSettings):
     resume: bool = False
     overwrite: bool = False              # a finished run may be replaced (once the new one worked)
     output_root: str | None = None
+    distribute: str = DISTRIBUTE         # none | mirrored (distribute.py); batch_size is global
+    cpu_devices: int = CPU_DEVICES       # the CPU as N logical devices (testing mirroring)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -292,6 +295,7 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
         logger.info(f"resuming after epoch {initial_epoch} from {resume.directory}")
     train_ds = make_dataset(fit_data, cfg, s.batch_size, training=True, seed=s.seed,
                             start_epoch=initial_epoch, bucket_batches=s.bucket_batches)
+    train_ds = unsharded(train_ds, s.distribute)
     val_ds = make_dataset(val_data, cfg, EVAL_BATCH) if val_data is not None else None
     if initial_epoch < s.epochs:
         model.fit(train_ds, validation_data=val_ds, epochs=s.epochs, initial_epoch=initial_epoch,
@@ -435,12 +439,13 @@ def train_in(s: TrainSettings, cfg: dict, paths, out, logger) -> dict:
     from tf_env import keras, tf, thread_settings
     from training_callbacks import plot_training_curves
     start = time.time()
+    scope, replicas = strategy_scope(s.distribute, s.batch_size, s.cpu_devices)  # before any op
     record = {"experiment_name": s.experiment_name, "dataset_name": s.dataset_name, "run_type": s.run_type,
               "holdout_user": s.holdout_user, "config_path": s.config_path, "data_path": s.data_path,
               "seed": s.seed, "no_validation": not s.validating,
               "training": training_record(s, cfg), "config_overrides": list(s.overrides),
               "framework": "tensorflow", "tensorflow_version": tf.__version__,
-              "tf_threads": thread_settings(), "git_commit": git_commit(),
+              "tf_threads": thread_settings(), "replicas": replicas, "git_commit": git_commit(),
               "model_config": model_hparams(cfg), "rest_hand_cutoff": cfg["rest_hand_cutoff"],
               "dominant_hand_ratio": cfg["dominant_hand_ratio"],
               "log_file": str(paths.run_log(s.experiment_name)),
@@ -459,20 +464,22 @@ def train_in(s: TrainSettings, cfg: dict, paths, out, logger) -> dict:
                    "val_samples": len(val_data) if val_data else 0}
         logger.info(f"{s.experiment_name}: {len(fit_data)} training clips from {record['train_users']}"
                     + (f", {len(val_data)} validation clips" if val_data else ", no validation"))
-        with dropout_generators_enabled():  # their state is saved with each epoch checkpoint, for --resume
-            if s.pretrained_path:
-                model, taken = load_pretrained(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
-                logger.info(f"starting from {s.pretrained_path}: {taken}")
-                record["pretrained"] = {"path": s.pretrained_path, "taken": taken}
-            else:
-                model = build_model(cfg)
-        compile_model(model, cfg, learning_rate(s, math.ceil(len(fit_data) / s.batch_size)),
-                      label_smoothing=s.label_smoothing)
-        record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
-        logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, "
-                    f"lr {s.lr} ({s.schedule}), batch {s.batch_size}, seed {s.seed}"
-                    + (f", --set {' '.join(s.overrides)}" if s.overrides else ""))
-        record |= fit(model, s, cfg, fit_data, val_data, out, logger)
+        with scope:  # --distribute: the model's variables, its optimizer and fit on every replica
+            with dropout_generators_enabled():  # their state is saved with each epoch checkpoint, for --resume
+                if s.pretrained_path:
+                    model, taken = load_pretrained(require_file(s.pretrained_path, "--pretrained_path weights"), cfg)
+                    logger.info(f"starting from {s.pretrained_path}: {taken}")
+                    record["pretrained"] = {"path": s.pretrained_path, "taken": taken}
+                else:
+                    model = build_model(cfg)
+            compile_model(model, cfg, learning_rate(s, math.ceil(len(fit_data) / s.batch_size)),
+                          label_smoothing=s.label_smoothing)
+            record |= {"model_parameters": model.count_params(), "parameter_breakdown": parameter_breakdown(model)}
+            logger.info(f"model {model.name}: {model.count_params():,} parameters; {s.epochs} epochs, "
+                        f"lr {s.lr} ({s.schedule}), batch {s.batch_size}, seed {s.seed}"
+                        + (f", --set {' '.join(s.overrides)}" if s.overrides else "")
+                        + (f", {s.distribute} over {replicas} replicas" if replicas > 1 else ""))
+            record |= fit(model, s, cfg, fit_data, val_data, out, logger)
         training_info = card_training(s, record)
         record |= finalize(model, s, cfg, fit_data, test_data, out, logger, training_info)
         record |= {"final_model": str(paths.final_model(s.experiment_name)),  # where they end up
@@ -522,6 +529,7 @@ def add_training_args(ap: argparse.ArgumentParser) -> None:
                          "replaced only once the new run succeeded")
     ap.add_argument("--dataset_name", default="", help="output folder name <output_root>/<dataset_name>/")
     ap.add_argument("--output_root", default="", help="output root ('': $SIGNBART_OUTPUT_ROOT, else outputs)")
+    add_distribute_args(ap)
     add_verbose_flag(ap)
 
 

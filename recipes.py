@@ -19,6 +19,12 @@ flags, the pipeline shell (through the CLI below) and the docs.
   live server       (serve.py, docs/live.md) 127.0.0.1:8000, at most 2 clients at once, 6 frames
                     queued per client before the oldest is dropped, messages up to 1024 KiB, a clip
                     (the frames between two `end` messages) keeps its last 900 frames (60 s at 15 fps)
+  sweeps (sweep.py)  stages train,ptq,qat,evaluate; experiment prefix {config}_seed{seed}; each
+                    task 1 CPU (= its TensorFlow threads, as the pipeline's JOBS=<cores> gives)
+                    and, where the cluster has GPUs, 1 GPU for training and QAT; a task whose
+                    worker dies is retried twice
+  devices           no distribution (one device); `--distribute mirrored` with --cpu_devices 0
+                    (the real devices; N > 0 splits the CPU into N logical devices, for tests)
 The demo pipeline (make_demo_dataset.py data) uses smaller budgets, chosen so that its LOSO models
 are clearly above chance (10 %) in about 10 minutes on 2 CPU cores: 20 epochs at lr 5e-4 and
 batch 8, QAT 2 epochs at batch 8, holdouts user01,user02, dataset name demo.
@@ -29,7 +35,7 @@ batch_size, weight_decay, schedule, warmup_epochs, min_lr, label_smoothing, buck
 scheduler_factor, scheduler_patience, qat_epochs, early_stop_patience, clipnorm, modes,
 num_calibration_samples, seed, holdouts, dataset_name, rest_hand_cutoff, dominant_hand_ratio,
 top_k, threshold, stride, window, host, port, max_clients, queue_frames, max_message_kb,
-max_clip_frames.
+max_clip_frames, stages, cpus_per_task, gpus_per_task, max_retries, distribute, cpu_devices.
 
 A config's `training:` block (config.py) replaces these FP32 defaults and an explicit command-line
 flag replaces both: flag > config `training:` > recipe (`training_recipe` resolves them, once).
@@ -55,7 +61,8 @@ SETTINGS = ("epochs", "lr", "batch_size", "weight_decay", "schedule", "warmup_ep
             "qat_epochs", "early_stop_patience", "clipnorm", "modes", "num_calibration_samples",
             "seed", "holdouts", "dataset_name", "rest_hand_cutoff", "dominant_hand_ratio",
             "top_k", "threshold", "stride", "window", "host", "port", "max_clients", "queue_frames",
-            "max_message_kb", "max_clip_frames")
+            "max_message_kb", "max_clip_frames",
+            "stages", "cpus_per_task", "gpus_per_task", "max_retries", "distribute", "cpu_devices")
 
 FP32_EPOCHS = 80
 FP32_LR = 2e-4
@@ -91,6 +98,13 @@ LIVE_MAX_CLIENTS = 2             # connections served at once (each runs its own
 LIVE_QUEUE_FRAMES = 6            # frames waiting per connection; when full the oldest is dropped
 LIVE_MAX_MESSAGE_KB = 1024       # a larger message is refused (a 960x540 JPEG is ~50-150 KiB)
 LIVE_MAX_CLIP_FRAMES = 900       # frames kept for an `end` clip (60 s at 15 fps): the last ones
+SWEEP_STAGES = "train,ptq,qat,evaluate"   # sweep.py --stages: the LOSO stages of the pipeline
+SWEEP_EXP_PREFIX = "{config}_seed{seed}"  # sweep.py --exp_prefix: per config (file stem) and seed
+SWEEP_CPUS_PER_TASK = 1          # CPUs a sweep task asks Ray for = its TensorFlow thread pools
+SWEEP_GPUS_PER_TASK = "auto"     # training/QAT tasks: 1 GPU where the cluster has GPUs, else 0
+SWEEP_MAX_RETRIES = 2            # re-runs of a task whose Ray worker died (not of a failed command)
+DISTRIBUTE = "none"              # --distribute: none (one device) | mirrored (every visible device)
+CPU_DEVICES = 0                  # --cpu_devices N: split the CPU into N logical devices (0: don't)
 
 DEMO = {"EPOCHS": 20, "LR": 5e-4, "BATCH_SIZE": 8, "QAT_EPOCHS": 2, "QAT_BATCH_SIZE": 8,
         "HOLDOUTS": "user01,user02", "DATASET_NAME": "demo", "ONNX": 0}

@@ -6,6 +6,7 @@ The run tree, computed here and nowhere else (scripts and the pipeline shell ask
   <output_root>/<dataset>/<loso|full>/
     checkpoints/<exp>/        final_model.h5, final_model_fp32.tflite (+ .json card), metadata.json
     logs/run_logs/<exp>.log   logs/training_csv/<exp>_training.csv   logs/tensorboard/<exp>/
+    logs/sweep/[<prefix>/]<stage>_<user>.log   (sweep.py: one log per task, every attempt)
     out-imgs/<exp>/training_curves.png
     training_metadata/<exp>_<timestamp>.json, <exp>_latest.json
     exports/ptq[_<prefix>]/<user>/  model_<mode>.tflite (PTQ_FILES); model_fp32.onnx, model_int8.onnx
@@ -15,6 +16,7 @@ The run tree, computed here and nowhere else (scripts and the pipeline shell ask
     results/[<prefix>/]       enrollment[_<runtime>]/ (evaluate_enrollment.py)
   <model>.prototypes.json beside any .tflite (<model>.onnx.prototypes.json beside a .onnx): a user's
   enrollment (prototypes_path)
+  <output_root>/sweeps/<id>.json   a sweep's table of tasks; <id>.shared its shared-filesystem probe
 <output_root> is --output_root, else $SIGNBART_OUTPUT_ROOT, else outputs/.
 
 A run folder has one owner at a time (RunLock: checkpoints/<exp>.lock). A run of an experiment
@@ -216,6 +218,11 @@ class RunPaths:
             for new, final in zip(staged.run_artefacts(exp), self.run_artefacts(exp)):
                 replace_path(new, final)
 
+    def sweep_log(self, prefix: str, stage: str, user: str) -> Path:
+        """logs/sweep/[<prefix>/]<stage>_<user>.log: the output of one sweep task, every attempt."""
+        folder = self.base / "logs" / "sweep"
+        return (folder / prefix if prefix else folder) / f"{stage}_{user}.log"
+
     def export_dir(self, kind: str, prefix: str = "", user: str = "") -> Path:
         """exports/<ptq|qat>[_<prefix>][/<user>]"""
         d = self.exports_root / (f"{kind}_{prefix}" if prefix else kind)
@@ -256,6 +263,48 @@ def holds_success(path: Path) -> bool:
         return json.loads(Path(path).read_text()).get("success") is True
     except (OSError, ValueError, AttributeError):
         return False
+
+
+# ------------------------------------------------------------------------------- finished stages
+# What counts as done, stage by stage: the same tests as run_end_to_end_pipeline.sh (trained,
+# resumable, ptq_done, qat_done, results_current), for sweep.py. Each test looks at what a stage
+# writes last, so a stage killed half-way never looks finished.
+def fold_trained(paths: RunPaths, exp: str) -> bool:
+    """final_model.h5, its FP32 export and card, and a latest record that says success."""
+    ckpt = paths.checkpoint_dir(exp)
+    return (all((ckpt / name).is_file() for name in (FINAL_MODEL, FP32_TFLITE, card_path(FP32_TFLITE)))
+            and holds_success(paths.latest_record(exp)))
+
+
+def fold_resumable(paths: RunPaths, exp: str) -> bool:
+    """An epoch checkpoint exists (the training continues with --resume)."""
+    return (paths.checkpoint_dir(exp) / RESUME_STATE).is_file()
+
+
+def ptq_done(export_dir, modes) -> bool:
+    """The model card of every PTQ mode (written after its model)."""
+    modes = list(PTQ_FILES) if list(modes) == ["all"] else modes
+    return all(card_path(Path(export_dir) / PTQ_FILES[mode]).is_file() for mode in modes)
+
+
+def qat_done(export_dir) -> bool:
+    """qat_metadata.json (written last by a QAT run)."""
+    return (Path(export_dir) / QAT_METADATA).is_file()
+
+
+def results_current(table, folders) -> bool:
+    """The results table exists and no .tflite under `folders` is newer."""
+    table = Path(table)
+    if not table.is_file():
+        return False
+    newest = table.stat().st_mtime
+    return not any(model.stat().st_mtime > newest for folder in map(Path, folders)
+                   if folder.is_dir() for model in folder.rglob("*.tflite"))
+
+
+def sweeps_dir(root) -> Path:
+    """<output_root>/sweeps: the sweeps' task tables and shared-filesystem probes."""
+    return Path(root) / "sweeps"
 
 
 def replace_path(new: Path, final: Path) -> None:
@@ -320,6 +369,17 @@ def process_start(pid: int) -> str:
         return ""
 
 
+def pid_space() -> str:
+    """Which pids this process sees: the kernel's boot id and this process's PID namespace. Two
+    processes with the same pid_space can check each other's pid (one machine, one boot, one
+    container's namespace); '' where /proc cannot tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -339,13 +399,18 @@ class RunLock:
     LOCK_HEARTBEAT_SECONDS, from a thread). It is STALE, and taken over with a log line, when its
     owner died (killed, crashed, machine rebooted): a dead pid on this host, or no touch from
     another host for LOCK_STALE_SECONDS. Released (deleted) by its owner when the run ends.
+    "This host" means the same host name AND the same pid space (pid_space: boot id + PID
+    namespace), so on a filesystem shared by several machines (a Ray cluster, sweep.py) a pid is
+    only ever checked on the machine, boot and container that wrote it: two nodes that share a
+    host name, or a rebooted node, fall under the heartbeat rule. A lock written before pid_space
+    was recorded is judged by its host name alone.
     `took_over` says whose stale lock was taken (also passed to `log`)."""
 
     def __init__(self, path, what: str = "", log=None):
         self.path, self.what, self.log = Path(path), what or Path(path).stem, log
         self.took_over = ""
         self.token = uuid.uuid4().hex
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(),
+        self.owner = {"host": socket.gethostname(), "pid_space": pid_space(), "pid": os.getpid(),
                       "process_start": process_start(os.getpid()),
                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": self.token}
         self._stop = threading.Event()
@@ -393,8 +458,7 @@ class RunLock:
             age = time.time() - self.path.stat().st_mtime
         except OSError:
             return None
-        elsewhere = held is None or held.get("host") != self.owner["host"]
-        if elsewhere or not isinstance(held.get("pid"), int):
+        if self.elsewhere(held) or not isinstance(held.get("pid"), int):
             return f"not touched for {age:.0f} s" if age > LOCK_STALE_SECONDS else None
         pid = held["pid"]
         if not pid_alive(pid):
@@ -403,6 +467,14 @@ class RunLock:
         if started and held.get("process_start") and started != held["process_start"]:
             return f"pid {pid} is another process now"
         return None
+
+    def elsewhere(self, held: dict | None) -> bool:
+        """The lock was written where this process cannot check its pid (another host, boot or
+        PID namespace), or cannot be read."""
+        if held is None or held.get("host") != self.owner["host"]:
+            return True
+        space = held.get("pid_space")
+        return bool(space and self.owner["pid_space"] and space != self.owner["pid_space"])
 
     def busy_message(self, held: dict | None) -> str:
         if held is None:

@@ -41,9 +41,10 @@ from pathlib import Path
 
 from config import load_config, model_hparams
 from dataset import make_dataset, read_label_maps, read_label_names
+from distribute import CHOICES, refuse_for_qat
 from main_functional import (EVAL_BATCH, FitSettings, add_validation_args, carve_validation, compile_model,
                              evaluate, other_settings, settings_from_args, training_flag)
-from recipes import (CALIBRATION_CLIPS, DEFAULT_SEED, MIN_LR, QAT_BATCH_SIZE, QAT_CLIPNORM,
+from recipes import (CALIBRATION_CLIPS, DEFAULT_SEED, DISTRIBUTE, MIN_LR, QAT_BATCH_SIZE, QAT_CLIPNORM,
                      QAT_EARLY_STOP_PATIENCE, QAT_EPOCHS, QAT_LR)
 from runs import FP32_TFLITE, QAT_FILES, QAT_METADATA, QAT_WEIGHTS, export_dir_for, require_file
 from util import (HelpFormatter, add_verbose_flag, atomic_save, atomic_write_json, bounded, cli, git_commit,
@@ -208,6 +209,9 @@ def add_qat_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--num_calibration_samples", type=bounded(int, lambda v: v >= 1, ">= 1"),
                     default=CALIBRATION_CLIPS,
                     help="training clips calibrating qat_int8.tflite's tensors that have no FakeQuant range")
+    ap.add_argument("--distribute", choices=CHOICES, default=DISTRIBUTE,
+                    help="QAT runs on one device: mirrored is refused (tfmot does not support "
+                         "tf.distribute)")
     add_verbose_flag(ap)
 
 
@@ -222,6 +226,7 @@ def main(argv=None):
     ap.add_argument("--export_only", action="store_true",
                     help="no training: re-export the QAT weights an earlier run saved in the output folder")
     args = ap.parse_args(argv)
+    refuse_for_qat(args.distribute)
     output_dir = args.output_dir or str(export_dir_for(args.checkpoint, "qat"))
     settings = settings_from_args(args, QATSettings, data_path=args.data_path, checkpoint=args.checkpoint,
                                   output_dir=output_dir)

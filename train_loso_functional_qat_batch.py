@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distribute import refuse_for_qat
 from main_functional import settings_from_args
 from runs import add_loso_args, run_loso_batch
 from util import HelpFormatter, cli
@@ -27,6 +28,7 @@ def main(argv=None):
     add_loso_args(ap, "qat")
     add_qat_args(ap)
     args = ap.parse_args(argv)
+    refuse_for_qat(args.distribute)
 
     def fine_tune(fold, logger):
         run_qat(settings_from_args(args, QATSettings, data_path=str(fold.data_path),

@@ -32,7 +32,7 @@ HELP_SCRIPTS = (  # the command-line scripts of the repository (seed names first
     "test_tflite_models.py", "test_single_sample.py", "collect_results.py", "predict_video.py",
     "results_tables.py", "runs.py", "recipes.py", "config.py", "check_runtimes.py", "tflite_worker.py",
     "make_test_vectors.py", "build_karsl_subset.py", "layouts.py", "evaluate_enrollment.py",
-    "onnx_export.py", "serve.py",
+    "onnx_export.py", "serve.py", "sweep.py",
 )
 PROBE = """import os, runpy, sys
 script = sys.argv[1]
