@@ -22,7 +22,7 @@ def onnx_fold(trained_fold, tmp_path_factory):
     shutil.copy(card_path(trained_fold.tflite), out / "model_fp32.json")
     onnx_export.main(["--config_path", str(trained_fold.config_path), "--checkpoint", str(trained_fold.h5),
                       "--data_path", str(trained_fold.data_path), "--output_dir", str(out),
-                      "--num_calibration_samples", "16"])
+                      "--num_calibration_samples", "16", "--modes", "all"])
     return out
 
 

@@ -149,8 +149,8 @@ def test_failing_stage_is_named(tmp_path, tiny_config_path):
 
 @background_fixture
 def variants_run(tmp_path_factory, tiny_config_path):
-    """run_end_to_end_variants.sh: one variant (65 points) x one seed x one holdout, 1 epoch, PTQ only, the
-    90-point variant skipped (no 90-point data): (its folder, its output)."""
+    """run_end_to_end_variants.sh: one variant (65 points) x one seed x one holdout, 1 epoch, PTQ (and, as for any
+    real-data run, ONNX fp32) only, the 90-point variant skipped (no 90-point data): (its folder, its output)."""
     tmp_path = tmp_path_factory.mktemp("variants")
     make_demo_dataset(tmp_path / "demo-65kpts", signers=3, signs=10, reps=2, seed=0)
     for variant in ("65kpts", "90kpts"):
@@ -176,6 +176,7 @@ def test_variants_script(variants_run):
     ptq = "model_dynamic_int8.tflite"
     assert (loso / "exports" / f"ptq_{prefix}_seed7" / "user01" / ptq).is_file()
     assert (loso / "exports" / f"ptq_{prefix}" / "user01" / ptq).is_file()  # the seed-less link
+    assert (loso / "exports" / f"ptq_{prefix}_seed7" / "user01" / "model_fp32.onnx").is_file()  # real data: ONNX=1
     with open(loso / "results" / prefix / "summary_table.csv", newline="") as f:
         per_variant = {(r["holdout"], r["model"]): r for r in csv.DictReader(f)}
     with open(loso / "results" / "variants_summary.csv", newline="") as f:
@@ -194,4 +195,4 @@ def test_variants_script(variants_run):
         "--qat_base_dir", str(loso / "exports" / f"qat_{prefix}_seed{{seed}}"),
         "--dataset_name", "demo", "--output_root", str(tmp_path / "outputs"), "--no-console"])
     assert [(r.seed, r.holdout, sorted(r.models)) for r in seed_command["runs"]] == [
-        ("7", "user01", ["FP32", "PTQ"])]
+        ("7", "user01", ["FP32", "ONNX-fp32", "PTQ"])]  # a real-data run (DEMO=0) exports ONNX fp32 too
