@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from enrollment import (ModelKey, Params, build_prototypes, card_blocks, card_hands, describe, model_sha256,
+from enrollment import (ModelKey, Params, build_prototypes, card_blocks, card_hands, describe,
                         params_from_card, score)
 from evaluation import EvalSet, csv_text, load_eval_set
 from recipes import DEFAULT_DATASET_NAME, EVERY_TRAINED_HOLDOUT

@@ -17,7 +17,7 @@ A run, in order:
      evaluated on the test split. The test split is read once, before the first epoch (so a bad file stops the
      run before hours of training), and is used only now.
 
-One owner per run folder, and a finished run is never damaged (runs.RunLock, RunPaths.staging): a
+One owner per run folder, and a finished run is never damaged (run_lock.RunLock, RunPaths.staging): a
 second run of an experiment that is running is refused; a new run of an experiment that finished
 already is refused unless --overwrite (or --resume, which extends it), and then trains in a staging
 tree whose artefacts replace the finished run's only once it succeeded. A run whose training loss
@@ -61,7 +61,8 @@ from dataset import SplitData, load_split, make_dataset, read_label_maps, read_l
 from distribute import add_distribute_args, strategy_scope, unsharded
 from recipes import (CPU_DEVICES, DEFAULT_SEED, DISTRIBUTE, FP32_EPOCHS, FP32_LR, PLATEAU_FACTOR,
                      PLATEAU_PATIENCE, training_recipe)
-from runs import (CHECKPOINT_METADATA, FINAL_MODEL, RunLock, comma_list, discover_users,
+from run_lock import RunLock
+from runs import (CHECKPOINT_METADATA, FINAL_MODEL, comma_list, discover_users,
     holds_success, parse_experiment_name, remove_path, require_file, run_paths)
 from util import (HelpFormatter, UserError, add_verbose_flag, atomic_save, atomic_write_json, bounded, cli,
     git_commit, one_line, set_seed, setup_logging)
@@ -371,7 +372,7 @@ def write_metadata(s: TrainSettings, cfg: dict, paths, record: dict, logger=None
 
 def train(s: TrainSettings) -> dict:
     """Run one experiment end to end; returns the metadata record (also written to
-    training_metadata/). The run owns its folder (runs.RunLock) from start to end; see the module
+    training_metadata/). The run owns its folder (run_lock.RunLock) from start to end; see the module
     docstring for finished runs."""
     cfg = load_config(s.config_path, s.overrides)
     s = resolve_settings(s, cfg)

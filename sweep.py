@@ -24,9 +24,9 @@ training and QAT tasks ask for --gpus_per_task GPUs (auto: 1 where the cluster h
 Faults: a task whose Ray worker dies (node lost, OOM kill) is retried --max_retries times; the
 command it ran dies with it (it is killed by the kernel when the worker goes: PR_SET_PDEATHSIG, and
 its process group is killed when the task ends). A retried training continues from its last epoch
-(--resume) and takes over the run folder's lock of the dead process (runs.RunLock: a dead pid of
+(--resume) and takes over the run folder's lock of the dead process (run_lock.RunLock: a dead pid of
 this node; a lock written on another node once it is stale, no heartbeat for
-runs.LOCK_STALE_SECONDS, which the task waits for). A stage
+run_lock.LOCK_STALE_SECONDS, which the task waits for). A stage
 whose artefacts are complete (the pipeline's tests: runs.fold_trained, ptq_done, qat_done,
 results_current) is skipped, so re-running a sweep resumes it; a stage killed half-way never looks
 complete. A failed command is not retried (it would fail again); the stages after it are not run.

@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from run_lock import LOCK_HEARTBEAT_SECONDS, LOCK_STALE_SECONDS, RunLock
 from runs import (
-    LOCK_HEARTBEAT_SECONDS,
-    LOCK_STALE_SECONDS,
-    RunLock,
     comma_list,
     fold_resumable,
     fold_trained,

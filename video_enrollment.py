@@ -144,7 +144,7 @@ def has_hand(rows: np.ndarray, recognizer: Recognizer) -> bool:
 
 def enroll_videos(items: list[tuple[Source, int]], recognizer: Recognizer, settings) -> Enrollment:
     """Each video -> its descriptor -> the prototypes and check_enrollment's warnings."""
-    key = recognizer.model_key()       # a model without the embedding output fails before any video is read
+    recognizer.model_key()             # a model without the embedding output fails before any video is read
     descriptors, clips = [], []
     for source, sign in tqdm(items, desc="enrollment videos", leave=False, disable=len(items) < 2):
         rows = track(source, recognizer, settings)

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_help import HELP_SCRIPTS, probe_help  # noqa: E402
 
-FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "util",
+FLOOR_0 = ("keypoints", "config", "recipes", "preprocessing", "augmentations", "runs", "run_lock", "util",
            "metrics", "layouts", "enrollment")
 APP_PATH = ("predict_video", "video_recognition", "video_enrollment", "extraction", "preprocessing",
             "tflite_runtime", "onnx_runtime", "model_runtime", "enrollment", "live_stream", "serve")

@@ -1,6 +1,6 @@
 """Reliability, second round (issue #31): run folders, training failures and videos.
 
-- A run folder has one owner (runs.RunLock): a second run of a running experiment is refused; a
+- A run folder has one owner (run_lock.RunLock): a second run of a running experiment is refused; a
   lock whose owner died is taken over; a run that fails or is killed never changes a finished run's
   files (--overwrite stages).
 - A training whose loss is not finite, or whose FP32 export fails its parity check, is recorded as
@@ -31,13 +31,15 @@ import fix_loso
 import main_functional
 import predict_video
 import ptq_export
+import run_lock
 import runs
 import tflite_export
 import train_loso_functional
 import train_loso_functional_qat
 from conftest import REPO
 from main_functional import TrainSettings, train
-from runs import RunBusy, RunLock, loso_data_path, run_paths
+from run_lock import RunBusy, RunLock
+from runs import loso_data_path, run_paths
 from safe_pickle import load_pickle
 from util import UserError, cli, disk_full
 
@@ -233,11 +235,11 @@ def test_run_lock_owners(tmp_path, monkeypatch):
     path.write_text(json.dumps(me | {"host": "elsewhere", "pid": 1}))
     with pytest.raises(RunBusy, match="on elsewhere since"):
         RunLock(path).acquire()
-    os.utime(path, (time.time() - runs.LOCK_STALE_SECONDS - 5,) * 2)
+    os.utime(path, (time.time() - run_lock.LOCK_STALE_SECONDS - 5,) * 2)
     with RunLock(path, log=lines.append):
         assert "not touched for" in lines[-1]
     # the owner keeps its lock fresh, and a release never removes another run's lock
-    monkeypatch.setattr(runs, "LOCK_HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(run_lock, "LOCK_HEARTBEAT_SECONDS", 0.05)
     with RunLock(path) as lock:
         os.utime(path, (0, 0))
         deadline = time.time() + 60

@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
+import run_lock
 import runs
 from conftest import REPO, background_fixture, run_process, spawn, stop
 from make_demo_dataset import make_demo_dataset
@@ -271,14 +272,14 @@ def test_a_lock_from_another_pid_space_goes_by_its_heartbeat(tmp_path):
     """Same host name, another machine boot or container: its pid means nothing here, so even a
     dead-looking pid is busy until the lock is LOCK_STALE_SECONDS old."""
     path, lines = tmp_path / "exp.lock", []
-    with runs.RunLock(path):
+    with run_lock.RunLock(path):
         me = json.loads(path.read_text())
-    assert me["pid_space"] == runs.pid_space() != ""
+    assert me["pid_space"] == run_lock.pid_space() != ""
     path.write_text(json.dumps(me | {"pid": 2 ** 22 + 1, "pid_space": "another-boot/pid:[1]"}))
-    with pytest.raises(runs.RunBusy, match="is being run by pid"):
-        runs.RunLock(path).acquire()
-    os.utime(path, (time.time() - runs.LOCK_STALE_SECONDS - 5,) * 2)
-    with runs.RunLock(path, log=lines.append):
+    with pytest.raises(run_lock.RunBusy, match="is being run by pid"):
+        run_lock.RunLock(path).acquire()
+    os.utime(path, (time.time() - run_lock.LOCK_STALE_SECONDS - 5,) * 2)
+    with run_lock.RunLock(path, log=lines.append):
         assert "not touched for" in lines[-1]
 
 
