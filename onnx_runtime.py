@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tflite_runtime import EMBEDDING_NAME, OUTPUT_NAME, OUTPUT_NAMES, find_inputs
+from tflite_runtime import EMBEDDING_NAME, OUTPUT_NAME, OUTPUT_NAMES, ClipModel, find_inputs
 from util import UserError
 
 ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8,
@@ -62,7 +62,7 @@ def describe(arg) -> dict:
             "shape_signature": np.array(dims), "dtype": ONNX_TYPES[arg.type], "quantization": (0.0, 0)}
 
 
-class ONNXModel:
+class ONNXModel(ClipModel):
     """A loaded .onnx classifier with the app signature (onnx_convert.py), TFLiteModel's interface."""
 
     def __init__(self, model, num_threads: int = 1):
@@ -117,23 +117,6 @@ class ONNXModel:
         (logits, embedding), seconds = self._run([self.output["name"], self.embedding_output["name"]],
                                                  keypoints, mask)
         return logits, embedding, seconds
-
-    def __call__(self, keypoints: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.run(keypoints, mask)[0]
-
-    def predict(self, keypoints: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """N clips (N, T, K, 2), (N, T) -> logits (N, C) float32 and run seconds (N,), one run per clip
-        (as an app feeds them; timings comparable with TFLiteModel.predict)."""
-        results = [self.run(keypoints[i:i + 1], masks[i:i + 1]) for i in range(len(keypoints))]
-        return np.concatenate([r[0] for r in results]), np.array([r[1] for r in results])
-
-    def predict_with_embedding(self, keypoints: np.ndarray,
-                               masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """N clips -> logits (N, C), embeddings (N, D) float32 and run seconds (N,)."""
-        results = [self.run_with_embedding(keypoints[i:i + 1], masks[i:i + 1])
-                   for i in range(len(keypoints))]
-        return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]),
-                np.array([r[2] for r in results]))
 
     def io_description(self, which: str) -> list[dict]:
         """Names, shapes (-1: the dynamic batch axis), dtypes and quantization of the 'inputs' or 'outputs'."""

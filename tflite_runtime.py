@@ -136,7 +136,29 @@ def find_inputs(details: list[dict], source: str) -> tuple[dict, dict]:
     return by_rank[4], by_rank[2]
 
 
-class TFLiteModel:
+class ClipModel:
+    """What every runtime's model class gives on top of its own run(keypoints, mask) -> (logits,
+    seconds) and run_with_embedding(...) -> (logits, embedding, seconds) for one clip: the same for N
+    clips, one run per clip (as an app feeds them), so that timings compare across runtimes."""
+
+    def __call__(self, keypoints: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.run(keypoints, mask)[0]
+
+    def predict(self, keypoints: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """N clips (N, T, K, 2), (N, T) -> logits (N, C) float32 and run seconds (N,)."""
+        results = [self.run(keypoints[i:i + 1], masks[i:i + 1]) for i in range(len(keypoints))]
+        return np.concatenate([r[0] for r in results]), np.array([r[1] for r in results])
+
+    def predict_with_embedding(self, keypoints: np.ndarray,
+                               masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """N clips -> logits (N, C), embeddings (N, D) float32 and run seconds (N,)."""
+        results = [self.run_with_embedding(keypoints[i:i + 1], masks[i:i + 1])
+                   for i in range(len(keypoints))]
+        return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]),
+                np.array([r[2] for r in results]))
+
+
+class TFLiteModel(ClipModel):
     """A loaded .tflite classifier with the app signature (see tflite_export)."""
 
     def __init__(self, model, num_threads: int = 1, interpreter: str = "litert"):
@@ -216,22 +238,6 @@ class TFLiteModel:
                             "before card version 6); export it again")
         seconds = self._invoke(keypoints, mask)
         return self._read(self.output), self._read(self.embedding_output), seconds
-
-    def __call__(self, keypoints: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.run(keypoints, mask)[0]
-
-    def predict(self, keypoints: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """N clips (N, T, K, 2), (N, T) -> logits (N, C) float32 and invoke seconds (N,), one invoke per clip."""
-        results = [self.run(keypoints[i:i + 1], masks[i:i + 1]) for i in range(len(keypoints))]
-        return np.concatenate([r[0] for r in results]), np.array([r[1] for r in results])
-
-    def predict_with_embedding(self, keypoints: np.ndarray,
-                               masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """N clips -> logits (N, C), embeddings (N, D) float32 and invoke seconds (N,)."""
-        results = [self.run_with_embedding(keypoints[i:i + 1], masks[i:i + 1])
-                   for i in range(len(keypoints))]
-        return (np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]),
-                np.array([r[2] for r in results]))
 
     def io_description(self, which: str) -> list[dict]:
         """Names, shapes, dtypes and quantization of the 'inputs' (in signature order) or 'outputs'
