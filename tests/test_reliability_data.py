@@ -411,7 +411,7 @@ def test_predict_video_refuses_a_label_mismatch_before_any_video(tmp_path, demo_
     model = model_with_card(tmp_path, card)
     video = tmp_path / "user01_G01_R01.mp4"
     video.write_bytes(b"never opened")
-    monkeypatch.setattr(video_recognition, "TFLiteModel", lambda *args, **kwargs: StubModel(10))
+    monkeypatch.setattr(video_recognition, "open_model", lambda *args, **kwargs: StubModel(10))
     monkeypatch.setattr(predict_video, "run_source",
                         lambda *args: pytest.fail("a video was processed"))
     with pytest.raises(SystemExit) as exit_info:
