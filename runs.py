@@ -278,10 +278,12 @@ def fold_resumable(paths: RunPaths, exp: str) -> bool:
     return (paths.checkpoint_dir(exp) / RESUME_STATE).is_file()
 
 
-def ptq_done(export_dir, modes) -> bool:
-    """The model card of every PTQ mode (written after its model)."""
+def ptq_done(export_dir, modes, onnx_modes=()) -> bool:
+    """The model card of every PTQ mode and of every ONNX mode (fp32, int8) the PTQ step writes
+    (each card is written after its model)."""
     modes = list(PTQ_FILES) if list(modes) == ["all"] else modes
-    return all(card_path(Path(export_dir) / PTQ_FILES[mode]).is_file() for mode in modes)
+    files = [PTQ_FILES[mode] for mode in modes] + [ONNX_FILES[f"onnx-{m}"] for m in onnx_modes]
+    return all(card_path(Path(export_dir) / name).is_file() for name in files)
 
 
 def qat_done(export_dir) -> bool:

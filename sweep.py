@@ -99,7 +99,8 @@ def groups_of(args) -> list[Group]:
         defaults = pipeline_defaults(args.demo, load_config(path))
         given = {"EPOCHS": args.epochs, "LR": args.lr, "BATCH_SIZE": args.batch_size,
                  "QAT_EPOCHS": args.qat_epochs, "QAT_BATCH_SIZE": args.qat_batch_size,
-                 "QAT_LR": args.qat_lr, "PTQ_MODES": args.ptq_modes}
+                 "QAT_LR": args.qat_lr, "PTQ_MODES": args.ptq_modes, "ONNX": args.onnx,
+                 "ONNX_MODES": args.onnx_modes}
         recipe = {name: given[name] if given[name] is not None else defaults[name] for name in RECIPE}
         holdouts = tuple(parse_holdouts(args.holdouts or defaults["HOLDOUTS"], data_dir))
         for seed in seeds:
@@ -228,7 +229,8 @@ def parse_args(argv=None):
     ap.add_argument("--demo", action="store_true", help="the demo dataset's budgets (as DEMO=1)")
     for flag, what in (("epochs", "EPOCHS"), ("lr", "LR"), ("batch_size", "BATCH_SIZE"),
                        ("qat_epochs", "QAT_EPOCHS"), ("qat_batch_size", "QAT_BATCH_SIZE"),
-                       ("qat_lr", "QAT_LR"), ("ptq_modes", "PTQ_MODES")):
+                       ("qat_lr", "QAT_LR"), ("ptq_modes", "PTQ_MODES"), ("onnx", "ONNX"),
+                       ("onnx_modes", "ONNX_MODES")):
         ap.add_argument(f"--{flag}", default=None,
                         help=f"the pipeline's {what} (None: the config's, else recipes.py)")
     ap.add_argument("--address", default="", help="Ray cluster address HOST:PORT ('': start Ray "

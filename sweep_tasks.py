@@ -30,7 +30,8 @@ from runs import (
 
 STAGES = ("train", "ptq", "qat", "evaluate")
 GPU_STAGES = ("train", "qat")
-RECIPE = ("EPOCHS", "LR", "BATCH_SIZE", "QAT_EPOCHS", "QAT_BATCH_SIZE", "QAT_LR", "PTQ_MODES")
+RECIPE = ("EPOCHS", "LR", "BATCH_SIZE", "QAT_EPOCHS", "QAT_BATCH_SIZE", "QAT_LR", "PTQ_MODES", "ONNX",
+          "ONNX_MODES")
 PR_SET_PDEATHSIG = 1            # linux/prctl.h
 TERM_GRACE_SECONDS = 30         # a command asked to stop (SIGTERM) gets this long, then SIGKILL
 LOCAL_LOCK_WAIT_SECONDS = 60    # a retried training waits this long for a dying run of this node
@@ -83,10 +84,12 @@ def plan(task: dict, python: str = sys.executable) -> tuple[list | None, str]:
                 *(["--batch_size", r["BATCH_SIZE"]] if r["BATCH_SIZE"] else []), mode,
                 "--holdout_only", user], ""
     if stage == "ptq":
-        if ptq_done(ptq_dir / user, comma_list(r["PTQ_MODES"])):
+        onnx = comma_list(r["ONNX_MODES"]) if r["ONNX"] == "1" else []  # as the pipeline's ONNX=1
+        if ptq_done(ptq_dir / user, comma_list(r["PTQ_MODES"]), onnx):
             return None, "PTQ models exist"
         return [python, "ptq_export_batch.py", *data, *where, "--output_base_dir", str(ptq_dir),
-                "--modes", r["PTQ_MODES"], "--seed", str(g.seed), "--holdout_only", user], ""
+                "--modes", r["PTQ_MODES"], *(["--onnx_modes", ",".join(onnx)] if onnx else []),
+                "--seed", str(g.seed), "--holdout_only", user], ""
     if stage == "qat":
         if qat_done(qat_dir / user):
             return None, "QAT models exist"
