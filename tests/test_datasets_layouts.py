@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ def check_flags(command: str, workdir: Path) -> argparse.Namespace:
     """Parse a documented command with its script's own parser (nothing runs); the inputs it
     names must exist."""
     python, script, *argv = shlex.split(command)
-    assert python == ".venv/bin/python", command
+    assert python == DOCUMENTED_PYTHON.strip(), command
     module = importlib.import_module(Path(script).stem)
     original = argparse.ArgumentParser.parse_args
 
@@ -96,6 +97,9 @@ def check_flags(command: str, workdir: Path) -> argparse.Namespace:
     return args
 
 
+DOCUMENTED_PYTHON = ".venv/bin/python "  # how the docs start a Python command
+
+
 def run_documented(command: str, workdir: Path) -> str:
     """Run one quickstart command as written in workdir (the runner with DRY_RUN=1) -> stdout."""
     script = next(w for w in shlex.split(command) if w.endswith((".py", ".sh")))
@@ -103,6 +107,8 @@ def run_documented(command: str, workdir: Path) -> str:
         check_flags(command, workdir)
         return ""
     env = {k: v for k, v in os.environ.items() if k != "SIGNBART_OUTPUT_ROOT"} | {"DRY_RUN": "1"}
+    if command.startswith(DOCUMENTED_PYTHON):  # the docs' interpreter is the one running the tests
+        command = f"{shlex.quote(sys.executable)} {command[len(DOCUMENTED_PYTHON):]}"
     result = subprocess.run(["bash", "-c", command], cwd=workdir, env=env, capture_output=True,
                             text=True, timeout=TIMEOUT)
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

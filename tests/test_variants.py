@@ -3,6 +3,7 @@ and its alias for older trees), FLIPPED_DIR refused, and variants skipped, one l
 keypoints do not exist. Variants trained end to end: test_pipeline.py::test_variants_script."""
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_variant_prefix_names_and_alias(tmp_path):
     run_paths("arabic_asl", "full", root).checkpoint_dir(
         "arabic_asl_65kpts_pose_hands_full").mkdir(parents=True)
     assert variant_prefix("arabic_asl", "65kpts", root) == "arabic_asl_65kpts_pose_hands"  # unless
-    out = subprocess.run([str(REPO / ".venv/bin/python"), str(REPO / "runs.py"), "variant_prefix",
+    out = subprocess.run([sys.executable, str(REPO / "runs.py"), "variant_prefix",
                           "65kpts", "--output_root", str(tmp_path / "none")],
                          capture_output=True, text=True, check=True).stdout
     assert out == "arabic_asl_65kpts_pose_hands\n"
