@@ -170,6 +170,12 @@ STOPPING = threading.Event()
 SPAWNING = threading.Lock()
 
 
+def fixture_values(func, request) -> dict:
+    """{argument: the session fixture of that name} for a background fixture's function."""
+    arguments = func.__code__.co_varnames[:func.__code__.co_argcount]
+    return {arg: request.getfixturevalue(arg) for arg in arguments}
+
+
 def background_fixture(func):
     """A session fixture whose function runs in the background thread from the start of the session (when a
     selected test uses it). Its arguments are session fixtures, set up at the start; its work must be subprocesses
@@ -179,8 +185,7 @@ def background_fixture(func):
     @pytest.fixture(scope="session", name=func.__name__)
     def wait_for_it(request, _background_jobs):
         if WORKER is not None:  # under pytest-xdist the other workers are the parallel work: run it now
-            arguments = func.__code__.co_varnames[:func.__code__.co_argcount]
-            return func(**{arg: request.getfixturevalue(arg) for arg in arguments})
+            return func(**fixture_values(func, request))
         return _background_jobs[func.__name__].result()
 
     wait_for_it.__doc__ = func.__doc__
@@ -254,8 +259,7 @@ def _background_jobs(request):
     calls = []
     for name in order:  # the fixtures they take are set up here, in the main thread
         func = BACKGROUND[name]
-        arguments = func.__code__.co_varnames[:func.__code__.co_argcount]
-        calls.append((jobs[name], func, {arg: request.getfixturevalue(arg) for arg in arguments}))
+        calls.append((jobs[name], func, fixture_values(func, request)))
 
     def work():
         for future, func, kwargs in calls:
