@@ -23,6 +23,6 @@ defaults_from() {  # defaults_from <command...>: it prints NAME=value lines; eac
         [[ -n "${!name:-}" ]] || printf -v "$name" '%s' "${line#*=}"
     done <<< "$out"
 }
-results_current() {  # results_current <table> <find paths + filters...>: the table exists and no .tflite there is newer
-    [[ -f "$1" && -z "$(find "${@:2}" -name '*.tflite' -newer "$1" 2>/dev/null | head -1 || true)" ]]
+results_current() {  # results_current <table> <folder...> [--path_contains S]: the table exists and no .tflite there is newer
+    [[ "$("$PY" runs.py results_current "$@")" == yes ]]
 }

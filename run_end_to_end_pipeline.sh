@@ -76,18 +76,15 @@ PY="$VENV/bin/python"
 PIPELINE_NAME=pipeline STAGE_MARK="==="
 source pipeline_common.sh   # stage, skip, run, enabled, results_current; a failure names its stage
 
-trained() {  # trained <checkpoint dir> <latest training record>: final model, its export + card,
-             # and a successful record
-    [[ -f "$1/$FINAL_MODEL" && -f "$1/$FP32_TFLITE" && -f "$1/$FP32_CARD" ]] &&
-        grep -q '"success": true' "$2" 2>/dev/null
+fold_states() {  # fold_states <train|ptq|qat> [flags] <holdout=folder...>: "<holdout> done|resume|todo" lines
+    "$PY" runs.py state "$@"   # runs.py decides what is done (sweep.py asks it too): what each stage writes last
 }
-resumable() { [[ -f "$1/$RESUME_STATE" ]]; }  # <checkpoint dir> has an epoch checkpoint
-ptq_done() {  # ptq_done <export dir>: a model card for every PTQ mode (and ONNX mode, with ONNX=1)
-    local card
-    for card in $PTQ_CARDS $ONNX_CARDS; do [[ -f "$1/$card" ]] || return 1; done
+holdouts_in() { awk -v s="$1" '$2 == s {print $1}' <<< "$2" | paste -sd, -; }  # holdouts_in <state> <fold_states output>
+ptq_flags() {  # the PTQ modes (and ONNX modes, with ONNX=1): what the PTQ stages write and what marks them done
+    echo --modes "$PTQ_MODES"
+    enabled "$ONNX" && echo --onnx_modes "$ONNX_MODES"
+    return 0
 }
-onnx_flags() { enabled "$ONNX" && echo --onnx_modes "$ONNX_MODES"; return 0; }   # ptq_export's ONNX flags
-qat_done() { [[ -f "$1/$QAT_METADATA" ]]; }     # written last by train_loso_functional_qat.py
 join() { local IFS=,; echo "$*"; }
 
 run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <group>, JOBS groups of holdouts at once
@@ -109,7 +106,6 @@ run_folds() {  # run_folds <holdouts> <command...>: the command + --holdouts <gr
 }
 
 loso_ckpt() { local v="LOSO_CKPT_$1"; echo "${!v}"; }      # <holdout> -> its checkpoint folder
-loso_record() { local v="LOSO_RECORD_$1"; echo "${!v}"; }  # <holdout> -> its latest training record
 
 optional_flags() {  # flags shared by both trainings: validation switch and batch size
     enabled "$NO_VALIDATION" && echo --no_validation
@@ -160,49 +156,47 @@ make_loso_splits() {
 }
 
 train_loso() {
-    local user fresh=() resume=()
-    for user in "${USERS[@]}"; do
-        if trained "$(loso_ckpt "$user")" "$(loso_record "$user")"; then continue
-        elif resumable "$(loso_ckpt "$user")"; then resume+=("$user")
-        else fresh+=("$user"); fi
-    done
-    if [[ ${#fresh[@]} -eq 0 && ${#resume[@]} -eq 0 ]]; then
+    local user folds=() states fresh resume
+    for user in "${USERS[@]}"; do folds+=("$user=$(loso_ckpt "$user")"); done
+    states="$(fold_states train "${folds[@]}")"
+    fresh="$(holdouts_in todo "$states")" resume="$(holdouts_in resume "$states")"
+    if [[ -z "$fresh$resume" ]]; then
         skip train_loso "FP32 models of $(join "${USERS[@]}") exist"
         return
     fi
     local common=(--config_path "$CONFIG" --base_data_path "$DATA_DIR" --epochs "$EPOCHS" --lr "$LR" --seed "$SEED"
                   --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT" --exp_prefix "$EXP_PREFIX"
                   $(optional_flags))
-    if [[ ${#resume[@]} -gt 0 ]]; then
-        stage train_loso "continue the interrupted FP32 training of $(join "${resume[@]}")"
-        run_folds "$(join "${resume[@]}")" "$PY" train_loso_functional.py "${common[@]}" --resume
+    if [[ -n "$resume" ]]; then
+        stage train_loso "continue the interrupted FP32 training of $resume"
+        run_folds "$resume" "$PY" train_loso_functional.py "${common[@]}" --resume
     fi
-    if [[ ${#fresh[@]} -gt 0 ]]; then
-        stage train_loso "FP32 training of $(join "${fresh[@]}") ($EPOCHS epochs)"
-        run_folds "$(join "${fresh[@]}")" "$PY" train_loso_functional.py "${common[@]}" --overwrite
+    if [[ -n "$fresh" ]]; then
+        stage train_loso "FP32 training of $fresh ($EPOCHS epochs)"
+        run_folds "$fresh" "$PY" train_loso_functional.py "${common[@]}" --overwrite
     fi
 }
 
-pending_users() {  # pending_users <done-check> <export base>: holdouts whose export folder is not complete
-    local user pending=()
-    for user in "${USERS[@]}"; do "$1" "$2/$user" || pending+=("$user"); done
-    join "${pending[@]}"
+pending_users() {  # pending_users <ptq|qat> <export base> [flags]: holdouts whose export folder is not complete
+    local stage="$1" base="$2" user folds=(); shift 2
+    for user in "${USERS[@]}"; do folds+=("$user=$base/$user"); done
+    holdouts_in todo "$(fold_states "$stage" "$@" "${folds[@]}")"
 }
 
 quantize_loso() {
     local todo
     if enabled "$RUN_PTQ"; then
-        todo="$(pending_users ptq_done "$PTQ_LOSO_DIR")"
+        todo="$(pending_users ptq "$PTQ_LOSO_DIR" $(ptq_flags))"
         if [[ -z "$todo" ]]; then skip ptq_loso "PTQ models in $PTQ_LOSO_DIR exist"
         else
             stage ptq_loso "PTQ ($PTQ_MODES$(enabled "$ONNX" && echo ", ONNX $ONNX_MODES")) of $todo"
             run_folds "$todo" "$PY" ptq_export_batch.py --config_path "$CONFIG" --base_data_path "$DATA_DIR" \
                 --exp_prefix "$EXP_PREFIX" --dataset_name "$DATASET_NAME" --output_root "$OUTPUT_ROOT" \
-                --output_base_dir "$PTQ_LOSO_DIR" --modes "$PTQ_MODES" --seed "$SEED" $(onnx_flags)
+                --output_base_dir "$PTQ_LOSO_DIR" --seed "$SEED" $(ptq_flags)
         fi
     fi
     if enabled "$RUN_QAT"; then
-        todo="$(pending_users qat_done "$QAT_LOSO_DIR")"
+        todo="$(pending_users qat "$QAT_LOSO_DIR")"
         if [[ -z "$todo" ]]; then skip qat_loso "QAT models in $QAT_LOSO_DIR exist"
         else
             stage qat_loso "QAT of $todo ($QAT_EPOCHS epochs)"
@@ -219,9 +213,10 @@ train_full() {
     local flags=(--config_path "$CONFIG" --base_data_path "$DATA_DIR" --exp_name "$FULL_EXP_NAME"
                  --epochs "$FULL_EPOCHS" --lr "$FULL_LR" --seed "$FULL_SEED" --dataset_name "$DATASET_NAME"
                  --output_root "$OUTPUT_ROOT" $(optional_flags))
-    if trained "$ckpt" "$FULL_RECORD"; then
+    local state; state="$(fold_states train "full=$ckpt")"
+    if [[ "$state" == "full done" ]]; then
         skip train_full "full-dataset model $ckpt exists"
-    elif resumable "$ckpt"; then
+    elif [[ "$state" == "full resume" ]]; then
         stage train_full "continue the interrupted full-dataset training"
         run "$PY" train_full_dataset.py "${flags[@]}" --resume
     else
@@ -233,14 +228,14 @@ train_full() {
 quantize_full() {
     local checkpoint="$FULL_CKPT/$FINAL_MODEL"
     if ! enabled "$RUN_PTQ"; then :
-    elif ptq_done "$PTQ_FULL_DIR"; then skip ptq_full "PTQ models in $PTQ_FULL_DIR exist"
+    elif [[ "$(fold_states ptq $(ptq_flags) "full=$PTQ_FULL_DIR")" == "full done" ]]; then skip ptq_full "PTQ models in $PTQ_FULL_DIR exist"
     else
         stage ptq_full "PTQ ($PTQ_MODES$(enabled "$ONNX" && echo ", ONNX $ONNX_MODES")) of the full-dataset model"
         run "$PY" ptq_export.py --config_path "$CONFIG" --checkpoint "$checkpoint" --data_path "$DATA_DIR" \
-            --output_dir "$PTQ_FULL_DIR" --modes "$PTQ_MODES" --seed "$FULL_SEED" $(onnx_flags)
+            --output_dir "$PTQ_FULL_DIR" --seed "$FULL_SEED" $(ptq_flags)
     fi
     if ! enabled "$RUN_QAT"; then :
-    elif qat_done "$QAT_FULL_DIR"; then skip qat_full "QAT models in $QAT_FULL_DIR exist"
+    elif [[ "$(fold_states qat "full=$QAT_FULL_DIR")" == "full done" ]]; then skip qat_full "QAT models in $QAT_FULL_DIR exist"
     else
         stage qat_full "QAT of the full-dataset model ($QAT_EPOCHS epochs)"
         run "$PY" train_loso_functional_qat.py --config_path "$CONFIG" --data_path "$DATA_DIR" \
@@ -307,8 +302,7 @@ read -ra USERS <<< "$holdout_list"
 STAGE=paths   # the run tree: LOSO_RUNS, PTQ_LOSO_DIR, ..., FULL_CKPT, LOSO_CKPT_<user>, file names
 defaults_from "$PY" runs.py paths --output_root "$OUTPUT_ROOT" --dataset_name "$DATASET_NAME" \
     --exp_prefix "$EXP_PREFIX" --holdouts "$(join "${USERS[@]}")" \
-    --full_exp_name "${FULL_EXP_NAME:-}" --ptq_modes "$PTQ_MODES" \
-    --onnx_modes "$(enabled "$ONNX" && echo "$ONNX_MODES" || true)"
+    --full_exp_name "${FULL_EXP_NAME:-}" --ptq_modes "$PTQ_MODES"
 echo "pipeline: $DATASET_NAME from $DATA_DIR, config $CONFIG, holdouts $(join "${USERS[@]}"), outputs in $OUTPUT_ROOT/$DATASET_NAME"
 
 if enabled "$RUN_LOSO"; then

@@ -134,7 +134,7 @@ link_seedless_exports() {  # exports/{ptq,qat}_<prefix> -> FULL_SEED's: the refe
 collect_variant() {  # collect_results over the seeds of one variant, unless its summary is newer than every model
     local variant="$1" prefix; prefix="$(prefix_of "$1")"
     local table; table="$(run_tree RESULTS_DIR "$prefix")/summary_table.csv"
-    if results_current "$table" "$LOSO_CHECKPOINTS" "$LOSO_EXPORTS" -path "*${prefix}_seed*"; then
+    if results_current "$table" "$LOSO_CHECKPOINTS" "$LOSO_EXPORTS" --path_contains "${prefix}_seed"; then
         echo "collect $variant: skipped, $table is newer than every model"
         return
     fi

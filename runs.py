@@ -32,6 +32,10 @@ The pipeline shell reads the tree, and the holdout list, from the CLI:
         --holdouts user01,user02 --ptq_modes dynamic       # NAME=value lines
     python runs.py holdouts all data/demo-65kpts          # the holdouts, space-separated
     python runs.py variant_prefix 65kpts --dataset_name arabic_asl   # arabic_asl_65kpts_pose_hands
+and what is done, the same tests as sweep.py's:
+    python runs.py state train user01=outputs/demo/loso/checkpoints/demo_LOSO_user01  # user01 todo
+    python runs.py state ptq --modes dynamic user01=outputs/demo/loso/exports/ptq/user01
+    python runs.py results_current outputs/demo/loso/results/summary_table.csv outputs/demo/loso
 """
 from __future__ import annotations
 
@@ -263,9 +267,9 @@ def holds_success(path: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------- finished stages
-# What counts as done, stage by stage: the same tests as run_end_to_end_pipeline.sh (trained,
-# resumable, ptq_done, qat_done, results_current), for sweep.py. Each test looks at what a stage
-# writes last, so a stage killed half-way never looks finished.
+# What counts as done, stage by stage, for the pipeline shells (through `runs.py state` and
+# `runs.py results_current`) and sweep.py alike. Each test looks at what a stage writes last, so a
+# stage killed half-way never looks finished.
 def fold_trained(paths: RunPaths, exp: str) -> bool:
     """final_model.h5, its FP32 export and card, and a latest record that says success."""
     ckpt = paths.checkpoint_dir(exp)
@@ -291,14 +295,37 @@ def qat_done(export_dir) -> bool:
     return (Path(export_dir) / QAT_METADATA).is_file()
 
 
-def results_current(table, folders) -> bool:
-    """The results table exists and no .tflite under `folders` is newer."""
+def results_current(table, folders, path_contains: str = "") -> bool:
+    """The results table exists and no .tflite under `folders` (whose path holds `path_contains`)
+    is newer."""
     table = Path(table)
     if not table.is_file():
         return False
     newest = table.stat().st_mtime
     return not any(model.stat().st_mtime > newest for folder in map(Path, folders)
-                   if folder.is_dir() for model in folder.rglob("*.tflite"))
+                   if folder.is_dir() for model in folder.rglob("*.tflite")
+                   if path_contains in str(model))
+
+
+def checkpoint_run(folder) -> tuple[RunPaths, str]:
+    """(run tree, experiment) of a checkpoint folder <root>/<dataset>/<run_type>/checkpoints/<exp>."""
+    folder = Path(folder)
+    if folder.parent.name != "checkpoints":
+        raise UserError(f"{folder} is not a folder <output_root>/<dataset>/<run_type>/checkpoints/"
+                        "<experiment>")
+    run_tree = folder.parent.parent
+    return RunPaths(run_tree.parent.parent, run_tree.parent.name, run_tree.name), folder.name
+
+
+def stage_state(stage: str, folder, modes=(), onnx_modes=()) -> str:
+    """'done', 'resume' (an interrupted training: it continues with --resume) or 'todo' of one
+    fold's stage: 'train' of its checkpoint folder, 'ptq' or 'qat' of its export folder."""
+    if stage == "train":
+        paths, exp = checkpoint_run(folder)
+        return ("done" if fold_trained(paths, exp) else
+                "resume" if fold_resumable(paths, exp) else "todo")
+    done = ptq_done(folder, modes, onnx_modes) if stage == "ptq" else qat_done(folder)
+    return "done" if done else "todo"
 
 
 def sweeps_dir(root) -> Path:
@@ -576,10 +603,10 @@ def run_loso_batch(args, kind: str, what: str, job) -> int:
 
 # ---------------------------------------------------------------------------------- shell interface
 def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdouts: list[str],
-                   full_exp_name: str = "", ptq_modes: list[str] = (),
-                   onnx_modes: list[str] = ()) -> dict[str, str]:
-    """Every path and file name run_end_to_end_pipeline.sh needs, by shell variable name. Per
-    holdout U: LOSO_EXP_U, LOSO_CKPT_U (checkpoint folder), LOSO_RECORD_U (latest record)."""
+                   full_exp_name: str = "", ptq_modes: list[str] = ()) -> dict[str, str]:
+    """Every path and file name run_end_to_end_pipeline.sh needs, by shell variable name (per
+    holdout U: LOSO_EXP_U, LOSO_CKPT_U = its checkpoint folder); unknown PTQ modes are refused
+    here, before anything runs. What is done the shell asks `runs.py state`."""
     loso, full = run_paths(dataset, "loso", output_root), run_paths(dataset, "full", output_root)
     full_exp = full_exp_name or full_experiment_name(dataset)
     ptq_modes = list(PTQ_FILES) if list(ptq_modes) == ["all"] else ptq_modes  # as ptq_export --modes
@@ -594,18 +621,12 @@ def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdo
         "PTQ_FULL_DIR": full.export_dir("ptq", exp_prefix),
         "QAT_FULL_DIR": full.export_dir("qat", exp_prefix),
         "FULL_EXP_NAME": full_exp, "FULL_CKPT": full.checkpoint_dir(full_exp),
-        "FULL_RECORD": full.latest_record(full_exp),
         "FINAL_MODEL": FINAL_MODEL, "FP32_TFLITE": FP32_TFLITE,
-        "FP32_CARD": card_path(FP32_TFLITE), "RESUME_STATE": RESUME_STATE,
         "PTQ_MODEL": PTQ_FILES["dynamic"], "QAT_MODEL": QAT_FILES["dynamic"],
-        "QAT_METADATA": QAT_METADATA,
-        "PTQ_CARDS": " ".join(card_path(PTQ_FILES[m]).name for m in ptq_modes),
-        "ONNX_CARDS": " ".join(card_path(ONNX_FILES[f"onnx-{m}"]).name for m in onnx_modes),
     }
     for user in holdouts:
         exp = loso_experiment_name(dataset, user, exp_prefix)
-        values |= {f"LOSO_EXP_{user}": exp, f"LOSO_CKPT_{user}": loso.checkpoint_dir(exp),
-                   f"LOSO_RECORD_{user}": loso.latest_record(exp)}
+        values |= {f"LOSO_EXP_{user}": exp, f"LOSO_CKPT_{user}": loso.checkpoint_dir(exp)}
     return {name: str(value) for name, value in values.items()}
 
 
@@ -623,10 +644,7 @@ def main(argv=None) -> int:
     paths.add_argument("--holdouts", default="", help="comma list of holdout users (resolved)")
     paths.add_argument("--full_exp_name", default="",
                        help="full-dataset experiment ('': <dataset>_full)")
-    paths.add_argument("--ptq_modes", default="",
-                       help="comma list of PTQ modes whose model cards mark PTQ done")
-    paths.add_argument("--onnx_modes", default="",
-                       help="comma list of ONNX modes whose cards also mark PTQ done ('': none)")
+    paths.add_argument("--ptq_modes", default="", help="comma list of PTQ modes (checked)")
     variant = sub.add_parser("variant_prefix", formatter_class=HelpFormatter,
                              help="a keypoint variant's experiment prefix (variant_prefix)")
     variant.add_argument("variant", help="keypoint variant, e.g. 65kpts or 42kpts-hands")
@@ -634,6 +652,20 @@ def main(argv=None) -> int:
                          help="output root searched for older names")
     variant.add_argument("--dataset_name", default=DEFAULT_DATASET_NAME,
                          help="dataset folder under the output root")
+    state = sub.add_parser("state", formatter_class=HelpFormatter,
+                           help="'<name> done|resume|todo' of each fold's stage (stage_state)")
+    state.add_argument("stage", choices=("train", "ptq", "qat"))
+    state.add_argument("folds", nargs="+", metavar="NAME=FOLDER",
+                       help="a fold's name and its checkpoint (train) or export (ptq, qat) folder")
+    state.add_argument("--modes", default="", help="comma list of PTQ modes (ptq)")
+    state.add_argument("--onnx_modes", default="", help="comma list of ONNX modes (ptq; '': none)")
+    current = sub.add_parser("results_current", formatter_class=HelpFormatter,
+                             help="'yes' when a results table is newer than every .tflite under "
+                                  "the folders, else 'no' (results_current)")
+    current.add_argument("table", help="results table (summary_table.csv)")
+    current.add_argument("folders", nargs="*", help="folders holding the models")
+    current.add_argument("--path_contains", default="",
+                         help="only the models whose path holds this text")
     holdouts = sub.add_parser("holdouts", formatter_class=HelpFormatter,
                               help="the holdout users, space-separated (parse_holdouts)")
     holdouts.add_argument("holdouts",
@@ -643,13 +675,24 @@ def main(argv=None) -> int:
     if args.command == "holdouts":
         print(*parse_holdouts(args.holdouts, args.base_data_path))
         return 0
+    if args.command == "state":
+        modes, onnx = comma_list(args.modes), (parse_onnx_modes(args.onnx_modes)
+                                                 if args.onnx_modes.strip() else [])
+        for fold in args.folds:
+            name, sep, folder = fold.partition("=")
+            if not (sep and name and folder):
+                raise UserError(f"{fold!r} is not NAME=FOLDER")
+            print(name, stage_state(args.stage, folder, modes, onnx))
+        return 0
+    if args.command == "results_current":
+        print("yes" if results_current(args.table, args.folders, args.path_contains) else "no")
+        return 0
     if args.command == "variant_prefix":
         print(variant_prefix(args.dataset_name, args.variant, args.output_root or None))
         return 0
     values = pipeline_paths(args.output_root or None, args.dataset_name, args.exp_prefix,
                             comma_list(args.holdouts), args.full_exp_name,
-                            comma_list(args.ptq_modes),
-                            parse_onnx_modes(args.onnx_modes) if args.onnx_modes.strip() else [])
+                            comma_list(args.ptq_modes))
     for name, value in values.items():
         print(f"{name}={value}")
     return 0

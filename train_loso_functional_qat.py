@@ -110,8 +110,7 @@ def export_qat(qat_model, cfg: dict, data: QuantizationData, output_dir: Path, p
 def run_qat(s: QATSettings) -> dict:
     """One QAT run end to end; returns the metadata record (also written to <output_dir>/qat_metadata.json)."""
     from model_functional import load_model
-    from quantization import (QuantizationData, load_qat_model, quantize_for_training,
-                              save_qat_weights)
+    from quantization import QuantizationData, quantize_for_training, save_qat_weights
     from tf_env import keras, tf
     output_dir = Path(s.output_dir)
     logger = setup_logging(output_dir / "qat.log", name=f"signbart.qat.{output_dir.name}")
@@ -136,7 +135,8 @@ def run_qat(s: QATSettings) -> dict:
     record |= fine_tune(qat_model, s, cfg, fit_data, val_data, logger, output_dir / "qat_training.csv")
 
     weights = atomic_save(output_dir / QAT_WEIGHTS, lambda p: save_qat_weights(qat_model, p))
-    qat_model = compile_model(load_qat_model(cfg, weights), cfg, s.lr)   # everything below uses the saved file
+    qat_model.load_weights(str(weights))  # everything below uses the saved file's weights, as --export_only
+    # does (which rebuilds the QAT graph from it: load_qat_model; the round trip is exact, tests/test_qat.py)
     if data.test is not None:
         record["test"] = evaluate(qat_model, data.test, cfg)
         logger.info(f"QAT Keras model on {data.test.split} ({record['test']['samples']} clips): "

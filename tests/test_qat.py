@@ -24,18 +24,26 @@ def dense_layer_paths(layer, prefix=""):
     return paths
 
 
-def test_every_dense_kernel_is_fake_quantized(trained_fold):
+@pytest.fixture(scope="module")
+def models(trained_fold):
+    """(FP32, QAT) models of the trained fold, built once (a QAT build takes seconds): the first test only reads
+    them, the round trip then trains the QAT one."""
     fp32 = load_model(trained_fold.h5, trained_fold.cfg)
+    return fp32, quantize_for_training(fp32)
+
+
+def test_every_dense_kernel_is_fake_quantized(models):
+    fp32, qat = models
     expected = set(dense_layer_paths(fp32))
     assert len(expected) == 3 + 6 + 10   # proj_x1, proj_y1, classifier; encoder layer 6; decoder layer 10 (tiny)
     assert {"proj_x1", "classifier", "encoder_layer_0/fc1", "decoder_layer_0/encoder_attn/out_proj"} <= expected
-    assert fake_quantized_kernels(quantize_for_training(fp32)) == expected
+    assert fake_quantized_kernels(qat) == expected
     assert fake_quantized_kernels(fp32) == set()   # the check does see the difference
 
 
-def test_qat_weights_round_trip_exactly(trained_fold, tmp_path):
+def test_qat_weights_round_trip_exactly(trained_fold, models, tmp_path):
     cfg = trained_fold.cfg
-    model = quantize_for_training(load_model(trained_fold.h5, cfg))
+    model = models[1]
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(True))
     rng = np.random.default_rng(0)
     inputs = {"keypoints": rng.uniform(0, 1, (8, 64, 65, 2)).astype(np.float32),

@@ -258,14 +258,19 @@ def test_a_half_written_fold_never_looks_finished(tmp_path):
     assert not runs.fold_trained(paths, exp)          # a failed run's record
     paths.latest_record(exp).write_text('{"success": tr')
     assert not runs.fold_trained(paths, exp)          # a torn record
+    assert runs.stage_state("train", ckpt) == "todo"
+    (paths.resume_dir(exp)).mkdir()
+    (ckpt / runs.RESUME_STATE).write_text("{}")
+    assert runs.stage_state("train", ckpt) == "resume"  # the pipeline shells ask the same (runs.py state)
     paths.latest_record(exp).write_text('{"success": true}')
-    assert runs.fold_trained(paths, exp)
+    assert runs.fold_trained(paths, exp) and runs.stage_state("train", ckpt) == "done"
     export = tmp_path / "ptq" / "user01"
     export.mkdir(parents=True)
     (export / runs.PTQ_FILES["dynamic"]).write_bytes(b"x")
     assert not runs.ptq_done(export, ["dynamic"])     # the model without its card
     runs.card_path(export / runs.PTQ_FILES["dynamic"]).write_text("{}")
     assert runs.ptq_done(export, ["dynamic"]) and not runs.ptq_done(export, ["dynamic", "int8"])
+    assert runs.stage_state("ptq", export, ["dynamic"], ["fp32"]) == "todo"  # its ONNX model missing
 
 
 def test_a_lock_from_another_pid_space_goes_by_its_heartbeat(tmp_path):
