@@ -29,9 +29,9 @@
 # ONNX=1 makes the PTQ stages also write model_fp32.onnx (and model_int8.onnx: ONNX_MODES) beside the PTQ models
 # (ptq_export.py --onnx_modes; docs/onnx.md): on by default for real data (about 2 % of a fold), off for the demo.
 #
-# Re-running is safe and cheap: a stage is skipped when its final artefacts exist (a trained model = final_model.h5,
-# final_model_fp32.tflite + card and a successful training record; PTQ = the card of every PTQ_MODES model (and,
-# with ONNX=1, of every ONNX_MODES model); QAT =
+# Re-running is safe and cheap: a stage is skipped when its final artefacts exist (runs.py state decides, as it
+# does for sweep.py: a trained model = final_model.h5, final_model_fp32.tflite + card and a successful training
+# record; PTQ = the card of every PTQ_MODES model (and, with ONNX=1, of every ONNX_MODES model); QAT =
 # qat_metadata.json; results = summary_table.csv newer than every model), and an interrupted training run continues
 # from its last epoch (--resume). A training neither finished nor resumable runs with --overwrite: a
 # successful record whose files are incomplete is replaced, once the new run succeeded.
