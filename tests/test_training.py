@@ -205,9 +205,16 @@ RECIPE_SETS = ("training.schedule=cosine", "training.warmup_epochs=1", "training
 
 
 @pytest.mark.parametrize("overrides", [(), RECIPE_SETS], ids=["recipe", "cosine-smoothing-nonzero-mask"])
-def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, tiny_config_path, tmp_path,
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(cli_run, loso_base, tiny_config_path, tmp_path,
                                                                       monkeypatch, overrides):
-    whole = train(settings_for(loso_base, tiny_config_path, tmp_path / "whole", overrides=overrides))
+    """Killed in the middle of epoch 2, resumed: the same weights, metrics and last history row as the run that was
+    never interrupted (for the recipe: the CLI's 2-epoch run, with the same settings)."""
+    if overrides:
+        whole_paths = run_paths("demo", "loso", str(tmp_path / "whole"))
+        whole = train(settings_for(loso_base, tiny_config_path, whole_paths.root, overrides=overrides))
+    else:
+        whole_paths, _, whole = cli_run
+    settings = {"epochs": whole["training"]["epochs"], "batch_size": whole["training"]["batch_size"]}
     real_make_callbacks = main_functional.make_callbacks
 
     class StopInEpoch2(keras.callbacks.Callback):
@@ -226,16 +233,15 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(loso_base, t
     with monkeypatch.context() as mp:
         mp.setattr(main_functional, "make_callbacks", make_callbacks_then_stop)
         with pytest.raises(Interrupt):
-            train(settings_for(loso_base, tiny_config_path, out, overrides=overrides))
-    resumed = train(settings_for(loso_base, tiny_config_path, out, resume=True, overrides=overrides))
-    assert resumed["initial_epoch"] == 1 and resumed["epochs_this_session"] == 2
+            train(settings_for(loso_base, tiny_config_path, out, overrides=overrides, **settings))
+    resumed = train(settings_for(loso_base, tiny_config_path, out, resume=True, overrides=overrides, **settings))
+    assert resumed["initial_epoch"] == 1 and resumed["epochs_this_session"] == settings["epochs"] - 1
     names = lambda ws: [n for n, _ in ws]  # noqa: E731
     whole_w, resumed_w = h5_weights(whole["final_model"]), h5_weights(resumed["final_model"])
     assert names(whole_w) == names(resumed_w)
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(whole_w, resumed_w))
     assert resumed["test"] == whole["test"] and resumed["train"] == whole["train"]
-    assert history(run_paths("demo", "loso", str(out)))[-1] == history(run_paths("demo", "loso",
-                                                                                 str(tmp_path / "whole")))[-1]
+    assert history(run_paths("demo", "loso", str(out)))[-1] == history(whole_paths)[-1]
 
 
 def test_failed_resume_keeps_the_record_of_the_successful_run(cli_run, loso_base, tiny_config_path, tmp_path):
