@@ -178,9 +178,10 @@ train_loso() {
 }
 
 pending_users() {  # pending_users <ptq|qat> <export base> [flags]: holdouts whose export folder is not complete
-    local stage="$1" base="$2" user folds=(); shift 2
+    local stage="$1" base="$2" user folds=() states; shift 2
     for user in "${USERS[@]}"; do folds+=("$user=$base/$user"); done
-    holdouts_in todo "$(fold_states "$stage" "$@" "${folds[@]}")"
+    states="$(fold_states "$stage" "$@" "${folds[@]}")" || return   # a failed check is not "nothing to do"
+    holdouts_in todo "$states"
 }
 
 quantize_loso() {
