@@ -307,12 +307,12 @@ def results_current(table, folders, path_contains: str = "") -> bool:
                    if path_contains in str(model))
 
 
-def checkpoint_run(folder) -> tuple[RunPaths, str]:
-    """(run tree, experiment) of a checkpoint folder <root>/<dataset>/<run_type>/checkpoints/<exp>."""
+def checkpoint_run(folder) -> tuple[RunPaths, str] | None:
+    """(run tree, experiment) of a checkpoint folder <root>/<dataset>/<run_type>/checkpoints/<exp>;
+    None when `folder` is not in a checkpoints/ folder."""
     folder = Path(folder)
     if folder.parent.name != "checkpoints":
-        raise UserError(f"{folder} is not a folder <output_root>/<dataset>/<run_type>/checkpoints/"
-                        "<experiment>")
+        return None
     run_tree = folder.parent.parent
     return RunPaths(run_tree.parent.parent, run_tree.parent.name, run_tree.name), folder.name
 
@@ -321,7 +321,11 @@ def stage_state(stage: str, folder, modes=(), onnx_modes=()) -> str:
     """'done', 'resume' (an interrupted training: it continues with --resume) or 'todo' of one
     fold's stage: 'train' of its checkpoint folder, 'ptq' or 'qat' of its export folder."""
     if stage == "train":
-        paths, exp = checkpoint_run(folder)
+        run = checkpoint_run(folder)
+        if run is None:
+            raise UserError(f"{folder} is not a folder <output_root>/<dataset>/<run_type>/"
+                            "checkpoints/<experiment>")
+        paths, exp = run
         return ("done" if fold_trained(paths, exp) else
                 "resume" if fold_resumable(paths, exp) else "todo")
     done = ptq_done(folder, modes, onnx_modes) if stage == "ptq" else qat_done(folder)
@@ -453,16 +457,15 @@ def loso_data_user(data_path) -> str:
 def export_dir_for(checkpoint, kind: str) -> Path:
     """exports/<kind>[_<prefix>][/<user>] of the run tree holding `checkpoint`
     (<root>/<dataset>/<run_type>/checkpoints/<[prefix_]experiment>/final_model.h5)."""
-    experiment_dir = Path(checkpoint).resolve().parent
-    if experiment_dir.parent.name != "checkpoints":
+    run = checkpoint_run(Path(checkpoint).resolve().parent)
+    if run is None:
         raise UserError(f"{checkpoint} is not in <output_root>/<dataset>/<run_type>/checkpoints/"
                         "<experiment>/: pass --output_dir")
-    run_tree = experiment_dir.parent.parent
-    dataset, run_type, name = run_tree.parent.name, run_tree.name, experiment_dir.name
-    of_dataset, any_dataset = parse_experiment_name(name, dataset), parse_experiment_name(name)
+    paths, name = run
+    of_dataset, any_dataset = parse_experiment_name(name, paths.dataset), parse_experiment_name(name)
     user = any_dataset.user if any_dataset else ""
     prefix = of_dataset.prefix if of_dataset else ""
-    return run_paths(dataset, run_type, str(run_tree.parent.parent)).export_dir(kind, prefix, user)
+    return paths.export_dir(kind, prefix, user)
 
 
 def require_file(path, what: str) -> Path:
