@@ -48,6 +48,7 @@ import metrics
 from config import model_hparams
 from evaluation import (SUMMARY_METRICS, check_evaluation, csv_text, evaluate_tflite, format_cell,
                         load_eval_set, model_file_info, summary_row, text_table)
+from preprocessing import MAX_FRAMES
 from recipes import DEFAULT_DATASET_NAME
 from results_report import KERAS_TEST, model_info_rows, read_training_record, write_report
 from runs import (FINAL_MODEL, FP32_TFLITE, ONNX_SUFFIX, PTQ_FILES, QAT_FILES, comma_list, full_experiment_name,
@@ -264,7 +265,8 @@ def model_summary(runs: list[Run], cfgs: list[dict]) -> dict:
         for tag, path in [("Keras .h5", run.checkpoint_dir / FINAL_MODEL), *run.models.items()]:
             if Path(path).is_file():
                 sizes.setdefault(tag, []).append(Path(path).stat().st_size / 2**20)
-    return {"parameters": parameter_breakdown(build_model(cfg)), "flops": count_flops(cfg),
+    network = build_model(cfg, max_frames=MAX_FRAMES, batch_size=1)  # static shapes, for the FLOP count
+    return {"parameters": parameter_breakdown(network), "flops": count_flops(cfg, network),
             "hparams": model_hparams(cfg), "sizes_mb": sizes}
 
 

@@ -66,9 +66,9 @@ from runs import (CHECKPOINT_METADATA, FINAL_MODEL, comma_list, discover_users,
     holds_success, parse_experiment_name, remove_path, require_file, run_paths)
 from util import (HelpFormatter, UserError, add_verbose_flag, atomic_save, atomic_write_json, bounded, cli,
     git_commit, one_line, set_seed, setup_logging)
+from tflite_runtime import MAX_PARITY_CLIPS
 
 EVAL_BATCH = 32
-MAX_PARITY_CLIPS = 256
 
 
 @dataclass(kw_only=True)
@@ -203,11 +203,12 @@ def compile_model(model: keras.Model, cfg: dict, lr,
                   optimizer: keras.optimizers.Optimizer | None = None,
                   label_smoothing: float | None = None, jit_compile: bool = False) -> keras.Model:
     """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay)
-    unless given (lr: a number or a schedule). jit_compile: XLA on the train step (measured slower
+    (Keras's, its step built faster: optimizers.py) unless given (lr: a number or a schedule). jit_compile: XLA on the train step (measured slower
     on CPU: docs/training.md#speed; bench/bench_training.py --recipes today+xla)."""
+    from optimizers import AdamW
     from tf_env import keras
     model.compile(
-        optimizer=optimizer or keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
+        optimizer=optimizer or AdamW(learning_rate=lr, weight_decay=cfg["weight_decay"]),
         loss=sparse_crossentropy(cfg["num_labels"], label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
                  keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, cfg["num_labels"]), name="top5_accuracy")],
@@ -310,7 +311,6 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
 def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data: SplitData | None, paths, logger,
              training_info: dict) -> dict:
     """Save final_model.h5, reload it, export + parity-check the TFLite, then evaluate the test split."""
-    from model_functional import load_model
     from tflite_export import export_tflite, require_parity
     ckpt_dir = paths.checkpoint_dir(s.experiment_name)
     if s.validating:
@@ -320,7 +320,7 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data:
         warnings.simplefilter("ignore", UserWarning)
         final_h5 = atomic_save(paths.final_model(s.experiment_name),
                                lambda p: model.save(p, include_optimizer=False))
-    model = compile_model(load_model(final_h5, cfg), cfg, s.lr)  # everything below uses exactly the saved file
+    model = saved_weights(model, final_h5, s, cfg)  # everything below uses exactly the saved file
     _, id2label = read_label_maps(s.data_path)
     keypoints, masks, labels = parity_clips(fit_data if test_data is None else test_data, cfg)
     card = export_tflite(model, cfg, paths.fp32_tflite(s.experiment_name), id2label, mode="fp32",
@@ -335,6 +335,18 @@ def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data:
         logger.info(f"test ({results['test']['samples']} clips, {results['test_users']}): "
                     f"top-1 {results['test']['accuracy']:.4f}, top-5 {results['test']['top5_accuracy']:.4f}")
     return results
+
+
+def saved_weights(model, final_h5: Path, s: TrainSettings, cfg: dict):
+    """The trained model with the weights read back from final_h5, compiled for evaluation (loss
+    without label smoothing). A model trained on several devices is rebuilt on one instead, so
+    that its evaluation runs as a one-device run's (building costs ~1 s: reused otherwise)."""
+    from model_functional import load_model
+    if s.distribute == "none":
+        model.load_weights(str(final_h5))
+    else:
+        model = load_model(final_h5, cfg)
+    return compile_model(model, cfg, s.lr)
 
 
 def other_settings(s: FitSettings, record: dict, elsewhere=()) -> dict:

@@ -132,12 +132,13 @@ def parameter_breakdown(model: keras.Model) -> dict:
     return counts | {"total": model.count_params()}
 
 
-def count_flops(cfg: dict) -> int:
-    """FLOPs of one clip through a freshly built model of `cfg` (method: metrics.FLOPS_METHOD)."""
+def count_flops(cfg: dict, model: keras.Model | None = None) -> int:
+    """FLOPs of one clip through a model of `cfg` (method: metrics.FLOPS_METHOD): `model` built with
+    static shapes, build_model(cfg, max_frames=MAX_FRAMES, batch_size=1), or a fresh one."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from tf_env import quiet_native, tf
-    model = build_model(cfg, max_frames=MAX_FRAMES, batch_size=1)
+    model = model or build_model(cfg, max_frames=MAX_FRAMES, batch_size=1)
     spec = [tf.TensorSpec([1, MAX_FRAMES, num_keypoints(cfg), 2], tf.float32),
             tf.TensorSpec([1, MAX_FRAMES], tf.float32)]
     forward = tf.function(lambda kp, mask: model({"keypoints": kp, "attention_mask": mask},

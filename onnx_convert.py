@@ -42,8 +42,10 @@ from preprocessing import MAX_FRAMES
 from runs import ONNX_FILES, card_path, remove_path
 from tf_env import keras, quiet_native, tf
 from tflite_export import (
+    Exportable,
     ParityFailed,
     check_parity,
+    exportable,
     model_card,
     parity_expectation,
     parity_line,
@@ -200,7 +202,7 @@ def op_types(onnx_bytes: bytes) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- export
-def export_onnx(model: keras.Model, cfg: dict, output_dir, id2label: dict, modes=ONNX_MODES,
+def export_onnx(model: keras.Model | Exportable, cfg: dict, output_dir, id2label: dict, modes=ONNX_MODES,
                 parity_data: tuple | None = None, parity_labels: np.ndarray | None = None,
                 representative_data=None, label_names: dict | None = None, training: dict | None = None,
                 log=print) -> dict:
@@ -214,7 +216,7 @@ def export_onnx(model: keras.Model, cfg: dict, output_dir, id2label: dict, modes
         name = card_mode(mode)
         path = output_dir / ONNX_FILES[name]
         if fp32_bytes is None:
-            fp32_bytes = convert_fp32(model, cfg)
+            fp32_bytes = convert_fp32(exportable(model).model, cfg)
         onnx_bytes = fp32_bytes if mode == "fp32" else quantize_int8(fp32_bytes, representative_data)
         loaded = load_checked(onnx_bytes, path, k)
         parity = None

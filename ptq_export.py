@@ -60,9 +60,10 @@ def recorded_data_path(checkpoint: Path) -> str:
     return data_path
 
 
-def export_ptq(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path, modes: list[str],
-               provenance: dict, log=print) -> dict:
-    """Write one .tflite (+ card) per mode into output_dir; returns {mode: card}."""
+def export_ptq(model: keras.Model | Exportable, cfg: dict, data: QuantizationData, output_dir: Path,
+               modes: list[str], provenance: dict, log=print) -> dict:
+    """Write one .tflite (+ card) per mode into output_dir; returns {mode: card}. `model`: an
+    Exportable shares its trace and parity reference with the caller's other exports (ONNX)."""
     from tflite_export import export_tflite
     _, id2label = read_label_maps(data.data_path)
     cards = {}
@@ -89,8 +90,8 @@ def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path,
     provenance = {"source_checkpoint": str(checkpoint), "quantization": "post-training", **data.provenance(),
                   "fp32_training": read_model_card(checkpoint.parent / FP32_TFLITE).get("training",
                                                                                          {})}
-    from tflite_export import ParityFailed, require_parity
-    model = load_model(checkpoint, cfg)
+    from tflite_export import Exportable, ParityFailed, require_parity
+    model = Exportable(load_model(checkpoint, cfg))  # every export below shares its traces
     cards = export_ptq(model, cfg, data, output_dir, modes, provenance, log)
     failed = []
     if onnx_modes:
@@ -107,7 +108,7 @@ def run_ptq(config_path: str, checkpoint: str, data_path: str, output_dir: Path,
     return cards
 
 
-def export_onnx_models(model: keras.Model, cfg: dict, data: QuantizationData, output_dir: Path,
+def export_onnx_models(model: keras.Model | Exportable, cfg: dict, data: QuantizationData, output_dir: Path,
                        modes: list[str], provenance: dict, log=print) -> dict:
     """onnx_convert.export_onnx with the PTQ's data: the same calibration and parity clips."""
     from onnx_convert import export_onnx

@@ -36,6 +36,7 @@ from layers import PACKAGE
 from model_functional import build_model
 from recipes import CALIBRATION_CLIPS, DEFAULT_SEED
 from runs import loso_data_user
+from tflite_runtime import MAX_PARITY_CLIPS
 from util import UserError
 from tf_env import keras, tf
 
@@ -47,8 +48,6 @@ FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel"
 
 
 # ----------------------------------------------------------------------------------------------- data
-MAX_PARITY_CLIPS = 256
-
 
 def representative_clips(data: SplitData, cfg: dict, count: int = CALIBRATION_CLIPS,
                          seed: int = DEFAULT_SEED) -> tuple[np.ndarray, np.ndarray]:

@@ -57,14 +57,14 @@ def main(argv=None):
     from model_functional import build_model
     from quantization import (dense_kernels, fake_quantized_kernels, quantize_for_training,
                               save_qat_weights)
-    from tf_env import keras
+    from optimizers import Adam
     from tflite_export import export_tflite, require_parity
     cfg, output_dir = load_config(args.config_path), Path(args.output_dir)
     set_seed(args.seed)
     keypoints, masks, labels = toy_clips(cfg, args.clips, args.seed)
     models = {"fp32": build_model(cfg)}
     models["qat"] = compile_model(quantize_for_training(models["fp32"]), cfg, 1e-4,
-                                  optimizer=keras.optimizers.Adam(learning_rate=1e-4, clipnorm=QAT_CLIPNORM))
+                                  optimizer=Adam(learning_rate=1e-4, clipnorm=QAT_CLIPNORM))
     covered = fake_quantized_kernels(models["qat"])
     print(f"QAT graph: {len(covered)}/{len(dense_kernels(models['qat']))} Dense kernels fake-quantized")
     models["qat"].fit({"keypoints": keypoints, "attention_mask": masks}, labels, batch_size=4, epochs=1, verbose=0)

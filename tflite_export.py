@@ -144,6 +144,35 @@ def serving_function(model: keras.Model, k: int):
     return serve.get_concrete_function()
 
 
+class Exportable:
+    """A trained Keras model (FP32 or QAT) to export in one or more modes. What every export of it
+    needs is computed on first use and kept: the app-signature function (a trace) and Keras's
+    outputs on the parity clips (another). Exporting one model in six modes then costs each once."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._serving = {}      # K -> serving_function(model, K)
+        self._reference = None  # ((keypoints, masks), (logits, embeddings))
+
+    def serving_function(self, k: int):
+        if k not in self._serving:
+            self._serving[k] = serving_function(self.model, k)
+        return self._serving[k]
+
+    def outputs(self, keypoints: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keras's (logits (N, C), embeddings (N, d)) on these clips (kept for the same arrays)."""
+        if self._reference is None or self._reference[0][0] is not keypoints or self._reference[0][1] is not masks:
+            outputs = embedding_model(self.model).predict({"keypoints": keypoints, "attention_mask": masks},
+                                                          batch_size=32, verbose=0)
+            self._reference = ((keypoints, masks), tuple(outputs))
+        return self._reference[1]
+
+
+def exportable(model) -> Exportable:
+    """`model` as an Exportable (itself, if it is one already)."""
+    return model if isinstance(model, Exportable) else Exportable(model)
+
+
 def name_signature(tflite_model: bytes) -> bytes:
     """Give the graph's I/O tensors the signature names and put inputs and outputs in signature order.
 
@@ -181,12 +210,13 @@ def variables_holder(model: keras.Model) -> tf.Module:
     return holder
 
 
-def convert(model: keras.Model, cfg: dict, mode: str = "fp32", representative_data=None) -> bytes:
+def convert(model: keras.Model | Exportable, cfg: dict, mode: str = "fp32", representative_data=None) -> bytes:
     """Keras model -> .tflite bytes with the app signature, builtin ops only. `mode` is a key of CONVERTER_MODES."""
     if mode not in CONVERTER_MODES:
         raise UserError(f"unknown TFLite mode {mode!r}; choose one of {sorted(CONVERTER_MODES)}")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_function(model, num_keypoints(cfg))],
-                                                               variables_holder(model))
+    source = exportable(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([source.serving_function(num_keypoints(cfg))],
+                                                               variables_holder(source.model))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     CONVERTER_MODES[mode](converter, representative_data)
     with quiet_native():  # the converter's absl lines (util.NATIVE_NOISE)
@@ -194,15 +224,14 @@ def convert(model: keras.Model, cfg: dict, mode: str = "fp32", representative_da
 
 
 # ----------------------------------------------------------------------------------------------- parity
-def check_parity(model: keras.Model, tflite: "TFLiteModel", keypoints: np.ndarray, masks: np.ndarray,
-                 tolerance: float | None, min_agreement: float = 1.0, labels: np.ndarray | None = None,
-                 mode: str = "fp32") -> dict:
+def check_parity(model: keras.Model | Exportable, tflite: "TFLiteModel", keypoints: np.ndarray,
+                 masks: np.ndarray, tolerance: float | None, min_agreement: float = 1.0,
+                 labels: np.ndarray | None = None, mode: str = "fp32") -> dict:
     """Run Keras and TFLite on the same padded clips (N, 64, K, 2) / (N, 64); compare the logits and
     the embeddings. Passed (module docstring): the logits are finite, max |dlogit| <= tolerance (None:
     not bounded), the argmax agrees on >= min_agreement of the clips Keras decides, and the embedding
     is within its bounds for `mode` (embedding_parity). With labels (N,), also the top-1 of both."""
-    keras_logits, keras_embeddings = embedding_model(model).predict(
-        {"keypoints": keypoints, "attention_mask": masks}, batch_size=32, verbose=0)
+    keras_logits, keras_embeddings = exportable(model).outputs(keypoints, masks)
     tflite_logits, tflite_embeddings, _ = tflite.predict_with_embedding(keypoints, masks)
     diff = float(np.abs(keras_logits - tflite_logits).max())
     same = keras_logits.argmax(-1) == tflite_logits.argmax(-1)
@@ -404,11 +433,13 @@ def model_card(tflite: "TFLiteModel", ops: list[str], cfg: dict, mode: str, id2l
     }
 
 
-def export_tflite(model: keras.Model, cfg: dict, path, id2label: dict, mode: str = "fp32",
+def export_tflite(model: keras.Model | Exportable, cfg: dict, path, id2label: dict, mode: str = "fp32",
                   parity_data: tuple | None = None, representative_data=None, label_names: dict | None = None,
                   training: dict | None = None, log=print, parity_labels: np.ndarray | None = None) -> dict:
     """Convert, write `path` (+ card and labels.txt), check parity on `parity_data` = (keypoints, masks) of real
-    padded clips (with `parity_labels`, also top-1 of both), and print the result. Returns the card."""
+    padded clips (with `parity_labels`, also top-1 of both), and print the result. Returns the card. Exporting
+    one model in several modes: pass the same Exportable(model) to each call (it keeps what they share)."""
+    model = exportable(model)
     tflite_bytes = convert(model, cfg, mode, representative_data)
     atomic_write_bytes(path, tflite_bytes)
     tflite = TFLiteModel(tflite_bytes)

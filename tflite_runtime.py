@@ -56,6 +56,7 @@ RUNTIMES = {
 }
 # Export parity (Keras vs the exported file, in the pinned runtime), checked by tflite_export and the test vectors,
 # and by onnx_convert for the ONNX modes (onnx-fp32, onnx-int8: the exported .onnx in ONNX Runtime)
+MAX_PARITY_CLIPS = 256  # held-out clips an export is checked on (the first ones of the split)
 PARITY_TOLERANCE = {"fp32": 1e-4, "float16": 1e-2, "onnx-fp32": 1e-4}  # max |Keras logit - file's logit|
 PARITY_MIN_AGREEMENT = {"dynamic": 0.95, "int8": 0.95, "int8_io": 0.95, "int16x8": 0.95,
                         "onnx-int8": 0.99}  # integer modes:

@@ -110,6 +110,7 @@ def export_qat(qat_model, cfg: dict, data: QuantizationData, output_dir: Path, p
 def run_qat(s: QATSettings) -> dict:
     """One QAT run end to end; returns the metadata record (also written to <output_dir>/qat_metadata.json)."""
     from model_functional import load_model
+    from optimizers import Adam
     from quantization import QuantizationData, quantize_for_training, save_qat_weights
     from tf_env import keras, tf
     output_dir = Path(s.output_dir)
@@ -125,7 +126,7 @@ def run_qat(s: QATSettings) -> dict:
                 + (f", {len(val_data)} validation clips of {sorted(set(val_data.users))}" if val_data else
                    ", no validation"))
     qat_model = compile_model(quantize_for_training(load_model(checkpoint, cfg)), cfg, s.lr,
-                              optimizer=keras.optimizers.Adam(learning_rate=s.lr, clipnorm=QAT_CLIPNORM))
+                              optimizer=Adam(learning_rate=s.lr, clipnorm=QAT_CLIPNORM))
     record = {"checkpoint": str(checkpoint), "seed": s.seed,
               "config_path": s.config_path, "model_config": model_hparams(cfg), "git_commit": git_commit(),
               "tensorflow_version": tf.__version__, "fit_users": sorted(set(fit_data.users)),
