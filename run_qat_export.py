@@ -58,7 +58,7 @@ def main(argv=None):
     from quantization import (dense_kernels, fake_quantized_kernels, quantize_for_training,
                               save_qat_weights)
     from optimizers import Adam
-    from tflite_export import export_tflite, require_parity
+    from tflite_export import Exportable, export_tflite, require_parity
     cfg, output_dir = load_config(args.config_path), Path(args.output_dir)
     set_seed(args.seed)
     keypoints, masks, labels = toy_clips(cfg, args.clips, args.seed)
@@ -70,8 +70,9 @@ def main(argv=None):
     models["qat"].fit({"keypoints": keypoints, "attention_mask": masks}, labels, batch_size=4, epochs=1, verbose=0)
 
     id2label = {i: f"class_{i}" for i in range(cfg["num_labels"])}
+    sources = {name: Exportable(model) for name, model in models.items()}  # fp32 exports twice: one trace
     cards = {output_dir / filename: export_tflite(
-        models[source], cfg, output_dir / filename, id2label, mode=mode,
+        sources[source], cfg, output_dir / filename, id2label, mode=mode,
         parity_data=(keypoints, masks), representative_data=(keypoints, masks),
         training={"demo": "untrained toy model, random clips"})
         for filename, (source, mode) in DEMO_EXPORTS.items()}
