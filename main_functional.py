@@ -203,8 +203,9 @@ def compile_model(model: keras.Model, cfg: dict, lr,
                   optimizer: keras.optimizers.Optimizer | None = None,
                   label_smoothing: float | None = None, jit_compile: bool = False) -> keras.Model:
     """Loss and metrics of every SignBART model; the optimizer is AdamW(lr, config weight_decay)
-    (Keras's, its step built faster: optimizers.py) unless given (lr: a number or a schedule). jit_compile: XLA on the train step (measured slower
-    on CPU: docs/training.md#speed; bench/bench_training.py --recipes today+xla)."""
+    (Keras's, its step built faster: optimizers.py) unless given (lr: a number or a schedule).
+    jit_compile: XLA on the train step (measured slower on CPU: docs/training.md#speed;
+    bench/bench_training.py --recipes today+xla)."""
     from optimizers import AdamW
     from tf_env import keras
     model.compile(
@@ -310,7 +311,7 @@ def fit(model, s: TrainSettings, cfg: dict, fit_data: SplitData, val_data, paths
 
 def finalize(model, s: TrainSettings, cfg: dict, fit_data: SplitData, test_data: SplitData | None, paths, logger,
              training_info: dict) -> dict:
-    """Save final_model.h5, reload it, export + parity-check the TFLite, then evaluate the test split."""
+    """Save final_model.h5, read it back, export + parity-check the TFLite, then evaluate the test split."""
     from tflite_export import export_tflite, require_parity
     ckpt_dir = paths.checkpoint_dir(s.experiment_name)
     if s.validating:

@@ -35,8 +35,9 @@ class StepScalars:
             local_step = tf.cast(self.iterations + 1, dtype)
             beta_1_power = tf.pow(tf.cast(self.beta_1, dtype), local_step)
             beta_2_power = tf.pow(tf.cast(self.beta_2, dtype), local_step)
-            cache[1][key] = {"lr": lr, "alpha": lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power),
-                             "wd": None if self.weight_decay is None else tf.cast(self.weight_decay, dtype)}
+            wd = None if self.weight_decay is None else tf.cast(self.weight_decay, dtype)
+            alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+            cache[1][key] = {"lr": lr, "alpha": alpha, "wd": wd}
         return cache[1][key]
 
     def update_step(self, gradient, variable):

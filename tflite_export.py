@@ -161,10 +161,11 @@ class Exportable:
 
     def outputs(self, keypoints: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keras's (logits (N, C), embeddings (N, d)) on these clips (kept for the same arrays)."""
-        if self._reference is None or self._reference[0][0] is not keypoints or self._reference[0][1] is not masks:
+        clips = (keypoints, masks)
+        if self._reference is None or any(a is not b for a, b in zip(self._reference[0], clips)):
             outputs = embedding_model(self.model).predict({"keypoints": keypoints, "attention_mask": masks},
                                                           batch_size=32, verbose=0)
-            self._reference = ((keypoints, masks), tuple(outputs))
+            self._reference = (clips, tuple(outputs))
         return self._reference[1]
 
 

@@ -22,7 +22,8 @@ def trained(optimizer, batch) -> tuple[list[np.ndarray], int]:
     inputs = keras.Input((6,))
     hidden = LayerNorm(name="norm")(keras.layers.Dense(16, activation="gelu")(inputs))
     model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=optimizer, loss=loss)
     model.fit(*batch, batch_size=8, epochs=3, shuffle=False, verbose=0)
     step, = model.train_function._list_all_concrete_functions_for_serialization()  # the traced step
     return [w.numpy() for w in model.weights], len(step.graph.get_operations())
@@ -30,7 +31,8 @@ def trained(optimizer, batch) -> tuple[list[np.ndarray], int]:
 
 @pytest.mark.parametrize("name, kwargs", [
     ("AdamW", {"learning_rate": 3e-3, "weight_decay": 0.01}),
-    ("AdamW", {"learning_rate": keras.optimizers.schedules.CosineDecay(3e-3, 6), "weight_decay": 0.01}),
+    ("AdamW", {"learning_rate": keras.optimizers.schedules.CosineDecay(3e-3, 6),
+               "weight_decay": 0.01}),
     ("Adam", {"learning_rate": 1e-3, "clipnorm": 1.0}),
 ])
 def test_same_weights_as_keras_with_fewer_ops(batch, name, kwargs):
@@ -43,7 +45,8 @@ def test_same_weights_as_keras_with_fewer_ops(batch, name, kwargs):
 def test_eager_updates_are_keras_updates():
     """Outside a traced step each update builds its own scalars, as Keras does."""
     results = []
-    for optimizer in (keras.optimizers.AdamW(0.1, weight_decay=0.5), optimizers.AdamW(0.1, weight_decay=0.5)):
+    for make in (keras.optimizers.AdamW, optimizers.AdamW):
+        optimizer = make(0.1, weight_decay=0.5)
         variable = tf.Variable([1.0, -2.0])
         for gradient in ([0.5, 0.25], [-1.0, 2.0]):
             optimizer.apply_gradients([(tf.constant(gradient), variable)])
