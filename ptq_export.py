@@ -33,18 +33,18 @@ from config import load_config
 from dataset import read_label_maps, read_label_names
 from recipes import CALIBRATION_CLIPS, ONNX_MODES, PTQ_MODES
 from recipes import DEFAULT_SEED
-from runs import (CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, comma_list, export_dir_for, parse_onnx_modes,
-                  require_file)
+from runs import (CHECKPOINT_METADATA, FP32_TFLITE, PTQ_FILES, export_dir_for, parse_onnx_modes,
+                  parse_ptq_modes, require_file)
 from util import HelpFormatter, UserError, add_verbose_flag, bounded, cli, read_json, set_seed
 
 
 def parse_modes(arg: str) -> list[str]:
-    """'dynamic,int8' or 'all' -> mode list, each a tflite_export converter mode."""
+    """'dynamic,int8' or 'all' -> mode list (runs.parse_ptq_modes), each a tflite_export converter mode."""
     from tflite_export import CONVERTER_MODES
-    modes = list(PTQ_FILES) if arg.strip() == "all" else comma_list(arg)
-    unknown = [m for m in modes if m not in PTQ_FILES or m not in CONVERTER_MODES]
-    if unknown or not modes:
-        raise UserError(f"--modes: unknown mode(s) {unknown}; choose from {list(PTQ_FILES)} or 'all'")
+    modes = parse_ptq_modes(arg, "--modes")
+    unknown = [m for m in modes if m not in CONVERTER_MODES]
+    if unknown:
+        raise UserError(f"--modes: unknown mode(s) {unknown}; choose from {list(CONVERTER_MODES)}")
     return modes
 
 

@@ -284,8 +284,7 @@ def fold_resumable(paths: RunPaths, exp: str) -> bool:
 
 def ptq_done(export_dir, modes, onnx_modes=()) -> bool:
     """The model card of every PTQ mode and of every ONNX mode (fp32, int8) the PTQ step writes
-    (each card is written after its model)."""
-    modes = list(PTQ_FILES) if list(modes) == ["all"] else modes
+    (each card is written after its model); the modes as parse_ptq_modes / parse_onnx_modes give them."""
     files = [PTQ_FILES[mode] for mode in modes] + [ONNX_FILES[f"onnx-{m}"] for m in onnx_modes]
     return all(card_path(Path(export_dir) / name).is_file() for name in files)
 
@@ -517,6 +516,15 @@ def parse_holdouts(arg: str | None, base_data_path, holdout_only: str = "") -> l
     return comma_list(arg)
 
 
+def parse_ptq_modes(arg: str, what: str = "PTQ modes") -> list[str]:
+    """'dynamic,int8' (or 'all') -> PTQ modes, each a key of PTQ_FILES; `what` names them in the error."""
+    modes = list(PTQ_FILES) if arg.strip() == "all" else comma_list(arg)
+    unknown = [m for m in modes if m not in PTQ_FILES]
+    if unknown or not modes:
+        raise UserError(f"{what}: unknown mode(s) {unknown}; choose from {list(PTQ_FILES)} or 'all'")
+    return modes
+
+
 def parse_onnx_modes(arg: str) -> list[str]:
     """'fp32,int8' (or 'all') -> ONNX modes, each of ONNX_FILES without its 'onnx-'."""
     known = [m.removeprefix("onnx-") for m in ONNX_FILES]
@@ -606,16 +614,12 @@ def run_loso_batch(args, kind: str, what: str, job) -> int:
 
 # ---------------------------------------------------------------------------------- shell interface
 def pipeline_paths(output_root: str | None, dataset: str, exp_prefix: str, holdouts: list[str],
-                   full_exp_name: str = "", ptq_modes: list[str] = ()) -> dict[str, str]:
+                   full_exp_name: str = "") -> dict[str, str]:
     """Every path and file name run_end_to_end_pipeline.sh needs, by shell variable name (per
-    holdout U: LOSO_EXP_U, LOSO_CKPT_U = its checkpoint folder); unknown PTQ modes are refused
-    here, before anything runs. What is done the shell asks `runs.py state`."""
+    holdout U: LOSO_EXP_U, LOSO_CKPT_U = its checkpoint folder). What is done the shell asks
+    `runs.py state`."""
     loso, full = run_paths(dataset, "loso", output_root), run_paths(dataset, "full", output_root)
     full_exp = full_exp_name or full_experiment_name(dataset)
-    ptq_modes = list(PTQ_FILES) if list(ptq_modes) == ["all"] else ptq_modes  # as ptq_export --modes
-    unknown = [m for m in ptq_modes if m not in PTQ_FILES]
-    if unknown:
-        raise UserError(f"PTQ modes {unknown} unknown; choose from {list(PTQ_FILES)}")
     values = {
         "LOSO_RUNS": loso.base, "FULL_RUNS": full.base, "LOSO_CHECKPOINTS": loso.checkpoints_root,
         "LOSO_EXPORTS": loso.exports_root, "RESULTS_DIR": loso.results_dir(exp_prefix),
@@ -647,7 +651,9 @@ def main(argv=None) -> int:
     paths.add_argument("--holdouts", default="", help="comma list of holdout users (resolved)")
     paths.add_argument("--full_exp_name", default="",
                        help="full-dataset experiment ('': <dataset>_full)")
-    paths.add_argument("--ptq_modes", default="", help="comma list of PTQ modes (checked)")
+    paths.add_argument("--ptq_modes", default="",
+                       help="comma list of PTQ modes, or 'all': unknown ones are refused here, before "
+                            "anything runs")
     variant = sub.add_parser("variant_prefix", formatter_class=HelpFormatter,
                              help="a keypoint variant's experiment prefix (variant_prefix)")
     variant.add_argument("variant", help="keypoint variant, e.g. 65kpts or 42kpts-hands")
@@ -679,8 +685,8 @@ def main(argv=None) -> int:
         print(*parse_holdouts(args.holdouts, args.base_data_path))
         return 0
     if args.command == "state":
-        modes, onnx = comma_list(args.modes), (parse_onnx_modes(args.onnx_modes)
-                                                 if args.onnx_modes.strip() else [])
+        modes = parse_ptq_modes(args.modes) if args.modes.strip() else []
+        onnx = parse_onnx_modes(args.onnx_modes) if args.onnx_modes.strip() else []
         for fold in args.folds:
             name, sep, folder = fold.partition("=")
             if not (sep and name and folder):
@@ -693,9 +699,10 @@ def main(argv=None) -> int:
     if args.command == "variant_prefix":
         print(variant_prefix(args.dataset_name, args.variant, args.output_root or None))
         return 0
+    if args.ptq_modes.strip():
+        parse_ptq_modes(args.ptq_modes)
     values = pipeline_paths(args.output_root or None, args.dataset_name, args.exp_prefix,
-                            comma_list(args.holdouts), args.full_exp_name,
-                            comma_list(args.ptq_modes))
+                            comma_list(args.holdouts), args.full_exp_name)
     for name, value in values.items():
         print(f"{name}={value}")
     return 0

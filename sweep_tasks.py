@@ -17,11 +17,12 @@ from pathlib import Path
 
 from run_lock import LOCK_HEARTBEAT_SECONDS, LOCK_STALE_SECONDS, RunLock
 from runs import (
-    comma_list,
     fold_resumable,
     fold_trained,
     loso_data_path,
     loso_experiment_name,
+    parse_onnx_modes,
+    parse_ptq_modes,
     ptq_done,
     qat_done,
     results_current,
@@ -84,8 +85,8 @@ def plan(task: dict, python: str = sys.executable) -> tuple[list | None, str]:
                 *(["--batch_size", r["BATCH_SIZE"]] if r["BATCH_SIZE"] else []), mode,
                 "--holdout_only", user], ""
     if stage == "ptq":
-        onnx = comma_list(r["ONNX_MODES"]) if r["ONNX"] == "1" else []  # as the pipeline's ONNX=1
-        if ptq_done(ptq_dir / user, comma_list(r["PTQ_MODES"]), onnx):
+        onnx = parse_onnx_modes(r["ONNX_MODES"]) if r["ONNX"] == "1" else []  # as the pipeline's ONNX=1
+        if ptq_done(ptq_dir / user, parse_ptq_modes(r["PTQ_MODES"]), onnx):
             return None, "PTQ models exist"
         return [python, "ptq_export_batch.py", *data, *where, "--output_base_dir", str(ptq_dir),
                 "--modes", r["PTQ_MODES"], *(["--onnx_modes", ",".join(onnx)] if onnx else []),
